@@ -1,1 +1,1620 @@
-//! TODO
+//! Server configuration: command-line flags, `ICEBREAKER_*` environment variables, an optional
+//! TOML file and defaults, in that order of precedence (flag > env > file > default).
+//!
+//! Every setting has the same name everywhere: TOML key `relay_ports`, environment variable
+//! `ICEBREAKER_RELAY_PORTS`, flag `--relay-ports`. Two list flags are singular because they are
+//! repeated: `--user` (`users`, `ICEBREAKER_USERS`) and `--turn-secret` (`turn_secrets`,
+//! `ICEBREAKER_TURN_SECRETS`). See docs/CONFIG.md.
+//!
+//! [`Config::load`] rejects values that cannot be represented at all (an address that does not
+//! parse, a user without `:`), listing every such mistake at once in a [`LoadError`];
+//! [`Config::check`] then reports everything that parses but is wrong or risky, as
+//! [`Problem`]s with a [`Severity`].
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Default `turn_listen`.
+pub const DEFAULT_TURN_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3478);
+/// Default `turns_listen` when both `tls_cert` and `tls_key` are set.
+pub const DEFAULT_TURNS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5349);
+/// Default `http_listen`.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+pub const DEFAULT_RELAY_PORTS: (u16, u16) = (49152, 65535);
+pub const DEFAULT_REALM: &str = "icebreaker";
+pub const DEFAULT_MAX_ALLOCATIONS: usize = 10_000;
+pub const DEFAULT_MAX_ALLOCATIONS_PER_USER: usize = 100;
+pub const DEFAULT_MAX_LIFETIME: u32 = 3600;
+pub const DEFAULT_LIFETIME: u32 = 600;
+pub const DEFAULT_NONCE_LIFETIME: u32 = 600;
+pub const DEFAULT_CREDENTIAL_TTL: u32 = 86_400;
+pub const DEFAULT_LOG: &str = "info";
+
+/// Default SOFTWARE attribute value: `Icebreaker <version>`.
+pub fn default_software() -> String {
+    format!("Icebreaker {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A public address announced in XOR-RELAYED-ADDRESS instead of the local relay address (for a
+/// server behind 1:1 NAT). `private` selects which relay address it replaces; without it the
+/// mapping applies to the relay address of the same family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExternalIp {
+    pub public: IpAddr,
+    pub private: Option<IpAddr>,
+}
+
+impl std::str::FromStr for ExternalIp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (public, private) = match s.split_once('/') {
+            Some((p, q)) => (p, Some(q)),
+            None => (s, None),
+        };
+        let public = public
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| format!("{public:?} is not an IP address"))?;
+        let private = match private {
+            Some(q) => Some(
+                q.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("{q:?} is not an IP address"))?,
+            ),
+            None => None,
+        };
+        Ok(ExternalIp { public, private })
+    }
+}
+
+impl fmt::Display for ExternalIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.private {
+            Some(p) => write!(f, "{}/{}", self.public, p),
+            None => write!(f, "{}", self.public),
+        }
+    }
+}
+
+/// Every setting of `icebreaker serve` (also accepted by `icebreaker config check`).
+///
+/// Values are kept as given (mostly strings) so that [`Config::load`] can report every mistake
+/// at once, naming the setting, instead of stopping at the first one.
+#[derive(Args, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys as in docs/CONFIG.md)
+    #[arg(long, env = "ICEBREAKER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// TURN/STUN listen address, UDP and TCP (repeatable) [default: 0.0.0.0:3478]
+    #[arg(
+        long,
+        env = "ICEBREAKER_TURN_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub turn_listen: Vec<String>,
+
+    /// TURN/STUN over TLS listen address (repeatable) [default: 0.0.0.0:5349 when a certificate is set]
+    #[arg(
+        long,
+        env = "ICEBREAKER_TURNS_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub turns_listen: Vec<String>,
+
+    /// TLS certificate chain (PEM, leaf first)
+    #[arg(long, env = "ICEBREAKER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM)
+    #[arg(long, env = "ICEBREAKER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Local address relay sockets bind to: at most one IPv4 and one IPv6 (repeatable) [default: auto]
+    #[arg(
+        long,
+        env = "ICEBREAKER_RELAY_IP",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub relay_ip: Vec<String>,
+
+    /// Relay port range [default: 49152-65535]
+    #[arg(long, env = "ICEBREAKER_RELAY_PORTS", value_name = "LO-HI")]
+    pub relay_ports: Option<String>,
+
+    /// Public address announced for relays, behind 1:1 NAT (repeatable)
+    #[arg(
+        long,
+        env = "ICEBREAKER_EXTERNAL_IP",
+        value_name = "PUBLIC[/PRIVATE]",
+        value_delimiter = ','
+    )]
+    pub external_ip: Vec<String>,
+
+    /// Authentication realm [default: icebreaker]
+    #[arg(long, env = "ICEBREAKER_REALM", value_name = "REALM")]
+    pub realm: Option<String>,
+
+    /// Static user NAME:PASSWORD (repeatable; split at the first ':'; the environment variable holds one)
+    #[arg(
+        long = "user",
+        env = "ICEBREAKER_USERS",
+        value_name = "NAME:PASS",
+        hide_env_values = true
+    )]
+    pub users: Vec<String>,
+
+    /// Shared secret for TURN REST credentials (repeatable: all are accepted, for rotation)
+    #[arg(
+        long = "turn-secret",
+        env = "ICEBREAKER_TURN_SECRETS",
+        value_name = "SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub turn_secrets: Vec<String>,
+
+    /// Peer network relays may reach although refused by default (private, loopback, ...) (repeatable; a bare IP is a /32 or /128)
+    #[arg(
+        long,
+        env = "ICEBREAKER_ALLOW_PEER",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub allow_peer: Vec<String>,
+
+    /// Peer network relays must not reach, in addition to the defaults; wins over --allow-peer (repeatable)
+    #[arg(
+        long,
+        env = "ICEBREAKER_DENY_PEER",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub deny_peer: Vec<String>,
+
+    /// HTTP listen address for /metrics, /healthz, /readyz [default: 127.0.0.1:8080]
+    #[arg(long, env = "ICEBREAKER_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
+
+    /// Maximum number of allocations in total [default: 10000]
+    #[arg(long, env = "ICEBREAKER_MAX_ALLOCATIONS", value_name = "N")]
+    pub max_allocations: Option<usize>,
+
+    /// Maximum number of allocations per user [default: 100]
+    #[arg(long, env = "ICEBREAKER_MAX_ALLOCATIONS_PER_USER", value_name = "N")]
+    pub max_allocations_per_user: Option<usize>,
+
+    /// Longest allocation lifetime a client may request, seconds [default: 3600]
+    #[arg(long, env = "ICEBREAKER_MAX_LIFETIME", value_name = "SECS")]
+    pub max_lifetime: Option<u32>,
+
+    /// Allocation lifetime when the client asks for none or less, seconds [default: 600]
+    #[arg(long, env = "ICEBREAKER_DEFAULT_LIFETIME", value_name = "SECS")]
+    pub default_lifetime: Option<u32>,
+
+    /// How long a NONCE stays valid, seconds [default: 600]
+    #[arg(long, env = "ICEBREAKER_NONCE_LIFETIME", value_name = "SECS")]
+    pub nonce_lifetime: Option<u32>,
+
+    /// Lifetime of TURN REST credentials this server hands out, seconds [default: 86400]
+    #[arg(long, env = "ICEBREAKER_CREDENTIAL_TTL", value_name = "SECS")]
+    pub credential_ttl: Option<u32>,
+
+    /// SOFTWARE attribute value; empty = send none [default: "Icebreaker <version>"]
+    #[arg(long, env = "ICEBREAKER_SOFTWARE", value_name = "TEXT")]
+    pub software: Option<String>,
+
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG is used when this is unset [default: info]
+    #[arg(long, env = "ICEBREAKER_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Log format [default: text]
+    #[arg(long, env = "ICEBREAKER_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The TOML file. Same keys as the flags, with underscores.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    turn_listen: Option<Vec<String>>,
+    turns_listen: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    relay_ip: Option<Vec<String>>,
+    relay_ports: Option<String>,
+    external_ip: Option<Vec<String>>,
+    realm: Option<String>,
+    users: Option<Vec<String>>,
+    turn_secrets: Option<Vec<String>>,
+    allow_peer: Option<Vec<String>>,
+    deny_peer: Option<Vec<String>>,
+    http_listen: Option<String>,
+    max_allocations: Option<usize>,
+    max_allocations_per_user: Option<usize>,
+    max_lifetime: Option<u32>,
+    default_lifetime: Option<u32>,
+    nonce_lifetime: Option<u32>,
+    credential_ttl: Option<u32>,
+    software: Option<String>,
+    log: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// The resolved configuration. `Config::default()` is the configuration with no flags, no
+/// environment and no file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub turn_listen: Vec<SocketAddr>,
+    pub turns_listen: Vec<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub relay_ip: Vec<IpAddr>,
+    pub relay_ports: (u16, u16),
+    pub external_ip: Vec<ExternalIp>,
+    pub realm: String,
+    pub users: Vec<(String, String)>,
+    pub turn_secrets: Vec<String>,
+    pub allow_peer: Vec<IpNet>,
+    pub deny_peer: Vec<IpNet>,
+    pub http_listen: SocketAddr,
+    pub max_allocations: usize,
+    pub max_allocations_per_user: usize,
+    pub max_lifetime: u32,
+    pub default_lifetime: u32,
+    pub nonce_lifetime: u32,
+    pub credential_ttl: u32,
+    pub software: String,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            turn_listen: vec![DEFAULT_TURN_LISTEN],
+            turns_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            relay_ip: Vec::new(),
+            relay_ports: DEFAULT_RELAY_PORTS,
+            external_ip: Vec::new(),
+            realm: DEFAULT_REALM.to_string(),
+            users: Vec::new(),
+            turn_secrets: Vec::new(),
+            allow_peer: Vec::new(),
+            deny_peer: Vec::new(),
+            http_listen: DEFAULT_HTTP_LISTEN,
+            max_allocations: DEFAULT_MAX_ALLOCATIONS,
+            max_allocations_per_user: DEFAULT_MAX_ALLOCATIONS_PER_USER,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            default_lifetime: DEFAULT_LIFETIME,
+            nonce_lifetime: DEFAULT_NONCE_LIFETIME,
+            credential_ttl: DEFAULT_CREDENTIAL_TTL,
+            software: default_software(),
+            log: DEFAULT_LOG.to_string(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Passwords and secrets are never printed.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users: Vec<String> = self
+            .users
+            .iter()
+            .map(|(name, _)| format!("{name}:<redacted>"))
+            .collect();
+        f.debug_struct("Config")
+            .field("turn_listen", &self.turn_listen)
+            .field("turns_listen", &self.turns_listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("relay_ip", &self.relay_ip)
+            .field("relay_ports", &self.relay_ports)
+            .field("external_ip", &self.external_ip)
+            .field("realm", &self.realm)
+            .field("users", &users)
+            .field(
+                "turn_secrets",
+                &format_args!("<{} redacted>", self.turn_secrets.len()),
+            )
+            .field("allow_peer", &self.allow_peer)
+            .field("deny_peer", &self.deny_peer)
+            .field("http_listen", &self.http_listen)
+            .field("max_allocations", &self.max_allocations)
+            .field("max_allocations_per_user", &self.max_allocations_per_user)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("default_lifetime", &self.default_lifetime)
+            .field("nonce_lifetime", &self.nonce_lifetime)
+            .field("credential_ttl", &self.credential_ttl)
+            .field("software", &self.software)
+            .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Values that could not be read at all. `problems` holds one sentence per mistake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.as_slice() {
+            [one] => f.write_str(one),
+            many => {
+                write!(f, "{} configuration mistakes:", many.len())?;
+                for (i, p) in many.iter().enumerate() {
+                    write!(f, "\n  {}. {p}", i + 1)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// How serious a [`Problem`] found by [`Config::check`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The server would work, but probably not as intended.
+    Warning,
+    /// The server must not start with this.
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// One finding of [`Config::check`]: a sentence naming the setting and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.severity, self.message)
+    }
+}
+
+/// `--flag` for a key (the two repeated lists have singular flags).
+fn flag_of(key: &str) -> String {
+    match key {
+        "users" => "--user".to_string(),
+        "turn_secrets" => "--turn-secret".to_string(),
+        k => format!("--{}", k.replace('_', "-")),
+    }
+}
+
+fn env_of(key: &str) -> String {
+    format!("ICEBREAKER_{}", key.to_ascii_uppercase())
+}
+
+/// Where a value came from, for error messages.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Cli(&'static str),
+    File(&'a Path),
+}
+
+impl fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Cli(key) => write!(f, "(from {} or {})", flag_of(key), env_of(key)),
+            Origin::File(p) => write!(f, "(in {})", p.display()),
+        }
+    }
+}
+
+struct Loader<'a> {
+    file_path: Option<&'a Path>,
+    problems: Vec<String>,
+}
+
+impl<'a> Loader<'a> {
+    /// Pick the command-line/env list if non-empty, else the file's, else `None`, and parse
+    /// every entry, recording failures. `show` decides whether the bad value may be echoed.
+    fn list<T>(
+        &mut self,
+        key: &'static str,
+        cli: &[String],
+        file: Option<Vec<String>>,
+        show: bool,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
+        let (values, origin) = if !cli.is_empty() {
+            (cli.to_vec(), Origin::Cli(key))
+        } else {
+            let path = self.file_path?;
+            (file?, Origin::File(path))
+        };
+        let mut out = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            match parse(v) {
+                Ok(t) => out.push(t),
+                Err(why) if show => self.problems.push(format!("{key}: {v:?} {origin} {why}")),
+                Err(why) => self
+                    .problems
+                    .push(format!("{key}: entry #{} {origin} {why}", i + 1)),
+            }
+        }
+        Some(out)
+    }
+
+    fn one<T>(
+        &mut self,
+        key: &'static str,
+        cli: Option<String>,
+        file: Option<String>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let (v, origin) = match (cli, file, self.file_path) {
+            (Some(v), _, _) => (v, Origin::Cli(key)),
+            (None, Some(v), Some(p)) => (v, Origin::File(p)),
+            _ => return None,
+        };
+        match parse(&v) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                self.problems.push(format!("{key}: {v:?} {origin} {why}"));
+                None
+            }
+        }
+    }
+}
+
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        "is not an IP address with a port; write IP:PORT such as 0.0.0.0:3478 or [::]:3478"
+            .to_string()
+    })
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.trim().parse().map_err(|_| {
+        "is not an IP address; write one such as 203.0.113.10 or 2001:db8::10".to_string()
+    })
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    const HOW: &str = "is not a port range; write LO-HI with ports 1-65535, such as 49152-65535";
+    let (lo, hi) = s.trim().split_once('-').ok_or_else(|| HOW.to_string())?;
+    let lo: u16 = lo.trim().parse().map_err(|_| HOW.to_string())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| HOW.to_string())?;
+    Ok((lo, hi))
+}
+
+fn parse_external_ip(s: &str) -> Result<ExternalIp, String> {
+    s.parse::<ExternalIp>().map_err(|why| {
+        format!(
+            "is not PUBLIC or PUBLIC/PRIVATE ({why}); write e.g. 203.0.113.10 or 203.0.113.10/10.0.0.5"
+        )
+    })
+}
+
+fn parse_user(s: &str) -> Result<(String, String), String> {
+    s.split_once(':')
+        .map(|(n, p)| (n.to_string(), p.to_string()))
+        .ok_or_else(|| "has no ':'; write NAME:PASSWORD (split at the first ':')".to_string())
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    let parsed = if s.contains('/') {
+        s.parse::<IpNet>().ok()
+    } else {
+        s.parse::<IpAddr>().ok().map(IpNet::from)
+    };
+    parsed.map(|n| n.trunc()).ok_or_else(|| {
+        "is not an IP network; write ADDRESS/PREFIX such as 10.0.0.0/8 or fd00::/8, or a bare IP address"
+            .to_string()
+    })
+}
+
+fn parse_string(s: &str) -> Result<String, String> {
+    Ok(s.to_string())
+}
+
+impl Config {
+    /// Resolve the configuration from parsed arguments (clap already merged flags with
+    /// `ICEBREAKER_*` variables), the optional `--config` file, `RUST_LOG`, and defaults.
+    ///
+    /// On failure the error is a [`LoadError`] listing every value that could not be read.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+        let rust_log = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        Ok(Self::load_with(args, rust_log)?)
+    }
+
+    /// [`Config::load`] with the value of `RUST_LOG` passed in (for tests).
+    pub fn load_with(args: &ServeArgs, rust_log: Option<String>) -> Result<Config, LoadError> {
+        let file = match &args.config {
+            Some(path) => Some(read_file(path)?),
+            None => None,
+        };
+        let path = args.config.as_deref();
+        let f = file.unwrap_or_default();
+        let mut l = Loader {
+            file_path: path,
+            problems: Vec::new(),
+        };
+        let d = Config::default();
+        // Relative TLS paths in the file are relative to the file's directory.
+        let rel = |p: PathBuf| match path.and_then(Path::parent) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p,
+        };
+
+        let tls_cert = args.tls_cert.clone().or(f.tls_cert.map(rel));
+        let tls_key = args.tls_key.clone().or(f.tls_key.map(rel));
+        let default_turns = if tls_cert.is_some() && tls_key.is_some() {
+            vec![DEFAULT_TURNS_LISTEN]
+        } else {
+            Vec::new()
+        };
+
+        let config = Config {
+            turn_listen: l
+                .list(
+                    "turn_listen",
+                    &args.turn_listen,
+                    f.turn_listen,
+                    true,
+                    parse_socket_addr,
+                )
+                .unwrap_or(d.turn_listen),
+            turns_listen: l
+                .list(
+                    "turns_listen",
+                    &args.turns_listen,
+                    f.turns_listen,
+                    true,
+                    parse_socket_addr,
+                )
+                .unwrap_or(default_turns),
+            tls_cert,
+            tls_key,
+            relay_ip: l
+                .list("relay_ip", &args.relay_ip, f.relay_ip, true, parse_ip)
+                .unwrap_or(d.relay_ip),
+            relay_ports: l
+                .one(
+                    "relay_ports",
+                    args.relay_ports.clone(),
+                    f.relay_ports,
+                    parse_port_range,
+                )
+                .unwrap_or(d.relay_ports),
+            external_ip: l
+                .list(
+                    "external_ip",
+                    &args.external_ip,
+                    f.external_ip,
+                    true,
+                    parse_external_ip,
+                )
+                .unwrap_or(d.external_ip),
+            realm: args.realm.clone().or(f.realm).unwrap_or(d.realm),
+            users: l
+                .list("users", &args.users, f.users, false, parse_user)
+                .unwrap_or(d.users),
+            turn_secrets: l
+                .list(
+                    "turn_secrets",
+                    &args.turn_secrets,
+                    f.turn_secrets,
+                    false,
+                    parse_string,
+                )
+                .unwrap_or(d.turn_secrets),
+            allow_peer: l
+                .list(
+                    "allow_peer",
+                    &args.allow_peer,
+                    f.allow_peer,
+                    true,
+                    parse_net,
+                )
+                .unwrap_or(d.allow_peer),
+            deny_peer: l
+                .list("deny_peer", &args.deny_peer, f.deny_peer, true, parse_net)
+                .unwrap_or(d.deny_peer),
+            http_listen: l
+                .one(
+                    "http_listen",
+                    args.http_listen.clone(),
+                    f.http_listen,
+                    parse_socket_addr,
+                )
+                .unwrap_or(d.http_listen),
+            max_allocations: args
+                .max_allocations
+                .or(f.max_allocations)
+                .unwrap_or(d.max_allocations),
+            max_allocations_per_user: args
+                .max_allocations_per_user
+                .or(f.max_allocations_per_user)
+                .unwrap_or(d.max_allocations_per_user),
+            max_lifetime: args
+                .max_lifetime
+                .or(f.max_lifetime)
+                .unwrap_or(d.max_lifetime),
+            default_lifetime: args
+                .default_lifetime
+                .or(f.default_lifetime)
+                .unwrap_or(d.default_lifetime),
+            nonce_lifetime: args
+                .nonce_lifetime
+                .or(f.nonce_lifetime)
+                .unwrap_or(d.nonce_lifetime),
+            credential_ttl: args
+                .credential_ttl
+                .or(f.credential_ttl)
+                .unwrap_or(d.credential_ttl),
+            software: args.software.clone().or(f.software).unwrap_or(d.software),
+            log: args.log.clone().or(rust_log).or(f.log).unwrap_or(d.log),
+            log_format: args.log_format.or(f.log_format).unwrap_or(d.log_format),
+        };
+        if l.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(LoadError {
+                problems: l.problems,
+            })
+        }
+    }
+
+    /// Every mistake in the configuration, errors first, each a sentence naming the setting and
+    /// saying how to fix it. Empty means valid. The server refuses to start when any
+    /// [`Severity::Error`] is present; warnings are logged.
+    ///
+    /// This reads the TLS certificate and key (if configured) to make sure they load.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut c = Checker::default();
+        self.check_listen(&mut c);
+        self.check_tls(&mut c);
+        self.check_relay(&mut c);
+        self.check_auth(&mut c);
+        self.check_peers(&mut c);
+        self.check_limits(&mut c);
+        self.check_misc(&mut c);
+        c.0.sort_by(|a, b| b.severity.cmp(&a.severity));
+        c.0
+    }
+
+    fn check_listen(&self, c: &mut Checker) {
+        if self.turn_listen.is_empty() && self.turns_listen.is_empty() {
+            c.error(
+                "turn_listen and turns_listen are both empty, so the server would listen nowhere; \
+                 give at least one address, e.g. --turn-listen 0.0.0.0:3478",
+            );
+        }
+        for (i, a) in self.turn_listen.iter().enumerate() {
+            if self.turn_listen[..i].contains(a) {
+                c.error(format!("turn_listen lists {a} twice; remove the duplicate"));
+            }
+        }
+        for (i, a) in self.turns_listen.iter().enumerate() {
+            if self.turns_listen[..i].contains(a) {
+                c.error(format!(
+                    "turns_listen lists {a} twice; remove the duplicate"
+                ));
+            }
+            if let Some(b) = self.turn_listen.iter().find(|b| overlaps(a, b)) {
+                c.error(format!(
+                    "turns_listen {a} uses the same TCP port as turn_listen {b}; \
+                     TLS needs its own port (5349 is the standard one)"
+                ));
+            }
+        }
+        let tcp = self.turn_listen.iter().chain(&self.turns_listen);
+        for b in tcp {
+            if overlaps(&self.http_listen, b) {
+                c.error(format!(
+                    "http_listen {} uses the same TCP port as TURN listener {b}; \
+                     choose another port for --http-listen",
+                    self.http_listen
+                ));
+            }
+        }
+        if !self.http_listen.ip().is_loopback() {
+            c.warning(format!(
+                "http_listen is {}, not a loopback address: /metrics, /healthz and /readyz will be \
+                 reachable from the network; use 127.0.0.1:8080 unless a firewall or proxy protects it",
+                self.http_listen
+            ));
+        }
+    }
+
+    fn check_tls(&self, c: &mut Checker) {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => c.error(
+                "tls_cert is set but tls_key is not; give the matching private key with --tls-key FILE",
+            ),
+            (None, Some(_)) => c.error(
+                "tls_key is set but tls_cert is not; give the certificate chain with --tls-cert FILE",
+            ),
+            (Some(cert), Some(key)) => {
+                if let Err(e) = crate::tls::load_server_config(cert, key) {
+                    c.error(format!(
+                        "tls_cert/tls_key cannot be loaded: {e:#}; fix the files or the paths"
+                    ));
+                }
+            }
+            (None, None) => {
+                if !self.turns_listen.is_empty() {
+                    c.error(
+                        "turns_listen is set but there is no certificate; \
+                         give --tls-cert FILE and --tls-key FILE, or remove turns_listen",
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_relay(&self, c: &mut Checker) {
+        let (lo, hi) = self.relay_ports;
+        if lo > hi {
+            c.error(format!(
+                "relay_ports {lo}-{hi} is inverted; write the lower port first, e.g. {hi}-{lo}"
+            ));
+        } else {
+            if lo < 1024 {
+                c.error(format!(
+                    "relay_ports {lo}-{hi} starts below 1024 (privileged, well-known ports); \
+                     start the range at 1024 or above, e.g. 49152-65535"
+                ));
+            }
+            if lo == hi {
+                c.error(format!(
+                    "relay_ports {lo}-{hi} holds a single port; give at least 2 ports \
+                     (one per allocation), e.g. 49152-65535"
+                ));
+            } else {
+                let ports = usize::from(hi - lo) + 1;
+                if ports < self.max_allocations {
+                    c.warning(format!(
+                        "relay_ports {lo}-{hi} has {ports} ports but max_allocations is {}: \
+                         allocations will fail with 508 once the ports of an address family run out; \
+                         widen the range or lower max_allocations",
+                        self.max_allocations
+                    ));
+                }
+            }
+        }
+
+        let mut v4 = 0;
+        let mut v6 = 0;
+        for ip in &self.relay_ip {
+            if ip.is_unspecified() {
+                c.error(format!(
+                    "relay_ip {ip} is a wildcard address; give the concrete local address relays \
+                     should use (the one clients' peers can reach), or leave relay_ip unset for automatic"
+                ));
+            }
+            match ip {
+                IpAddr::V4(_) => v4 += 1,
+                IpAddr::V6(_) => v6 += 1,
+            }
+        }
+        if v4 > 1 || v6 > 1 {
+            c.error(
+                "relay_ip lists more than one address of the same family; give at most one IPv4 \
+                 and one IPv6 address",
+            );
+        }
+
+        let mut unmapped_v4 = 0;
+        let mut unmapped_v6 = 0;
+        for e in &self.external_ip {
+            if e.public.is_unspecified() {
+                c.error(format!(
+                    "external_ip {e}: the public address is a wildcard; give the address clients \
+                     and peers really reach this server on"
+                ));
+            }
+            match e.private {
+                Some(p) => {
+                    if p.is_ipv4() != e.public.is_ipv4() {
+                        c.error(format!(
+                            "external_ip {e}: the public and private addresses are of different \
+                             families; a 1:1 NAT maps IPv4 to IPv4 and IPv6 to IPv6"
+                        ));
+                    }
+                    if !self.relay_ip.is_empty() && !self.relay_ip.contains(&p) {
+                        c.error(format!(
+                            "external_ip {e}: the private address {p} is not a relay_ip ({}); \
+                             use one of the relay addresses after the '/', or add {p} to relay_ip",
+                            join(&self.relay_ip)
+                        ));
+                    }
+                }
+                None if e.public.is_ipv4() => unmapped_v4 += 1,
+                None => unmapped_v6 += 1,
+            }
+        }
+        if unmapped_v4 > 1 || unmapped_v6 > 1 {
+            c.error(
+                "external_ip lists several public addresses of one family without a private \
+                 address, so it is ambiguous which relay address each replaces; write PUBLIC/PRIVATE",
+            );
+        }
+    }
+
+    fn check_auth(&self, c: &mut Checker) {
+        if self.realm.is_empty() {
+            c.error(format!(
+                "realm is empty; clients need a realm to compute their key, e.g. --realm {DEFAULT_REALM}"
+            ));
+        } else if self.realm.chars().count() > 127 {
+            c.error("realm is longer than 127 characters (RFC 8489 limit); shorten it");
+        }
+        for (i, (name, pass)) in self.users.iter().enumerate() {
+            if name.is_empty() {
+                c.error(format!(
+                    "users entry #{} has an empty name; write NAME:PASSWORD",
+                    i + 1
+                ));
+            } else if name.len() > 508 {
+                c.error(format!(
+                    "users entry #{} has a name longer than 508 bytes (RFC 8489 limit); shorten it",
+                    i + 1
+                ));
+            }
+            if pass.is_empty() {
+                c.error(format!(
+                    "user {name:?} has an empty password; write NAME:PASSWORD with a real password"
+                ));
+            }
+            if !name.is_empty() && self.users[..i].iter().any(|(n, _)| n == name) {
+                c.error(format!(
+                    "user {name:?} is given more than once; keep one entry per user"
+                ));
+            }
+        }
+        for (i, s) in self.turn_secrets.iter().enumerate() {
+            if s.is_empty() {
+                c.error(format!(
+                    "turn_secrets entry #{} is empty; remove it or give a random secret of 16 bytes or more",
+                    i + 1
+                ));
+            } else if s.len() < 16 {
+                c.warning(format!(
+                    "turn_secrets entry #{} is only {} bytes; anyone who guesses it can mint \
+                     credentials, use 16 bytes or more (e.g. `openssl rand -base64 32`)",
+                    i + 1,
+                    s.len()
+                ));
+            }
+            if !s.is_empty() && self.turn_secrets[..i].contains(s) {
+                c.warning(format!(
+                    "turn_secrets entry #{} repeats an earlier one; remove the duplicate",
+                    i + 1
+                ));
+            }
+        }
+        if self.users.is_empty() && self.turn_secrets.is_empty() {
+            c.warning(
+                "no users and no turn_secrets are configured: the server will answer STUN Binding \
+                 only and refuse every TURN Allocate with 401 Unauthorized; add --user NAME:PASS \
+                 or --turn-secret SECRET to enable TURN",
+            );
+        }
+    }
+
+    fn check_peers(&self, c: &mut Checker) {
+        for net in &self.allow_peer {
+            if self.deny_peer.contains(net) {
+                c.warning(format!(
+                    "{net} is in both allow_peer and deny_peer; deny_peer wins, so the allow_peer entry has no effect; remove it from one list"
+                ));
+            }
+        }
+    }
+
+    fn check_limits(&self, c: &mut Checker) {
+        if self.max_allocations == 0 {
+            c.error("max_allocations is 0, so every Allocate would fail; use at least 1 (default 10000)");
+        }
+        if self.max_allocations_per_user == 0 {
+            c.error(
+                "max_allocations_per_user is 0, so every Allocate would fail; use at least 1 (default 100)",
+            );
+        } else if self.max_allocations_per_user > self.max_allocations && self.max_allocations > 0 {
+            c.warning(format!(
+                "max_allocations_per_user ({}) is larger than max_allocations ({}); the per-user \
+                 limit can never be reached",
+                self.max_allocations_per_user, self.max_allocations
+            ));
+        }
+        if self.default_lifetime < 60 {
+            c.error(format!(
+                "default_lifetime is {} s; use at least 60 (RFC 8656 recommends 600)",
+                self.default_lifetime
+            ));
+        } else if self.default_lifetime < 600 {
+            c.warning(format!(
+                "default_lifetime is {} s, below the 600 s RFC 8656 recommends; clients will have \
+                 to refresh more often",
+                self.default_lifetime
+            ));
+        }
+        if self.max_lifetime < self.default_lifetime {
+            c.error(format!(
+                "max_lifetime ({} s) is shorter than default_lifetime ({} s); raise max_lifetime \
+                 or lower default_lifetime",
+                self.max_lifetime, self.default_lifetime
+            ));
+        }
+        if self.max_lifetime > 86_400 {
+            c.error(format!(
+                "max_lifetime is {} s, more than a day: an abandoned allocation would hold its relay \
+                 port that long; use at most 86400 (3600 is usual)",
+                self.max_lifetime
+            ));
+        }
+        if self.nonce_lifetime < 30 {
+            c.error(format!(
+                "nonce_lifetime is {} s; clients would keep getting 438 Stale Nonce, use at least 30 \
+                 (default 600)",
+                self.nonce_lifetime
+            ));
+        } else if self.nonce_lifetime > 86_400 {
+            c.warning(format!(
+                "nonce_lifetime is {} s, more than a day; shorter nonces limit replay, 600 is usual",
+                self.nonce_lifetime
+            ));
+        }
+        if self.credential_ttl == 0 {
+            c.error("credential_ttl is 0, so handed-out credentials would be expired at once; use e.g. 86400");
+        } else if self.credential_ttl > 7 * 86_400 {
+            c.warning(format!(
+                "credential_ttl is {} s, more than a week; leaked credentials stay usable that long",
+                self.credential_ttl
+            ));
+        }
+    }
+
+    fn check_misc(&self, c: &mut Checker) {
+        if self.software.chars().count() > 127 {
+            c.error("software is longer than 127 characters (RFC 8489 limit); shorten it, or set it empty to send none");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            c.error(format!(
+                "log {:?} is not a valid filter ({e}); write e.g. info or icebreaker=debug,warn",
+                self.log
+            ));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Checker(Vec<Problem>);
+
+impl Checker {
+    fn error(&mut self, message: impl Into<String>) {
+        self.0.push(Problem {
+            severity: Severity::Error,
+            message: message.into(),
+        });
+    }
+    fn warning(&mut self, message: impl Into<String>) {
+        self.0.push(Problem {
+            severity: Severity::Warning,
+            message: message.into(),
+        });
+    }
+}
+
+fn join(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Would binding both addresses (TCP) conflict?
+fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, LoadError> {
+    let fail = |msg: String| LoadError {
+        problems: vec![msg],
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(format!(
+            "config: cannot read the configuration file {}: {e}; check --config / ICEBREAKER_CONFIG",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        fail(format!(
+            "config: {} is not a valid configuration file: {}",
+            path.display(),
+            e.to_string().trim_end()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+    use std::sync::Mutex;
+
+    /// clap reads the process environment; tests that parse arguments hold this lock.
+    static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+    #[derive(Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(argv: &[&str]) -> ServeArgs {
+        let _g = ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        parse_locked(argv)
+    }
+
+    fn parse_locked(argv: &[&str]) -> ServeArgs {
+        let mut full = vec!["icebreaker"];
+        full.extend_from_slice(argv);
+        TestCli::try_parse_from(full).unwrap().args
+    }
+
+    fn load(argv: &[&str]) -> Result<Config, LoadError> {
+        Config::load_with(&parse(argv), None)
+    }
+
+    struct TempFile(PathBuf);
+    impl TempFile {
+        fn new(contents: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "icebreaker-config-{}-{}.toml",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            std::fs::write(&p, contents).unwrap();
+            TempFile(p)
+        }
+        fn arg(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn valid() -> Config {
+        Config {
+            users: vec![("alice".into(), "pw".into())],
+            ..Config::default()
+        }
+    }
+
+    fn messages(c: &Config, sev: Severity) -> Vec<String> {
+        c.check()
+            .into_iter()
+            .filter(|p| p.severity == sev)
+            .map(|p| p.message)
+            .collect()
+    }
+
+    fn has(c: &Config, sev: Severity, needle: &str) -> bool {
+        messages(c, sev).iter().any(|m| m.contains(needle))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.turn_listen, vec!["0.0.0.0:3478".parse().unwrap()]);
+        assert!(c.turns_listen.is_empty());
+        assert_eq!(c.relay_ports, (49152, 65535));
+        assert_eq!(c.realm, "icebreaker");
+        assert_eq!(c.http_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.max_allocations, 10_000);
+        assert_eq!(c.max_allocations_per_user, 100);
+        assert_eq!(c.max_lifetime, 3600);
+        assert_eq!(c.default_lifetime, 600);
+        assert_eq!(c.nonce_lifetime, 600);
+        assert_eq!(c.credential_ttl, 86_400);
+        assert!(c.software.starts_with("Icebreaker "));
+        assert_eq!(c.log, "info");
+        assert_eq!(c.log_format, LogFormat::Text);
+        // The default configuration is valid, with one warning: no credentials.
+        let problems = c.check();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].severity, Severity::Warning);
+        assert!(problems[0].message.contains("401"));
+        assert!(valid().check().is_empty(), "{:?}", valid().check());
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let c = load(&[
+            "--turn-listen=0.0.0.0:3478",
+            "--turn-listen=[::]:3478",
+            "--turns-listen=0.0.0.0:443",
+            "--tls-cert=/c.pem",
+            "--tls-key=/k.pem",
+            "--relay-ip=10.0.0.5",
+            "--relay-ip=2001:db8::5",
+            "--relay-ports=40000-40100",
+            "--external-ip=203.0.113.5/10.0.0.5",
+            "--external-ip=2001:db8::99",
+            "--realm=example.org",
+            "--user=alice:pa:ss",
+            "--user=bob:pw",
+            "--turn-secret=0123456789abcdef",
+            "--turn-secret=fedcba9876543210",
+            "--allow-peer=10.1.2.3",
+            "--allow-peer=fd00::/8",
+            "--deny-peer=10.0.0.0/8",
+            "--http-listen=0.0.0.0:9090",
+            "--max-allocations=5",
+            "--max-allocations-per-user=2",
+            "--max-lifetime=1800",
+            "--default-lifetime=700",
+            "--nonce-lifetime=300",
+            "--credential-ttl=60",
+            "--software=",
+            "--log=debug",
+            "--log-format=json",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.turn_listen,
+            vec![
+                "0.0.0.0:3478".parse().unwrap(),
+                "[::]:3478".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.turns_listen, vec!["0.0.0.0:443".parse().unwrap()]);
+        assert_eq!(c.tls_cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(
+            c.relay_ip,
+            vec![
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "2001:db8::5".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.relay_ports, (40000, 40100));
+        assert_eq!(
+            c.external_ip,
+            vec![
+                ExternalIp {
+                    public: "203.0.113.5".parse().unwrap(),
+                    private: Some("10.0.0.5".parse().unwrap())
+                },
+                ExternalIp {
+                    public: "2001:db8::99".parse().unwrap(),
+                    private: None
+                }
+            ]
+        );
+        assert_eq!(c.realm, "example.org");
+        assert_eq!(
+            c.users,
+            vec![
+                ("alice".to_string(), "pa:ss".to_string()),
+                ("bob".to_string(), "pw".to_string())
+            ]
+        );
+        assert_eq!(c.turn_secrets, vec!["0123456789abcdef", "fedcba9876543210"]);
+        assert_eq!(
+            c.allow_peer,
+            vec![
+                "10.1.2.3/32".parse::<IpNet>().unwrap(),
+                "fd00::/8".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.deny_peer, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert_eq!(c.http_listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(c.max_allocations, 5);
+        assert_eq!(c.max_allocations_per_user, 2);
+        assert_eq!(c.max_lifetime, 1800);
+        assert_eq!(c.default_lifetime, 700);
+        assert_eq!(c.nonce_lifetime, 300);
+        assert_eq!(c.credential_ttl, 60);
+        assert_eq!(c.software, "");
+        assert_eq!(c.log, "debug");
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn comma_lists_and_bare_ipv6_peer() {
+        let c = load(&["--turn-listen=1.2.3.4:1,1.2.3.4:2", "--deny-peer=::1"]).unwrap();
+        assert_eq!(c.turn_listen.len(), 2);
+        assert_eq!(c.deny_peer, vec!["::1/128".parse::<IpNet>().unwrap()]);
+        // Host bits are cleared.
+        let c = load(&["--allow-peer=10.9.9.9/8"]).unwrap();
+        assert_eq!(c.allow_peer, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+    }
+
+    #[test]
+    fn turns_default_needs_cert_and_key() {
+        let c = load(&["--tls-cert=/c", "--tls-key=/k"]).unwrap();
+        assert_eq!(c.turns_listen, vec![DEFAULT_TURNS_LISTEN]);
+        let c = load(&["--tls-cert=/c"]).unwrap();
+        assert!(c.turns_listen.is_empty());
+    }
+
+    #[test]
+    fn precedence_flag_env_file_default() {
+        let file = TempFile::new(
+            r#"
+realm = "from-file"
+max_allocations = 7
+turn_listen = ["127.0.0.1:1000"]
+nonce_lifetime = 100
+log = "warn"
+"#,
+        );
+        let _g = ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        std::env::set_var("ICEBREAKER_REALM", "from-env");
+        std::env::set_var("ICEBREAKER_MAX_ALLOCATIONS", "8");
+        std::env::set_var("ICEBREAKER_TURN_LISTEN", "127.0.0.1:2000,127.0.0.1:2001");
+        let cfg_arg = format!("--config={}", file.arg());
+        let with_flags = parse_locked(&[&cfg_arg, "--realm=from-flag"]);
+        let env_only = parse_locked(&[&cfg_arg]);
+        std::env::remove_var("ICEBREAKER_REALM");
+        std::env::remove_var("ICEBREAKER_MAX_ALLOCATIONS");
+        std::env::remove_var("ICEBREAKER_TURN_LISTEN");
+        let file_only = parse_locked(&[&cfg_arg]);
+        drop(_g);
+
+        let c = Config::load_with(&with_flags, None).unwrap();
+        assert_eq!(c.realm, "from-flag"); // flag > env
+        assert_eq!(c.max_allocations, 8); // env > file
+        assert_eq!(c.turn_listen.len(), 2); // env list replaces the file list
+        assert_eq!(c.nonce_lifetime, 100); // file > default
+        assert_eq!(c.max_lifetime, 3600); // default
+
+        let c = Config::load_with(&env_only, None).unwrap();
+        assert_eq!(c.realm, "from-env");
+
+        let c = Config::load_with(&file_only, None).unwrap();
+        assert_eq!(c.realm, "from-file");
+        assert_eq!(c.max_allocations, 7);
+        assert_eq!(c.turn_listen, vec!["127.0.0.1:1000".parse().unwrap()]);
+        assert_eq!(c.log, "warn");
+        // RUST_LOG beats the file but not --log / ICEBREAKER_LOG.
+        let c = Config::load_with(&file_only, Some("trace".into())).unwrap();
+        assert_eq!(c.log, "trace");
+        let mut flagged = file_only.clone();
+        flagged.log = Some("error".into());
+        let c = Config::load_with(&flagged, Some("trace".into())).unwrap();
+        assert_eq!(c.log, "error");
+    }
+
+    #[test]
+    fn full_toml_file() {
+        let file = TempFile::new(
+            r#"
+turn_listen = ["0.0.0.0:3478", "[::]:3478"]
+turns_listen = ["0.0.0.0:5349"]
+tls_cert = "certs/fullchain.pem"
+tls_key = "/etc/icebreaker/key.pem"
+relay_ip = ["10.0.0.5"]
+relay_ports = "50000-50999"
+external_ip = ["203.0.113.5/10.0.0.5"]
+realm = "example.org"
+users = ["alice:pw", "bob:x:y"]
+turn_secrets = ["0123456789abcdef0123"]
+allow_peer = ["10.0.0.7"]
+deny_peer = ["10.0.0.0/8", "192.168.0.0/16"]
+http_listen = "127.0.0.1:9000"
+max_allocations = 1000
+max_allocations_per_user = 10
+max_lifetime = 1200
+default_lifetime = 600
+nonce_lifetime = 300
+credential_ttl = 3600
+software = ""
+log = "icebreaker=debug,info"
+log_format = "json"
+"#,
+        );
+        let c = load(&[&format!("--config={}", file.arg())]).unwrap();
+        assert_eq!(c.turn_listen.len(), 2);
+        assert_eq!(c.relay_ports, (50000, 50999));
+        assert_eq!(c.users[1], ("bob".into(), "x:y".into()));
+        // Relative paths in a file are relative to the file's directory.
+        let dir = file.0.parent().unwrap();
+        assert_eq!(c.tls_cert, Some(dir.join("certs/fullchain.pem")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("/etc/icebreaker/key.pem")));
+        assert_eq!(c.software, "");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.deny_peer.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_and_bad_file() {
+        let file = TempFile::new("realm = \"x\"\nrelay_port = \"1-2\"\n");
+        let e = load(&[&format!("--config={}", file.arg())]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("relay_port"), "{msg}");
+        assert!(msg.contains("unknown field"), "{msg}");
+
+        let e = load(&["--config=/nonexistent/icebreaker.toml"]).unwrap_err();
+        assert!(e.to_string().contains("cannot read the configuration file"));
+
+        let file = TempFile::new("max_allocations = \"many\"\n");
+        let e = load(&[&format!("--config={}", file.arg())]).unwrap_err();
+        assert!(e.to_string().contains("max_allocations"), "{e}");
+    }
+
+    #[test]
+    fn unparsable_values_are_all_reported() {
+        let e = load(&[
+            "--turn-listen=nonsense",
+            "--relay-ip=10.0.0",
+            "--relay-ports=65535",
+            "--external-ip=1.2.3.4/x",
+            "--user=alice-secretpw",
+            "--allow-peer=10.0.0/8",
+            "--deny-peer=banana",
+            "--http-listen=8080",
+        ])
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 8, "{e}");
+        let all = e.to_string();
+        assert!(all.contains("turn_listen: \"nonsense\""), "{all}");
+        assert!(all.contains("relay_ip: \"10.0.0\""), "{all}");
+        assert!(all.contains("relay_ports"), "{all}");
+        assert!(all.contains("external_ip"), "{all}");
+        assert!(all.contains("allow_peer: \"10.0.0/8\""), "{all}");
+        assert!(all.contains("deny_peer: \"banana\""), "{all}");
+        assert!(all.contains("http_listen"), "{all}");
+        assert!(
+            all.contains("--allow-peer or ICEBREAKER_ALLOW_PEER"),
+            "{all}"
+        );
+        // A user entry without ':' is reported without echoing it (it may be a password).
+        assert!(all.contains("users: entry #1"), "{all}");
+        assert!(!all.contains("secretpw"), "{all}");
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let file = TempFile::new("deny_peer = [\"10.0.0.0/33\"]\n");
+        let e = load(&[&format!("--config={}", file.arg())]).unwrap_err();
+        assert!(e.to_string().contains(&file.arg()), "{e}");
+        assert!(e.to_string().contains("deny_peer"), "{e}");
+    }
+
+    #[test]
+    fn check_relay_ports() {
+        let mut c = valid();
+        c.relay_ports = (60000, 50000);
+        assert!(has(&c, Severity::Error, "inverted"));
+        c.relay_ports = (80, 50000);
+        assert!(has(&c, Severity::Error, "below 1024"));
+        c.relay_ports = (50000, 50000);
+        assert!(has(&c, Severity::Error, "single port"));
+        c.relay_ports = (50000, 50099);
+        assert!(has(&c, Severity::Warning, "100 ports"));
+        c.max_allocations = 100;
+        assert!(c.check().is_empty());
+    }
+
+    #[test]
+    fn check_tls() {
+        let mut c = valid();
+        c.tls_cert = Some("/c".into());
+        assert!(has(&c, Severity::Error, "tls_key is not"));
+        c.tls_cert = None;
+        c.tls_key = Some("/k".into());
+        assert!(has(&c, Severity::Error, "tls_cert is not"));
+        c.tls_key = None;
+        c.turns_listen = vec![DEFAULT_TURNS_LISTEN];
+        assert!(has(&c, Severity::Error, "no certificate"));
+        c.tls_cert = Some("/nonexistent/c.pem".into());
+        c.tls_key = Some("/nonexistent/k.pem".into());
+        assert!(has(&c, Severity::Error, "cannot be loaded"));
+        assert!(has(&c, Severity::Error, "/nonexistent/c.pem"));
+
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = TempFile::new(&ck.cert.pem());
+        let key = TempFile::new(&ck.signing_key.serialize_pem());
+        c.tls_cert = Some(cert.0.clone());
+        c.tls_key = Some(key.0.clone());
+        assert!(c.check().is_empty(), "{:?}", c.check());
+        // Garbage key.
+        let junk = TempFile::new("not pem");
+        c.tls_key = Some(junk.0.clone());
+        assert!(has(&c, Severity::Error, "no PEM private key"));
+    }
+
+    #[test]
+    fn check_listeners() {
+        let mut c = valid();
+        c.turn_listen.clear();
+        assert!(has(&c, Severity::Error, "listen nowhere"));
+        let mut c = valid();
+        c.turn_listen = vec!["0.0.0.0:3478".parse().unwrap(); 2];
+        assert!(has(&c, Severity::Error, "twice"));
+        let mut c = valid();
+        c.http_listen = "127.0.0.1:3478".parse().unwrap();
+        assert!(has(&c, Severity::Error, "same TCP port"));
+        let mut c = valid();
+        c.http_listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(has(&c, Severity::Warning, "not a loopback"));
+        let mut c = valid();
+        c.turns_listen = vec!["10.0.0.1:3478".parse().unwrap()];
+        assert!(has(&c, Severity::Error, "same TCP port as turn_listen"));
+    }
+
+    #[test]
+    fn check_credentials() {
+        let mut c = Config::default();
+        assert!(has(
+            &c,
+            Severity::Warning,
+            "answer STUN Binding only and refuse every TURN Allocate with 401"
+        ));
+        c.users = vec![("alice".into(), String::new())];
+        assert!(has(&c, Severity::Error, "empty password"));
+        c.users = vec![(String::new(), "pw".into())];
+        assert!(has(&c, Severity::Error, "empty name"));
+        c.users = vec![("a".into(), "1".into()), ("a".into(), "2".into())];
+        assert!(has(&c, Severity::Error, "more than once"));
+        c.users.clear();
+        c.turn_secrets = vec!["short".into()];
+        assert!(has(&c, Severity::Warning, "only 5 bytes"));
+        assert!(!has(&c, Severity::Warning, "401"));
+        c.turn_secrets = vec![String::new()];
+        assert!(has(&c, Severity::Error, "turn_secrets entry #1 is empty"));
+        c.turn_secrets = vec!["0123456789abcdef".into(); 2];
+        assert!(has(&c, Severity::Warning, "repeats"));
+        let mut c = valid();
+        c.realm.clear();
+        assert!(has(&c, Severity::Error, "realm is empty"));
+        c.realm = "r".repeat(128);
+        assert!(has(&c, Severity::Error, "realm is longer"));
+    }
+
+    #[test]
+    fn check_relay_and_external_ips() {
+        let mut c = valid();
+        c.relay_ip = vec!["0.0.0.0".parse().unwrap()];
+        assert!(has(&c, Severity::Error, "wildcard"));
+        c.relay_ip = vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        assert!(has(&c, Severity::Error, "same family"));
+        c.relay_ip = vec!["10.0.0.1".parse().unwrap()];
+        c.external_ip = vec!["203.0.113.1/10.0.0.9".parse().unwrap()];
+        assert!(has(&c, Severity::Error, "not a relay_ip"));
+        c.external_ip = vec!["203.0.113.1/10.0.0.1".parse().unwrap()];
+        assert!(c.check().is_empty(), "{:?}", c.check());
+        c.external_ip = vec!["2001:db8::1/10.0.0.1".parse().unwrap()];
+        assert!(has(&c, Severity::Error, "different families"));
+        c.external_ip = vec!["0.0.0.0".parse().unwrap()];
+        assert!(has(&c, Severity::Error, "public address is a wildcard"));
+        c.external_ip = vec!["1.1.1.1".parse().unwrap(), "2.2.2.2".parse().unwrap()];
+        assert!(has(&c, Severity::Error, "ambiguous"));
+    }
+
+    #[test]
+    fn check_lifetimes_and_limits() {
+        let mut c = valid();
+        c.max_lifetime = 300;
+        assert!(has(&c, Severity::Error, "shorter than default_lifetime"));
+        c.max_lifetime = 100_000;
+        assert!(has(&c, Severity::Error, "more than a day"));
+        let mut c = valid();
+        c.default_lifetime = 10;
+        assert!(has(&c, Severity::Error, "default_lifetime is 10"));
+        c.default_lifetime = 120;
+        assert!(has(&c, Severity::Warning, "default_lifetime is 120"));
+        let mut c = valid();
+        c.nonce_lifetime = 5;
+        assert!(has(&c, Severity::Error, "nonce_lifetime"));
+        c.nonce_lifetime = 100_000;
+        assert!(has(&c, Severity::Warning, "nonce_lifetime"));
+        let mut c = valid();
+        c.credential_ttl = 0;
+        assert!(has(&c, Severity::Error, "credential_ttl"));
+        c.credential_ttl = 30 * 86_400;
+        assert!(has(&c, Severity::Warning, "credential_ttl"));
+        let mut c = valid();
+        c.max_allocations = 0;
+        assert!(has(&c, Severity::Error, "max_allocations is 0"));
+        let mut c = valid();
+        c.max_allocations_per_user = 0;
+        assert!(has(&c, Severity::Error, "max_allocations_per_user is 0"));
+        c.max_allocations_per_user = 20_000;
+        assert!(has(&c, Severity::Warning, "never be reached"));
+    }
+
+    #[test]
+    fn check_misc() {
+        let mut c = valid();
+        c.software = "x".repeat(200);
+        assert!(has(&c, Severity::Error, "software"));
+        let mut c = valid();
+        c.log = "icebreaker=notalevel".into();
+        assert!(has(&c, Severity::Error, "not a valid filter"));
+        let mut c = valid();
+        c.allow_peer = vec!["10.0.0.0/8".parse().unwrap()];
+        c.deny_peer = c.allow_peer.clone();
+        assert!(has(&c, Severity::Warning, "both allow_peer and deny_peer"));
+    }
+
+    #[test]
+    fn errors_sort_before_warnings() {
+        let mut c = Config::default();
+        c.realm.clear();
+        let p = c.check();
+        assert!(p.len() >= 2);
+        assert!(p[0].is_error());
+        assert_eq!(p.last().map(|p| p.severity), Some(Severity::Warning));
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let mut c = valid();
+        c.turn_secrets = vec!["topsecretvalue123".into()];
+        let s = format!("{c:?}");
+        assert!(!s.contains("topsecretvalue123"));
+        assert!(!s.contains("\"pw\""));
+        assert!(s.contains("alice"));
+    }
+
+    #[test]
+    fn external_ip_roundtrip() {
+        for s in ["1.2.3.4", "1.2.3.4/10.0.0.1", "2001:db8::1/fd00::1"] {
+            assert_eq!(s.parse::<ExternalIp>().unwrap().to_string(), s);
+        }
+        assert!("1.2.3.4/".parse::<ExternalIp>().is_err());
+    }
+}

@@ -1,1 +1,139 @@
-//! TODO
+//! The HTTP side: Prometheus metrics and health probes (signaling routes are added later via
+//! [`router`]).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::metrics::Metrics;
+
+/// Shared state of the HTTP handlers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    /// Set when the server is shutting down gracefully: `/readyz` then answers 503 so load
+    /// balancers stop sending new clients while existing allocations finish.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl HttpState {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        HttpState {
+            metrics,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Content type of the Prometheus text exposition format produced by [`Metrics::encode`].
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// All routes, with the state applied. Later features add theirs with `.merge(...)`/`.route(...)`.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    if state.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
+/// Serve [`router`] on `listener` until `shutdown` completes, then finish in-flight requests.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().ok();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .with_context(|| match addr {
+            Some(a) => format!("HTTP server on {a} failed"),
+            None => "HTTP server failed".to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get_raw(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[tokio::test]
+    async fn endpoints_over_real_tcp() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = HttpState::new(Arc::new(Metrics::new()));
+        state.metrics.allocations.set(3);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_http(listener, state.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+
+        let r = get_raw(addr, "/healthz").await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.ends_with("ok"), "{r}");
+
+        let r = get_raw(addr, "/readyz").await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.ends_with("ready"), "{r}");
+
+        let r = get_raw(addr, "/metrics").await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(
+            r.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{r}"
+        );
+        assert!(r.contains("icebreaker_turn_allocations 3"), "{r}");
+
+        state.draining.store(true, Ordering::Relaxed);
+        let r = get_raw(addr, "/readyz").await;
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+
+        let r = get_raw(addr, "/nope").await;
+        assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}

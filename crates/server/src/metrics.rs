@@ -1,1 +1,484 @@
-//! TODO
+//! Prometheus metrics with an explicit registry and bounded label sets.
+//!
+//! Every labelled child is created once in [`Metrics::new`] and stored in a field, so the hot path
+//! only touches an atomic: no hashing, no locking, no allocation. Labels are drawn from small fixed
+//! sets (direction, method, transport, reason, error code); nothing is ever labelled with a user
+//! name or an address.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels1 = [(&'static str, &'static str); 1];
+type Labels2 = [(&'static str, &'static str); 2];
+
+/// Transport a STUN/TURN request arrived on (`transport` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportLabel {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl TransportLabel {
+    pub const ALL: [TransportLabel; 3] = [Self::Udp, Self::Tcp, Self::Tls];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+        }
+    }
+}
+
+/// Why a request failed authentication (`reason` label of `icebreaker_turn_auth_failures_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No MESSAGE-INTEGRITY / USERNAME (the normal first 401 of every allocation is counted here).
+    Missing,
+    BadIntegrity,
+    UnknownUser,
+    StaleNonce,
+    /// TURN REST username whose expiry timestamp has passed.
+    Expired,
+    WrongRealm,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 6] = [
+        Self::Missing,
+        Self::BadIntegrity,
+        Self::UnknownUser,
+        Self::StaleNonce,
+        Self::Expired,
+        Self::WrongRealm,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::BadIntegrity => "bad_integrity",
+            Self::UnknownUser => "unknown_user",
+            Self::StaleNonce => "stale_nonce",
+            Self::Expired => "expired",
+            Self::WrongRealm => "wrong_realm",
+        }
+    }
+}
+
+/// Why a packet was dropped without an answer (`reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    Malformed,
+    NoAllocation,
+    NoPermission,
+    Other,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        Self::Malformed,
+        Self::NoAllocation,
+        Self::NoPermission,
+        Self::Other,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::NoAllocation => "no_allocation",
+            Self::NoPermission => "no_permission",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Direction of relayed data (`direction` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    ClientToPeer,
+    PeerToClient,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientToPeer => "client_to_peer",
+            Self::PeerToClient => "peer_to_client",
+        }
+    }
+}
+
+/// `method` label values, in the index order of [`Metrics::stun_requests`].
+pub const METHOD_LABELS: [&str; 7] = [
+    "binding",
+    "allocate",
+    "refresh",
+    "create_permission",
+    "channel_bind",
+    "send",
+    "other",
+];
+
+/// Index into [`METHOD_LABELS`] for a STUN method number (RFC 8489 / RFC 8656).
+pub fn method_index(method: u16) -> usize {
+    match method {
+        0x001 => 0, // Binding
+        0x003 => 1, // Allocate
+        0x004 => 2, // Refresh
+        0x008 => 3, // CreatePermission
+        0x009 => 4, // ChannelBind
+        0x006 => 5, // Send (indication)
+        _ => 6,
+    }
+}
+
+/// Error codes that get their own `code` label; everything else is counted as `code="other"`.
+pub const ERROR_CODES: [u16; 16] = [
+    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 500, 508,
+];
+
+fn error_code_index(code: u16) -> usize {
+    ERROR_CODES
+        .iter()
+        .position(|&c| c == code)
+        .unwrap_or(ERROR_CODES.len())
+}
+
+/// A pair of counters labelled `direction="client_to_peer"` / `"peer_to_client"`.
+#[derive(Clone, Debug, Default)]
+pub struct DirectionCounters {
+    pub client_to_peer: Counter,
+    pub peer_to_client: Counter,
+}
+
+impl DirectionCounters {
+    pub fn get(&self, d: Direction) -> &Counter {
+        match d {
+            Direction::ClientToPeer => &self.client_to_peer,
+            Direction::PeerToClient => &self.peer_to_client,
+        }
+    }
+}
+
+/// All server metrics. Share it as `Arc<Metrics>`; every public field is a pre-created child
+/// (an `Arc` around an atomic) that may also be cloned out and kept by a hot loop.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `icebreaker_turn_allocations`: allocations currently alive.
+    pub allocations: Gauge,
+    /// `icebreaker_turn_permissions`: permissions currently installed (all allocations).
+    pub permissions: Gauge,
+    /// `icebreaker_turn_channels`: channel bindings currently alive (all allocations).
+    pub channels: Gauge,
+    /// `icebreaker_turn_allocations_created_total`.
+    pub allocations_created: Counter,
+    /// `icebreaker_turn_relayed_packets_total{direction}`.
+    pub relayed_packets: DirectionCounters,
+    /// `icebreaker_turn_relayed_bytes_total{direction}` (application payload bytes).
+    pub relayed_bytes: DirectionCounters,
+    /// `icebreaker_turn_auth_failures_total{reason}`, indexed like [`AuthFailure::ALL`].
+    pub auth_failures: [Counter; 6],
+    /// `icebreaker_stun_requests_total{method,transport}`, indexed
+    /// `[method_index(method)][TransportLabel as usize]`.
+    pub stun_requests: [[Counter; 3]; 7],
+    /// `icebreaker_turn_error_responses_total{code}`, indexed like [`ERROR_CODES`], last = "other".
+    pub error_responses: [Counter; 17],
+    /// `icebreaker_turn_dropped_packets_total{reason}`, indexed like [`DropReason::ALL`].
+    pub dropped_packets: [Counter; 4],
+    /// `icebreaker_turn_peer_denied_total`: permissions/sends refused by the peer address policy.
+    pub peer_denied: Counter,
+}
+
+/// Counter families are registered without the `_total` suffix (prometheus-client appends it to
+/// the samples); [`Metrics::encode`] adds it back to the HELP/TYPE lines for the 0.0.4 format.
+const COUNTER_NAMES: [&str; 7] = [
+    "icebreaker_turn_allocations_created",
+    "icebreaker_turn_relayed_packets",
+    "icebreaker_turn_relayed_bytes",
+    "icebreaker_turn_auth_failures",
+    "icebreaker_stun_requests",
+    "icebreaker_turn_error_responses",
+    "icebreaker_turn_dropped_packets",
+];
+const PEER_DENIED: &str = "icebreaker_turn_peer_denied";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+
+        let allocations = Gauge::default();
+        registry.register(
+            "icebreaker_turn_allocations",
+            "TURN allocations currently alive",
+            allocations.clone(),
+        );
+        let permissions = Gauge::default();
+        registry.register(
+            "icebreaker_turn_permissions",
+            "TURN permissions currently installed",
+            permissions.clone(),
+        );
+        let channels = Gauge::default();
+        registry.register(
+            "icebreaker_turn_channels",
+            "TURN channel bindings currently alive",
+            channels.clone(),
+        );
+        let allocations_created = Counter::default();
+        registry.register(
+            COUNTER_NAMES[0],
+            "TURN allocations created",
+            allocations_created.clone(),
+        );
+
+        let direction_family = |registry: &mut Registry, name: &'static str, help: &str| {
+            let fam = Family::<Labels1, Counter>::default();
+            registry.register(name, help, fam.clone());
+            let client_to_peer = fam
+                .get_or_create(&[("direction", Direction::ClientToPeer.as_str())])
+                .clone();
+            let peer_to_client = fam
+                .get_or_create(&[("direction", Direction::PeerToClient.as_str())])
+                .clone();
+            DirectionCounters {
+                client_to_peer,
+                peer_to_client,
+            }
+        };
+        let relayed_packets = direction_family(
+            &mut registry,
+            COUNTER_NAMES[1],
+            "Packets relayed between TURN clients and peers",
+        );
+        let relayed_bytes = direction_family(
+            &mut registry,
+            COUNTER_NAMES[2],
+            "Payload bytes relayed between TURN clients and peers",
+        );
+
+        let fam = Family::<Labels1, Counter>::default();
+        registry.register(
+            COUNTER_NAMES[3],
+            "Requests that failed authentication, by reason",
+            fam.clone(),
+        );
+        let auth_failures =
+            AuthFailure::ALL.map(|r| fam.get_or_create(&[("reason", r.as_str())]).clone());
+
+        let fam = Family::<Labels2, Counter>::default();
+        registry.register(
+            COUNTER_NAMES[4],
+            "STUN/TURN requests and indications received, by method and transport",
+            fam.clone(),
+        );
+        let stun_requests = METHOD_LABELS.map(|m| {
+            TransportLabel::ALL.map(|t| {
+                fam.get_or_create(&[("method", m), ("transport", t.as_str())])
+                    .clone()
+            })
+        });
+
+        let fam = Family::<Labels1, Counter>::default();
+        registry.register(
+            COUNTER_NAMES[5],
+            "STUN/TURN error responses sent, by error code",
+            fam.clone(),
+        );
+        let code_labels: [&'static str; 17] = [
+            "300", "400", "401", "403", "420", "437", "438", "440", "441", "442", "443", "446",
+            "447", "486", "500", "508", "other",
+        ];
+        let error_responses = code_labels.map(|c| fam.get_or_create(&[("code", c)]).clone());
+
+        let fam = Family::<Labels1, Counter>::default();
+        registry.register(
+            COUNTER_NAMES[6],
+            "Packets dropped without an answer, by reason",
+            fam.clone(),
+        );
+        let dropped_packets =
+            DropReason::ALL.map(|r| fam.get_or_create(&[("reason", r.as_str())]).clone());
+
+        let peer_denied = Counter::default();
+        registry.register(
+            PEER_DENIED,
+            "Peer addresses refused by the allow/deny policy",
+            peer_denied.clone(),
+        );
+
+        Metrics {
+            registry,
+            allocations,
+            permissions,
+            channels,
+            allocations_created,
+            relayed_packets,
+            relayed_bytes,
+            auth_failures,
+            stun_requests,
+            error_responses,
+            dropped_packets,
+            peer_denied,
+        }
+    }
+
+    /// Count one received request/indication of STUN `method` (e.g. `0x003` Allocate).
+    #[inline]
+    pub fn stun_request(&self, method: u16, transport: TransportLabel) {
+        self.stun_requests[method_index(method)][transport as usize].inc();
+    }
+
+    /// Count one error response with `code` (codes outside [`ERROR_CODES`] count as "other").
+    #[inline]
+    pub fn error_response(&self, code: u16) {
+        self.error_responses[error_code_index(code)].inc();
+    }
+
+    /// Count one authentication failure.
+    #[inline]
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        self.auth_failures[reason as usize].inc();
+    }
+
+    /// Count one dropped packet.
+    #[inline]
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped_packets[reason as usize].inc();
+    }
+
+    /// Count one relayed packet of `bytes` payload bytes.
+    #[inline]
+    pub fn relayed(&self, direction: Direction, bytes: usize) {
+        self.relayed_packets.get(direction).inc();
+        self.relayed_bytes.get(direction).inc_by(bytes as u64);
+    }
+
+    /// Everything in the Prometheus text exposition format 0.0.4 (serve as
+    /// `text/plain; version=0.0.4`).
+    pub fn encode(&self) -> String {
+        let mut open_metrics = String::new();
+        if encode(&mut open_metrics, &self.registry).is_err() {
+            // Writing into a String cannot fail; keep the endpoint alive regardless.
+            return String::new();
+        }
+        // prometheus-client writes OpenMetrics: counter HELP/TYPE lines name the family without
+        // `_total` and the output ends with `# EOF`. Rewrite both for the 0.0.4 text format.
+        let mut out = String::with_capacity(open_metrics.len() + 128);
+        for line in open_metrics.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            if let Some(fixed) = counter_meta_line(line) {
+                out.push_str(&fixed);
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn counter_meta_line(line: &str) -> Option<String> {
+    let rest = line
+        .strip_prefix("# HELP ")
+        .map(|r| ("# HELP ", r))
+        .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)))?;
+    let (prefix, rest) = rest;
+    let (name, tail) = rest.split_once(' ')?;
+    if COUNTER_NAMES.contains(&name) || name == PEER_DENIED {
+        Some(format!("{prefix}{name}_total {tail}"))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_contains_every_metric_name() {
+        let m = Metrics::new();
+        let text = m.encode();
+        for name in [
+            "icebreaker_turn_allocations",
+            "icebreaker_turn_permissions",
+            "icebreaker_turn_channels",
+            "icebreaker_turn_allocations_created_total",
+            "icebreaker_turn_relayed_packets_total",
+            "icebreaker_turn_relayed_bytes_total",
+            "icebreaker_turn_auth_failures_total",
+            "icebreaker_stun_requests_total",
+            "icebreaker_turn_error_responses_total",
+            "icebreaker_turn_dropped_packets_total",
+            "icebreaker_turn_peer_denied_total",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{name} missing:\n{text}"
+            );
+        }
+        assert!(text.contains("# TYPE icebreaker_turn_allocations_created_total counter"));
+        assert!(text.contains("# TYPE icebreaker_turn_allocations gauge"));
+        assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn helpers_hit_the_right_children() {
+        let m = Metrics::new();
+        m.stun_request(0x003, TransportLabel::Tcp);
+        m.stun_request(0x003, TransportLabel::Tcp);
+        m.stun_request(0x0FF, TransportLabel::Udp);
+        m.error_response(401);
+        m.error_response(999);
+        m.auth_failure(AuthFailure::StaleNonce);
+        m.dropped(DropReason::NoPermission);
+        m.relayed(Direction::PeerToClient, 100);
+        m.allocations.inc();
+        m.peer_denied.inc();
+        let text = m.encode();
+        for sample in [
+            "icebreaker_stun_requests_total{method=\"allocate\",transport=\"tcp\"} 2",
+            "icebreaker_stun_requests_total{method=\"other\",transport=\"udp\"} 1",
+            "icebreaker_stun_requests_total{method=\"binding\",transport=\"tls\"} 0",
+            "icebreaker_turn_error_responses_total{code=\"401\"} 1",
+            "icebreaker_turn_error_responses_total{code=\"other\"} 1",
+            "icebreaker_turn_auth_failures_total{reason=\"stale_nonce\"} 1",
+            "icebreaker_turn_dropped_packets_total{reason=\"no_permission\"} 1",
+            "icebreaker_turn_relayed_packets_total{direction=\"peer_to_client\"} 1",
+            "icebreaker_turn_relayed_bytes_total{direction=\"peer_to_client\"} 100",
+            "icebreaker_turn_relayed_bytes_total{direction=\"client_to_peer\"} 0",
+            "icebreaker_turn_allocations 1",
+            "icebreaker_turn_peer_denied_total 1",
+        ] {
+            assert!(text.contains(sample), "{sample} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_tables_line_up() {
+        assert_eq!(method_index(0x001), 0);
+        assert_eq!(METHOD_LABELS[method_index(0x009)], "channel_bind");
+        assert_eq!(METHOD_LABELS[method_index(0x006)], "send");
+        for (i, r) in AuthFailure::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, t) in TransportLabel::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i);
+        }
+        assert_eq!(error_code_index(508), ERROR_CODES.len() - 1);
+        assert_eq!(error_code_index(1), ERROR_CODES.len());
+    }
+}

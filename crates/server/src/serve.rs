@@ -1,1 +1,889 @@
-//! TODO
+//! `icebreaker serve`: the I/O around the sans-IO TURN server.
+//!
+//! A relayed packet, socket to socket:
+//! - client → peer: a UDP listener task (or a TCP/TLS connection task) reads a datagram/frame,
+//!   [`icebreaker_turn::Server::handle_client`] finds the allocation and channel and answers
+//!   `Forward { relay, peer, data }`, and the task sends `data` on that relay socket.
+//! - peer → client: the relay socket's task reads into a buffer with [`PEER_HEADROOM`] bytes free
+//!   in front, [`icebreaker_turn::Server::handle_peer`] writes the ChannelData (or Data indication)
+//!   header in place, and the task sends the result to the client on the listener it came from.
+//!
+//! Neither direction allocates. The TURN state sits behind one mutex that is never held across
+//! an `.await`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use icebreaker_stun::Family;
+use icebreaker_turn::{
+    ClientOutput, Credentials, ExternalMap, FiveTuple, Now, PeerFilter, RelayBinding, RelayError,
+    RelayId, RelayProvider, RelayRequest, Stats, Transport, PEER_HEADROOM,
+};
+use parking_lot::Mutex;
+use rand::Rng;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{watch, Mutex as AsyncMutex};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::{serve_http, HttpState};
+use crate::metrics::{
+    AuthFailure as MAuth, Direction, DropReason, Metrics, TransportLabel, ERROR_CODES,
+};
+
+/// Largest datagram relayed from a peer (larger ones are dropped).
+const RELAY_MTU: usize = 4096;
+/// Largest frame accepted from a client.
+const CLIENT_MTU: usize = 65_535 + 4;
+/// Socket buffer size asked for on listener sockets.
+const LISTENER_BUFFER: usize = 4 << 20;
+/// A TCP/TLS connection with no allocation is closed after this long without a frame.
+const IDLE_NO_ALLOCATION: Duration = Duration::from_secs(60);
+/// A TCP/TLS connection with an allocation is closed after this long without a frame.
+const IDLE_WITH_ALLOCATION: Duration = Duration::from_secs(3700);
+/// TLS handshakes must complete within this.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type StreamWriter = Arc<AsyncMutex<Box<dyn AsyncWrite + Send + Unpin>>>;
+
+/// One relay socket and the task reading it.
+struct Relay {
+    socket: Arc<UdpSocket>,
+    task: Option<JoinHandle<()>>,
+    port: u16,
+    family: Family,
+}
+
+/// Relay sockets by id, and the ports in use.
+#[derive(Default)]
+struct RelayTable {
+    relays: HashMap<RelayId, Relay>,
+    used: HashSet<(bool, u16)>,
+    next_id: u32,
+    /// Relays bound during the current `handle_client` call, whose reader tasks still need to be
+    /// spawned (done after the state lock is released).
+    pending: Vec<RelayId>,
+}
+
+/// Binds relay sockets for the TURN server (the sans-IO crate's [`RelayProvider`]).
+struct Binder<'a> {
+    table: &'a mut RelayTable,
+    settings: &'a RelaySettings,
+}
+
+#[derive(Clone, Debug)]
+struct RelaySettings {
+    v4: Option<IpAddr>,
+    v6: Option<IpAddr>,
+    ports: (u16, u16),
+}
+
+impl Binder<'_> {
+    fn try_bind(&mut self, ip: IpAddr, port: u16) -> Option<Arc<UdpSocket>> {
+        let v4 = ip.is_ipv4();
+        if self.table.used.contains(&(v4, port)) {
+            return None;
+        }
+        let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+        let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).ok()?;
+        if !v4 {
+            sock.set_only_v6(true).ok()?;
+        }
+        sock.set_nonblocking(true).ok()?;
+        sock.bind(&SocketAddr::new(ip, port).into()).ok()?;
+        let std: StdUdpSocket = sock.into();
+        let tokio = UdpSocket::from_std(std).ok()?;
+        Some(Arc::new(tokio))
+    }
+
+    fn register(&mut self, socket: Arc<UdpSocket>, port: u16, family: Family) -> RelayId {
+        self.table.next_id = self.table.next_id.wrapping_add(1);
+        let id = RelayId(self.table.next_id);
+        self.table.used.insert((matches!(family, Family::V4), port));
+        self.table.relays.insert(
+            id,
+            Relay {
+                socket,
+                task: None,
+                port,
+                family,
+            },
+        );
+        self.table.pending.push(id);
+        id
+    }
+}
+
+impl RelayProvider for Binder<'_> {
+    fn bind(&mut self, req: RelayRequest) -> Result<RelayBinding, RelayError> {
+        let ip = match req.family {
+            Family::V4 => self.settings.v4,
+            Family::V6 => self.settings.v6,
+        }
+        .ok_or(RelayError::FamilyNotSupported)?;
+        let (lo, hi) = self.settings.ports;
+        let span = u32::from(hi - lo) + 1;
+        let start = rand::rng().random_range(0..span);
+        let step = if req.even_port { 2 } else { 1 };
+        let attempts = span.min(4096);
+        let mut i = 0;
+        while i < attempts {
+            let mut port = lo as u32 + (start + i) % span;
+            i += 1;
+            if req.even_port && port % 2 == 1 {
+                port += 1;
+                if port > u32::from(hi) {
+                    continue;
+                }
+            }
+            let port = port as u16;
+            let Some(sock) = self.try_bind(ip, port) else {
+                i += step - 1;
+                continue;
+            };
+            let mut reserved = None;
+            if req.reserve_next {
+                if port == hi {
+                    continue;
+                }
+                let Some(next) = self.try_bind(ip, port + 1) else {
+                    continue;
+                };
+                let rid = self.register(next, port + 1, req.family);
+                reserved = Some((rid, SocketAddr::new(ip, port + 1)));
+            }
+            // DONT-FRAGMENT needs nothing: Linux UDP sockets default to path-MTU discovery,
+            // which sets the DF bit on every datagram.
+            let id = self.register(sock, port, req.family);
+            return Ok(RelayBinding {
+                id,
+                addr: SocketAddr::new(ip, port),
+                reserved,
+            });
+        }
+        Err(RelayError::Exhausted)
+    }
+
+    fn release(&mut self, id: RelayId) {
+        if let Some(r) = self.table.relays.remove(&id) {
+            self.table
+                .used
+                .remove(&(matches!(r.family, Family::V4), r.port));
+            if let Some(t) = r.task {
+                t.abort();
+            }
+        }
+        self.table.pending.retain(|p| *p != id);
+    }
+}
+
+/// Everything behind the state lock.
+struct State {
+    turn: icebreaker_turn::Server,
+    relays: RelayTable,
+    streams: HashMap<FiveTuple, StreamWriter>,
+}
+
+/// Shared by every task.
+struct Shared {
+    state: Mutex<State>,
+    settings: RelaySettings,
+    metrics: Arc<Metrics>,
+    /// UDP listener sockets by local address (one per worker; any may send).
+    udp: HashMap<SocketAddr, Arc<UdpSocket>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Run `f` on the TURN state with a relay binder, then start reader tasks for any relay
+    /// sockets it bound.
+    fn with_turn<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(
+            &mut icebreaker_turn::Server,
+            &mut Binder<'_>,
+            &HashMap<FiveTuple, StreamWriter>,
+        ) -> R,
+    ) -> R {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let mut binder = Binder {
+            table: &mut st.relays,
+            settings: &self.settings,
+        };
+        let r = f(&mut st.turn, &mut binder, &st.streams);
+        if !st.relays.pending.is_empty() {
+            let pending = std::mem::take(&mut st.relays.pending);
+            for id in pending {
+                if let Some(relay) = st.relays.relays.get_mut(&id) {
+                    let task = tokio::spawn(relay_task(self.clone(), id, relay.socket.clone()));
+                    relay.task = Some(task);
+                }
+            }
+        }
+        r
+    }
+
+    fn relay_socket(&self, id: RelayId) -> Option<Arc<UdpSocket>> {
+        self.state
+            .lock()
+            .relays
+            .relays
+            .get(&id)
+            .map(|r| r.socket.clone())
+    }
+}
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
+
+fn transport_label(t: Transport) -> TransportLabel {
+    match t {
+        Transport::Udp => TransportLabel::Udp,
+        Transport::Tcp => TransportLabel::Tcp,
+        Transport::Tls => TransportLabel::Tls,
+    }
+}
+
+/// Count a STUN request or indication by method before handing it on (cheap header peek).
+fn count_request(metrics: &Metrics, packet: &[u8], transport: Transport) {
+    if icebreaker_stun::is_stun(packet) {
+        let typ = u16::from_be_bytes([packet[0], packet[1]]);
+        let m = icebreaker_stun::MessageType::from_raw(typ);
+        if !matches!(
+            m.class(),
+            icebreaker_stun::Class::Success | icebreaker_stun::Class::Error
+        ) {
+            metrics.stun_request(m.method(), transport_label(transport));
+        }
+    }
+}
+
+/// A running server: its bound addresses and the means to stop it.
+pub struct Running {
+    /// UDP+TCP TURN/STUN listener addresses.
+    pub turn: Vec<SocketAddr>,
+    /// TLS listener addresses.
+    pub turns: Vec<SocketAddr>,
+    /// HTTP listener address.
+    pub http: SocketAddr,
+    /// Relay addresses (IPv4, IPv6).
+    pub relay_ips: Vec<IpAddr>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop: close listeners, release every allocation, wait for the tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.shared.with_turn(|turn, binder, _| turn.clear(binder));
+    }
+
+    /// Number of live allocations.
+    pub fn allocations(&self) -> usize {
+        self.shared.state.lock().turn.allocation_count()
+    }
+}
+
+/// The relay IPs: configured, or the listener's own address, or the address of the default route.
+fn relay_ips(config: &Config) -> (Option<IpAddr>, Option<IpAddr>) {
+    let mut v4 = config.relay_ip.iter().copied().find(|i| i.is_ipv4());
+    let mut v6 = config.relay_ip.iter().copied().find(|i| i.is_ipv6());
+    if v4.is_none() && v6.is_none() {
+        for l in &config.turn_listen {
+            let ip = l.ip();
+            if ip.is_unspecified() {
+                continue;
+            }
+            if ip.is_ipv4() && v4.is_none() {
+                v4 = Some(ip);
+            } else if ip.is_ipv6() && v6.is_none() {
+                v6 = Some(ip);
+            }
+        }
+    }
+    if v4.is_none() && v6.is_none() {
+        v4 = Some(default_route_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
+    (v4, v6)
+}
+
+/// The local address the kernel would use toward the Internet (a connected UDP socket sends
+/// nothing). `None` without a default route.
+fn default_route_ip() -> Option<IpAddr> {
+    let s = StdUdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+fn udp_listener(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(false).ok();
+    }
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    let _ = sock.set_recv_buffer_size(LISTENER_BUFFER);
+    let _ = sock.set_send_buffer_size(LISTENER_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())
+        .with_context(|| format!("cannot bind UDP {addr}"))?;
+    Ok(UdpSocket::from_std(sock.into())?)
+}
+
+fn tcp_listener(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(false).ok();
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())
+        .with_context(|| format!("cannot bind TCP {addr}"))?;
+    sock.listen(1024)?;
+    Ok(TcpListener::from_std(sock.into())?)
+}
+
+/// Build the sans-IO server's configuration from ours.
+fn turn_config(
+    config: &Config,
+    relay: &RelaySettings,
+    service_addrs: &[SocketAddr],
+) -> icebreaker_turn::Config {
+    let credentials = Credentials::new(
+        &config.realm,
+        config.users.iter().map(|(u, p)| (u.as_str(), p.as_str())),
+        config.turn_secrets.iter().map(|s| s.as_str()),
+    );
+    let mut tc = icebreaker_turn::Config::new(credentials);
+    rand::rng().fill(&mut tc.nonce_key);
+    tc.nonce_lifetime = u64::from(config.nonce_lifetime);
+    tc.software = config.software.clone();
+    tc.default_lifetime = config.default_lifetime;
+    tc.max_lifetime = config.max_lifetime;
+    tc.max_allocations = config.max_allocations;
+    tc.max_allocations_per_user = config.max_allocations_per_user;
+    tc.relay_ports = relay.ports;
+    tc.relay_ips = relay.v4.iter().chain(relay.v6.iter()).copied().collect();
+    let mut external = ExternalMap::default();
+    for e in &config.external_ip {
+        external.add(e.public, e.private);
+    }
+    let mut filter = PeerFilter::new().relay(&tc.relay_ips, relay.ports.0..=relay.ports.1);
+    for a in service_addrs {
+        filter = filter.service_port(a.port()).own_ip(a.ip());
+    }
+    for ip in external.publics() {
+        filter = filter.own_ip(ip);
+    }
+    // Advertised public relay addresses are relay addresses too.
+    let publics: Vec<IpAddr> = external.publics().collect();
+    if !publics.is_empty() {
+        let mut all = tc.relay_ips.clone();
+        all.extend(publics);
+        filter = filter.relay(&all, relay.ports.0..=relay.ports.1);
+    }
+    for n in &config.allow_peer {
+        filter = filter.allow(*n);
+    }
+    for n in &config.deny_peer {
+        filter = filter.deny(*n);
+    }
+    tc.filter = filter;
+    tc.external = external;
+    tc
+}
+
+/// Bind everything and start serving. Ports given as 0 are chosen by the system (tests).
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let (stop, shutdown) = watch::channel(false);
+    let (v4, v6) = relay_ips(&config);
+    let settings = RelaySettings {
+        v4,
+        v6,
+        ports: config.relay_ports,
+    };
+
+    // Listeners first, so that the filter knows every service address.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let mut udp = HashMap::new();
+    let mut udp_workers = Vec::new();
+    let mut tcp = Vec::new();
+    let mut turn_addrs = Vec::new();
+    for addr in &config.turn_listen {
+        // The TCP listener picks the port when 0 is asked for; UDP then binds the same port.
+        let t = tcp_listener(*addr)?;
+        let bound = t.local_addr()?;
+        let first = udp_listener(bound, true)?;
+        let local = first.local_addr()?;
+        let first = Arc::new(first);
+        udp.insert(local, first.clone());
+        udp_workers.push((local, first));
+        for _ in 1..workers {
+            let s = Arc::new(udp_listener(local, true)?);
+            udp_workers.push((local, s));
+        }
+        turn_addrs.push(local);
+        tcp.push((t, Transport::Tcp));
+    }
+    let mut turns_addrs = Vec::new();
+    let tls = if config.turns_listen.is_empty() {
+        None
+    } else {
+        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+            anyhow::bail!("--turns-listen needs --tls-cert and --tls-key");
+        };
+        Some(tokio_rustls::TlsAcceptor::from(
+            crate::tls::load_server_config(cert, key)?,
+        ))
+    };
+    for addr in &config.turns_listen {
+        let t = tcp_listener(*addr)?;
+        turns_addrs.push(t.local_addr()?);
+        tcp.push((t, Transport::Tls));
+    }
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot bind HTTP {}", config.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
+
+    let mut service = turn_addrs.clone();
+    service.extend(&turns_addrs);
+    service.push(http_addr);
+    let tc = turn_config(&config, &settings, &service);
+    if tc.credentials.is_empty() {
+        tracing::warn!(
+            "no --user and no --turn-secret: STUN Binding only, every Allocate gets 401"
+        );
+    }
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            turn: icebreaker_turn::Server::new(tc),
+            relays: RelayTable::default(),
+            streams: HashMap::new(),
+        }),
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        udp,
+        shutdown: shutdown.clone(),
+    });
+
+    let mut tasks = Vec::new();
+    for (local, sock) in udp_workers {
+        tasks.push(tokio::spawn(udp_task(shared.clone(), local, sock)));
+    }
+    for (listener, transport) in tcp {
+        tasks.push(tokio::spawn(accept_task(
+            shared.clone(),
+            listener,
+            transport,
+            tls.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(timer_task(shared.clone())));
+    let http_state = HttpState::new(metrics.clone());
+    let mut http_shutdown = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let stop = async move {
+            let _ = http_shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = serve_http(http_listener, http_state, stop).await {
+            tracing::error!("{e:#}");
+        }
+    }));
+
+    Ok(Running {
+        turn: turn_addrs,
+        turns: turns_addrs,
+        http: http_addr,
+        relay_ips: v4.iter().chain(v6.iter()).copied().collect(),
+        metrics,
+        shared,
+        stop,
+        tasks,
+    })
+}
+
+/// `icebreaker serve`: start, print what it listens on, run until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (lo, hi) = config.relay_ports;
+    let users = config.users.len();
+    let secrets = config.turn_secrets.len();
+    let running = start(config).await?;
+    println!("Icebreaker {} is running", env!("CARGO_PKG_VERSION"));
+    for a in &running.turn {
+        println!("  STUN/TURN   udp+tcp {a}");
+    }
+    for a in &running.turns {
+        println!("  STUN/TURN   tls     {a}");
+    }
+    let relays: Vec<String> = running.relay_ips.iter().map(|i| i.to_string()).collect();
+    println!("  relay       {} ports {lo}-{hi}", relays.join(", "));
+    println!("  credentials {users} static user(s), {secrets} REST secret(s)");
+    println!(
+        "  HTTP        http://{}/  (metrics: /metrics, health: /healthz)",
+        running.http
+    );
+    tracing::info!(turn = ?running.turn, turns = ?running.turns, http = %running.http, "serving");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Send `data` to `peer` from relay socket `relay` (client → peer).
+fn forward(shared: &Shared, relay: RelayId, peer: SocketAddr, data: &[u8]) {
+    let Some(sock) = shared.relay_socket(relay) else {
+        return;
+    };
+    match sock.try_send_to(data, peer) {
+        Ok(_) => shared.metrics.relayed(Direction::ClientToPeer, data.len()),
+        Err(e) => {
+            tracing::trace!(%peer, "relay send failed: {e}");
+            shared.metrics.dropped(DropReason::Other);
+        }
+    }
+}
+
+async fn udp_task(shared: Arc<Shared>, local: SocketAddr, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; CLIENT_MTU];
+    let mut out = vec![0u8; 2048];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors surface here on some systems; keep serving.
+                tracing::trace!("udp recv: {e}");
+                continue;
+            }
+        };
+        let Some(packet) = buf.get(..n) else { continue };
+        count_request(&shared.metrics, packet, Transport::Udp);
+        let tuple = FiveTuple {
+            client: from,
+            server: local,
+            transport: Transport::Udp,
+        };
+        let t = now();
+        let action = shared.with_turn(|turn, binder, _| {
+            match turn.handle_client(t, tuple, packet, &mut out, binder) {
+                ClientOutput::None => Action::None,
+                ClientOutput::Reply(len) => Action::Reply(len),
+                ClientOutput::Forward { relay, peer, data } => {
+                    // Offsets into `packet`, so the borrow ends with the lock.
+                    let off = data.as_ptr() as usize - packet.as_ptr() as usize;
+                    Action::Forward(relay, peer, off, data.len())
+                }
+            }
+        });
+        match action {
+            Action::None => {}
+            Action::Reply(len) => {
+                if let Some(reply) = out.get(..len) {
+                    let _ = sock.try_send_to(reply, from);
+                }
+            }
+            Action::Forward(relay, peer, off, len) => {
+                if let Some(data) = packet.get(off..off + len) {
+                    forward(&shared, relay, peer, data);
+                }
+            }
+        }
+    }
+}
+
+enum Action {
+    None,
+    Reply(usize),
+    Forward(RelayId, SocketAddr, usize, usize),
+}
+
+async fn relay_task(shared: Arc<Shared>, id: RelayId, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; PEER_HEADROOM + RELAY_MTU + 4];
+    loop {
+        let Some(space) = buf.get_mut(PEER_HEADROOM..PEER_HEADROOM + RELAY_MTU + 1) else {
+            return;
+        };
+        let (n, from) = match sock.recv_from(space).await {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        if n > RELAY_MTU {
+            shared.metrics.dropped(DropReason::Malformed);
+            continue;
+        }
+        let t = now();
+        let out = {
+            let mut st = shared.state.lock();
+            let st = &mut *st;
+            st.turn.handle_peer(t, id, from, &mut buf, n).map(|o| {
+                let stream = st.streams.get(&o.client).cloned();
+                (o, stream)
+            })
+        };
+        let Some((o, stream)) = out else {
+            continue;
+        };
+        let Some(bytes) = buf.get(o.range.clone()) else {
+            continue;
+        };
+        match o.client.transport {
+            Transport::Udp => {
+                let Some(l) = shared.udp.get(&o.client.server) else {
+                    continue;
+                };
+                match l.try_send_to(bytes, o.client.client) {
+                    Ok(_) => shared.metrics.relayed(Direction::PeerToClient, n),
+                    Err(_) => shared.metrics.dropped(DropReason::Other),
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                let Some(w) = stream else { continue };
+                let mut w = w.lock().await;
+                if w.write_all(bytes).await.is_ok() {
+                    shared.metrics.relayed(Direction::PeerToClient, n);
+                }
+            }
+        }
+    }
+}
+
+async fn accept_task(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    transport: Transport,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let local = listener.local_addr().ok();
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(local) = local else { return };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let tuple = FiveTuple {
+                client: from,
+                server: local,
+                transport,
+            };
+            match (transport, tls) {
+                (Transport::Tls, Some(acceptor)) => {
+                    let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    match hs.await {
+                        Ok(Ok(s)) => stream_task(shared, tuple, s).await,
+                        Ok(Err(e)) => tracing::debug!(%from, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%from, "TLS handshake timed out"),
+                    }
+                }
+                _ => stream_task(shared, tuple, stream).await,
+            }
+        });
+    }
+}
+
+async fn stream_task<S>(shared: Arc<Shared>, tuple: FiveTuple, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let writer: StreamWriter = Arc::new(AsyncMutex::new(Box::new(wr)));
+    shared.state.lock().streams.insert(tuple, writer.clone());
+    let mut shutdown = shared.shutdown.clone();
+    let mut buf = vec![0u8; CLIENT_MTU + 4];
+    let mut out = vec![0u8; 2048];
+    let mut filled = 0usize;
+    'conn: loop {
+        // Frame everything buffered.
+        loop {
+            let avail = buf.get(..filled).unwrap_or_default();
+            let len = match icebreaker_stun::stream_frame_len(avail) {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(_) => {
+                    shared.metrics.dropped(DropReason::Malformed);
+                    break 'conn;
+                }
+            };
+            if len > buf.len() {
+                shared.metrics.dropped(DropReason::Malformed);
+                break 'conn;
+            }
+            if filled < len {
+                break;
+            }
+            let packet = &buf[..len];
+            count_request(&shared.metrics, packet, tuple.transport);
+            let t = now();
+            let action = shared.with_turn(|turn, binder, _| {
+                match turn.handle_client(t, tuple, packet, &mut out, binder) {
+                    ClientOutput::None => Action::None,
+                    ClientOutput::Reply(len) => Action::Reply(len),
+                    ClientOutput::Forward { relay, peer, data } => {
+                        let off = data.as_ptr() as usize - packet.as_ptr() as usize;
+                        Action::Forward(relay, peer, off, data.len())
+                    }
+                }
+            });
+            match action {
+                Action::None => {}
+                Action::Reply(n) => {
+                    let mut w = writer.lock().await;
+                    if w.write_all(&out[..n]).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Action::Forward(relay, peer, off, n) => {
+                    if let Some(data) = packet.get(off..off + n) {
+                        forward(&shared, relay, peer, data);
+                    }
+                }
+            }
+            buf.copy_within(len..filled, 0);
+            filled -= len;
+        }
+        let has_alloc = shared.state.lock().turn.relays_of(&tuple).next().is_some();
+        let idle = if has_alloc {
+            IDLE_WITH_ALLOCATION
+        } else {
+            IDLE_NO_ALLOCATION
+        };
+        let Some(space) = buf.get_mut(filled..) else {
+            break;
+        };
+        tokio::select! {
+            r = tokio::time::timeout(idle, rd.read(space)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => filled += n,
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    shared.with_turn(|turn, binder, _| turn.client_closed(&tuple, binder));
+    shared.state.lock().streams.remove(&tuple);
+    let mut w = writer.lock().await;
+    let _ = w.shutdown().await;
+}
+
+/// Once a second: expire state and publish the counters.
+async fn timer_task(shared: Arc<Shared>) {
+    let mut last = Stats::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let t = now();
+        let stats = shared.with_turn(|turn, binder, _| {
+            turn.handle_timeout(t, binder);
+            turn.stats().clone()
+        });
+        publish(&shared.metrics, &stats, &last);
+        last = stats;
+    }
+}
+
+fn publish(m: &Metrics, s: &Stats, last: &Stats) {
+    m.allocations.set(s.allocations as i64);
+    m.permissions.set(s.permissions as i64);
+    m.channels.set(s.channels as i64);
+    m.allocations_created
+        .inc_by(s.allocations_created - last.allocations_created);
+    for (i, (now, before)) in s.errors.iter().zip(&last.errors).enumerate() {
+        let code = Stats::ERROR_CODES.get(i).copied().unwrap_or(0);
+        let slot = ERROR_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(ERROR_CODES.len());
+        if let Some(c) = m.error_responses.get(slot) {
+            c.inc_by(now - before);
+        }
+    }
+    for (i, f) in icebreaker_turn::AuthFailure::ALL.iter().enumerate() {
+        let d = s.auth_failures[i] - last.auth_failures[i];
+        let r = match f {
+            icebreaker_turn::AuthFailure::Missing | icebreaker_turn::AuthFailure::BadRequest => {
+                MAuth::Missing
+            }
+            icebreaker_turn::AuthFailure::BadIntegrity
+            | icebreaker_turn::AuthFailure::WrongCredentials => MAuth::BadIntegrity,
+            icebreaker_turn::AuthFailure::UnknownUser => MAuth::UnknownUser,
+            icebreaker_turn::AuthFailure::StaleNonce => MAuth::StaleNonce,
+            icebreaker_turn::AuthFailure::Expired => MAuth::Expired,
+            icebreaker_turn::AuthFailure::WrongRealm => MAuth::WrongRealm,
+        };
+        m.auth_failures[r as usize].inc_by(d);
+    }
+    m.dropped_packets[DropReason::Malformed as usize]
+        .inc_by(s.dropped_malformed - last.dropped_malformed);
+    m.dropped_packets[DropReason::NoAllocation as usize]
+        .inc_by(s.dropped_no_allocation - last.dropped_no_allocation);
+    m.dropped_packets[DropReason::NoPermission as usize]
+        .inc_by(s.dropped_no_permission - last.dropped_no_permission);
+    m.peer_denied.inc_by(s.peer_denied - last.peer_denied);
+}

@@ -1,1 +1,155 @@
-//! TODO
+//! TLS server configuration for TURN/STUN over TLS (`turns:`), built on rustls with the
+//! aws-lc-rs crypto provider selected explicitly (no process-wide default provider needed).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Load a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1) and
+/// build a rustls server configuration using the aws-lc-rs provider.
+///
+/// Errors name the file and say what is wrong with it: missing/unreadable, no certificate or key
+/// inside, malformed PEM, or a key that does not belong to the certificate.
+pub fn load_server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("the aws-lc-rs crypto provider does not support the default TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .with_context(|| {
+            format!(
+                "TLS certificate {} and private key {} cannot be used together \
+                 (does the key belong to the certificate?)",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    Ok(Arc::new(config))
+}
+
+fn open(path: &Path, what: &str) -> anyhow::Result<BufReader<File>> {
+    let file = File::open(path)
+        .with_context(|| format!("cannot read TLS {what} file {}", path.display()))?;
+    Ok(BufReader::new(file))
+}
+
+fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let mut reader = open(path, "certificate")?;
+    let certs = rustls_pemfile::certs(&mut reader)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("TLS certificate file {} is not valid PEM", path.display()))?;
+    if certs.is_empty() {
+        bail!(
+            "TLS certificate file {} contains no PEM \"BEGIN CERTIFICATE\" block; \
+             give the certificate chain in PEM format, leaf certificate first",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let mut reader = open(path, "private key")?;
+    match rustls_pemfile::private_key(&mut reader) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => bail!(
+            "TLS private key file {} contains no PEM private key \
+             (expected a \"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block)",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!("TLS private key file {} is not valid PEM", path.display())
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::path::PathBuf;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "icebreaker-tls-{tag}-{}-{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        fn write(&self, name: &str, contents: &str) -> PathBuf {
+            let p = self.0.join(name);
+            std::fs::write(&p, contents).unwrap();
+            p
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn generate() -> (String, String) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        (ck.cert.pem(), ck.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn loads_generated_certificate() {
+        let dir = TempDir::new("ok");
+        let (cert, key) = generate();
+        let c = dir.write("cert.pem", &cert);
+        let k = dir.write("key.pem", &key);
+        let cfg = load_server_config(&c, &k).unwrap();
+        assert!(cfg.alpn_protocols.is_empty());
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let dir = TempDir::new("missing");
+        let (_, key) = generate();
+        let k = dir.write("key.pem", &key);
+        let err = load_server_config(&dir.0.join("nope.pem"), &k).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("cannot read TLS certificate file"), "{msg}");
+        assert!(msg.contains("nope.pem"), "{msg}");
+    }
+
+    #[test]
+    fn garbage_and_swapped_files_are_rejected() {
+        let dir = TempDir::new("bad");
+        let (cert, key) = generate();
+        let c = dir.write("cert.pem", &cert);
+        let k = dir.write("key.pem", &key);
+        let junk = dir.write("junk.pem", "hello, not a pem file\n");
+
+        let msg = format!("{:#}", load_server_config(&junk, &k).unwrap_err());
+        assert!(msg.contains("contains no PEM"), "{msg}");
+        let msg = format!("{:#}", load_server_config(&c, &junk).unwrap_err());
+        assert!(msg.contains("contains no PEM private key"), "{msg}");
+        // Key file given as certificate and vice versa.
+        let msg = format!("{:#}", load_server_config(&k, &c).unwrap_err());
+        assert!(msg.contains("contains no PEM"), "{msg}");
+    }
+
+    #[test]
+    fn mismatched_key_is_rejected() {
+        let dir = TempDir::new("mismatch");
+        let (cert, _) = generate();
+        let (_, other_key) = generate();
+        let c = dir.write("cert.pem", &cert);
+        let k = dir.write("key.pem", &other_key);
+        let msg = format!("{:#}", load_server_config(&c, &k).unwrap_err());
+        assert!(msg.contains("cannot be used together"), "{msg}");
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs turn.test.mjs (headless Chromium via playwright-core) against the
+# server under test, in its own network namespace.
+# Usage: tests/browser/run.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
+# the suite against coturn; CHROMIUM_PATH to use another Chromium binary).
+set -euo pipefail
+# shellcheck source=../interop/lib.sh
+source "$(dirname "$0")/../interop/lib.sh"
+ib_enter_netns "$0" "$@"
+ib_init browser
+
+HERE="$IB_ROOT/tests/browser"
+CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM_PATH" ]]; then
+  echo "FAIL browser: $CHROMIUM_PATH not found (scripts/install-deps)"
+  exit 1
+fi
+if [[ ! -d "$HERE/node_modules/playwright-core" ]]; then
+  echo "FAIL browser: playwright-core not installed in tests/browser (scripts/install-deps)"
+  exit 1
+fi
+
+ib_gen_cert "$IB_TMP/cert"
+ib_start_server main 40000 --tls 40010
+
+run_browser() {
+  (
+    cd "$HERE"
+    IB_TURN_PORT="$IB_TURN_PORT" IB_SECRET_PORT="$IB_SECRET_PORT" IB_TLS_PORT="$IB_TLS_PORT" \
+      IB_USER="$IB_USER" IB_PASS="$IB_PASS" IB_SECRET="$IB_SECRET" IB_CERT_SPKI="$IB_CERT_SPKI" \
+      CHROMIUM_PATH="$CHROMIUM_PATH" HOME="$IB_TMP" \
+      timeout -k 5 180 node turn.test.mjs
+  )
+}
+ib_check "Chromium WebRTC over TURN/UDP, TURN/TCP, TURNS" run_browser
+
+ib_finish
