@@ -720,7 +720,7 @@ impl Config {
         self.check_peers(&mut c);
         self.check_limits(&mut c);
         self.check_misc(&mut c);
-        c.0.sort_by(|a, b| b.severity.cmp(&a.severity));
+        c.0.sort_by_key(|p| std::cmp::Reverse(p.severity));
         c.0
     }
 

@@ -232,6 +232,7 @@ fn init_tracing(filter: &str, format: LogFormat) -> anyhow::Result<()> {
 mod json_log {
     use std::fmt;
 
+    use serde::Serialize;
     use serde_json::{Map, Value};
     use tracing::field::{Field, Visit};
     use tracing::{Event, Subscriber};
@@ -241,6 +242,27 @@ mod json_log {
     use tracing_subscriber::registry::LookupSpan;
 
     pub struct JsonLines;
+
+    /// Field order of one log line.
+    #[derive(Serialize)]
+    struct Line<'a> {
+        timestamp: String,
+        level: String,
+        target: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<Value>,
+        #[serde(skip_serializing_if = "Map::is_empty")]
+        fields: Map<String, Value>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        spans: Vec<SpanLine<'a>>,
+    }
+
+    #[derive(Serialize)]
+    struct SpanLine<'a> {
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fields: Option<String>,
+    }
 
     struct Fields(Map<String, Value>);
 
@@ -278,39 +300,33 @@ mod json_log {
             event: &Event<'_>,
         ) -> fmt::Result {
             let meta = event.metadata();
-            let mut ts = String::new();
-            SystemTime.format_time(&mut Writer::new(&mut ts))?;
-            let mut obj = Map::new();
-            obj.insert("timestamp".into(), ts.into());
-            obj.insert("level".into(), meta.level().to_string().into());
-            obj.insert("target".into(), meta.target().into());
+            let mut timestamp = String::new();
+            SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
             let mut fields = Fields(Map::new());
             event.record(&mut fields);
-            if let Some(message) = fields.0.remove("message") {
-                obj.insert("message".into(), message);
-            }
-            if !fields.0.is_empty() {
-                obj.insert("fields".into(), Value::Object(fields.0));
-            }
+            let message = fields.0.remove("message");
+            let mut spans = Vec::new();
             if let Some(scope) = ctx.event_scope() {
-                let spans: Vec<Value> = scope
-                    .from_root()
-                    .map(|span| {
-                        let mut s = Map::new();
-                        s.insert("name".into(), span.name().into());
-                        let ext = span.extensions();
-                        if let Some(f) = ext.get::<FormattedFields<N>>() {
-                            if !f.fields.is_empty() {
-                                s.insert("fields".into(), f.fields.as_str().into());
-                            }
-                        }
-                        Value::Object(s)
-                    })
-                    .collect();
-                if !spans.is_empty() {
-                    obj.insert("spans".into(), spans.into());
+                for span in scope.from_root() {
+                    let ext = span.extensions();
+                    let fields = ext
+                        .get::<FormattedFields<N>>()
+                        .map(|f| f.fields.clone())
+                        .filter(|f| !f.is_empty());
+                    spans.push(SpanLine {
+                        name: span.name(),
+                        fields,
+                    });
                 }
             }
+            let obj = Line {
+                timestamp,
+                level: meta.level().to_string(),
+                target: meta.target(),
+                message,
+                fields: fields.0,
+                spans,
+            };
             let line = serde_json::to_string(&obj).map_err(|_| fmt::Error)?;
             writeln!(writer, "{line}")
         }

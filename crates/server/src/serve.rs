@@ -101,6 +101,11 @@ impl Binder<'_> {
         Some(Arc::new(tokio))
     }
 
+    /// The socket of relay `id`.
+    fn socket(&self, id: RelayId) -> Option<Arc<UdpSocket>> {
+        self.table.relays.get(&id).map(|r| r.socket.clone())
+    }
+
     fn register(&mut self, socket: Arc<UdpSocket>, port: u16, family: Family) -> RelayId {
         self.table.next_id = self.table.next_id.wrapping_add(1);
         let id = RelayId(self.table.next_id);
@@ -227,15 +232,6 @@ impl Shared {
             }
         }
         r
-    }
-
-    fn relay_socket(&self, id: RelayId) -> Option<Arc<UdpSocket>> {
-        self.state
-            .lock()
-            .relays
-            .relays
-            .get(&id)
-            .map(|r| r.socket.clone())
     }
 }
 
@@ -591,10 +587,7 @@ async fn shutdown_signal() {
 }
 
 /// Send `data` to `peer` from relay socket `relay` (client → peer).
-fn forward(shared: &Shared, relay: RelayId, peer: SocketAddr, data: &[u8]) {
-    let Some(sock) = shared.relay_socket(relay) else {
-        return;
-    };
+fn forward(shared: &Shared, sock: &UdpSocket, peer: SocketAddr, data: &[u8]) {
     match sock.try_send_to(data, peer) {
         Ok(_) => shared.metrics.relayed(Direction::ClientToPeer, data.len()),
         Err(e) => {
@@ -631,7 +624,10 @@ async fn udp_task(shared: Arc<Shared>, local: SocketAddr, sock: Arc<UdpSocket>) 
                 ClientOutput::Forward { relay, peer, data } => {
                     // Offsets into `packet`, so the borrow ends with the lock.
                     let off = data.as_ptr() as usize - packet.as_ptr() as usize;
-                    Action::Forward(relay, peer, off, data.len())
+                    match binder.socket(relay) {
+                        Some(sock) => Action::Forward(sock, peer, off, data.len()),
+                        None => Action::None,
+                    }
                 }
             }
         });
@@ -644,7 +640,7 @@ async fn udp_task(shared: Arc<Shared>, local: SocketAddr, sock: Arc<UdpSocket>) 
             }
             Action::Forward(relay, peer, off, len) => {
                 if let Some(data) = packet.get(off..off + len) {
-                    forward(&shared, relay, peer, data);
+                    forward(&shared, &relay, peer, data);
                 }
             }
         }
@@ -654,7 +650,7 @@ async fn udp_task(shared: Arc<Shared>, local: SocketAddr, sock: Arc<UdpSocket>) 
 enum Action {
     None,
     Reply(usize),
-    Forward(RelayId, SocketAddr, usize, usize),
+    Forward(Arc<UdpSocket>, SocketAddr, usize, usize),
 }
 
 async fn relay_task(shared: Arc<Shared>, id: RelayId, sock: Arc<UdpSocket>) {
@@ -787,7 +783,10 @@ where
                     ClientOutput::Reply(len) => Action::Reply(len),
                     ClientOutput::Forward { relay, peer, data } => {
                         let off = data.as_ptr() as usize - packet.as_ptr() as usize;
-                        Action::Forward(relay, peer, off, data.len())
+                        match binder.socket(relay) {
+                            Some(sock) => Action::Forward(sock, peer, off, data.len()),
+                            None => Action::None,
+                        }
                     }
                 }
             });
@@ -801,7 +800,7 @@ where
                 }
                 Action::Forward(relay, peer, off, n) => {
                     if let Some(data) = packet.get(off..off + n) {
-                        forward(&shared, relay, peer, data);
+                        forward(&shared, &relay, peer, data);
                     }
                 }
             }

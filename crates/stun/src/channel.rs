@@ -4,13 +4,18 @@ use crate::{attr, be16, Error};
 
 /// Lowest valid channel number.
 pub const CHANNEL_MIN: u16 = 0x4000;
-/// Highest valid channel number.
-pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// Highest channel number accepted: 0x7FFF, the range of RFC 5766. RFC 8656 narrowed the range
+/// to 0x4000..=0x7FFF ([`CHANNEL_MAX_RFC8656`]), but RFC 5766 clients still in use (coturn's
+/// `turnutils_uclient` among them) pick numbers up to 0x7FFF, and on a TURN port nothing else
+/// needs first bytes 0x50..=0x7F, so they are accepted for interoperability.
+pub const CHANNEL_MAX: u16 = 0x7FFF;
+/// Highest channel number of RFC 8656; what new clients should use.
+pub const CHANNEL_MAX_RFC8656: u16 = 0x4FFF;
 
 /// A ChannelData message: 2-byte channel number, 2-byte length, data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelData<'a> {
-    /// Channel number (0x4000..=0x4FFF).
+    /// Channel number (0x4000..=0x7FFF).
     pub channel: u16,
     /// Application data (without padding).
     pub data: &'a [u8],
@@ -19,7 +24,7 @@ pub struct ChannelData<'a> {
 impl<'a> ChannelData<'a> {
     /// Parse a ChannelData message. `buf` may be longer than 4 + length (padding on UDP is
     /// allowed, extra bytes are ignored). Errors: fewer than 4 bytes → `TooShort`; channel not
-    /// in 0x4000..=0x4FFF → `NotStun`; length exceeds `buf` → `BadLength`.
+    /// in 0x4000..=0x7FFF → `NotStun`; length exceeds `buf` → `BadLength`.
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         let (Some(channel), Some(len)) = (be16(buf, 0), be16(buf, 2)) else {
             return Err(Error::TooShort);
@@ -44,7 +49,7 @@ impl<'a> ChannelData<'a> {
 
 /// Write a ChannelData header for `len` bytes of data into `buf[0..4]`.
 ///
-/// Errors: `buf` shorter than 4 → `BufferTooSmall`; channel outside 0x4000..=0x4FFF →
+/// Errors: `buf` shorter than 4 → `BufferTooSmall`; channel outside 0x4000..=0x7FFF →
 /// `BadAttributeValue(attr::CHANNEL_NUMBER)`; `len` > 0xFFFF → `BadLength`.
 pub fn write_channel_data_header(buf: &mut [u8], channel: u16, len: usize) -> Result<(), Error> {
     let hdr = buf.get_mut(..4).ok_or(Error::BufferTooSmall)?;

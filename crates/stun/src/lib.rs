@@ -32,7 +32,9 @@ mod writer;
 use core::fmt;
 
 pub use address::{decode_address, decode_xor_address};
-pub use channel::{write_channel_data_header, ChannelData, CHANNEL_MAX, CHANNEL_MIN};
+pub use channel::{
+    write_channel_data_header, ChannelData, CHANNEL_MAX, CHANNEL_MAX_RFC8656, CHANNEL_MIN,
+};
 pub use credentials::{long_term_key, long_term_key_sha256, rest_password};
 pub use message::{AttributeIter, Family, IntegrityError, IntegrityKind, Message, RawAttribute};
 pub use writer::MessageWriter;
@@ -361,24 +363,24 @@ pub fn is_stun(buf: &[u8]) -> bool {
         && be32(buf, 4) == Some(MAGIC_COOKIE)
 }
 
-/// Cheap ChannelData check: at least 4 bytes and the first byte in 0x40..=0x4F
-/// (channel numbers 0x4000..=0x4FFF).
+/// Cheap ChannelData check: at least 4 bytes and the first byte in 0x40..=0x7F
+/// (channel numbers 0x4000..=0x7FFF, see [`CHANNEL_MAX`]).
 pub fn is_channel_data(buf: &[u8]) -> bool {
-    buf.len() >= 4 && matches!(buf.first(), Some(0x40..=0x4F))
+    buf.len() >= 4 && matches!(buf.first(), Some(0x40..=0x7F))
 }
 
 /// Stream framing (TURN over TCP/TLS): total length of the frame at the start of `buf`
 /// (STUN: 20 + length; ChannelData: 4 + length rounded up to a multiple of 4).
 ///
 /// Returns `Ok(None)` if fewer than 4 bytes are available to decide, and `Err(Error::NotStun)`
-/// for bytes that are neither (first byte not `0b00xxxxxx` / `0x40..=0x4F`, STUN length not a
+/// for bytes that are neither (first byte not `0b00xxxxxx` / `0x40..=0x7F`, STUN length not a
 /// multiple of 4, or — once 8 bytes are available — a wrong magic cookie).
 pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, Error> {
     let Some(&b0) = buf.first() else {
         return Ok(None);
     };
     let is_stun_start = b0 & 0xC0 == 0;
-    let is_cd_start = (0x40..=0x4F).contains(&b0);
+    let is_cd_start = (0x40..=0x7F).contains(&b0);
     if !is_stun_start && !is_cd_start {
         return Err(Error::NotStun);
     }
@@ -439,7 +441,8 @@ mod tests {
         assert!(!is_stun(&b));
         assert!(is_channel_data(&[0x40, 0, 0, 0]));
         assert!(is_channel_data(&[0x4F, 0xFF, 0, 0]));
-        assert!(!is_channel_data(&[0x50, 0, 0, 0]));
+        assert!(is_channel_data(&[0x7F, 0xFF, 0, 0]));
+        assert!(!is_channel_data(&[0x80, 0, 0, 0]));
         assert!(!is_channel_data(&[0x40, 0, 0]));
     }
 
@@ -464,7 +467,7 @@ mod tests {
         assert_eq!(stream_frame_len(&[0x4F, 0xFF, 0x00, 0x00]), Ok(Some(4)));
         assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x08]), Ok(Some(12)));
         assert_eq!(stream_frame_len(&[0xFF]), Err(Error::NotStun));
-        assert_eq!(stream_frame_len(&[0x50, 0, 0, 0]), Err(Error::NotStun));
+        assert_eq!(stream_frame_len(&[0x80, 0, 0, 0]), Err(Error::NotStun));
         assert_eq!(stream_frame_len(&[0x80, 0, 0, 0]), Err(Error::NotStun));
         assert_eq!(
             stream_frame_len(&[0x00, 0x01, 0xFF, 0xFC]),

@@ -552,3 +552,66 @@ impl<'a> Message<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::{method, MessageWriter};
+
+    /// Write USERNAME then a MESSAGE-INTEGRITY-SHA256 truncated to `n` bytes, computed
+    /// independently of the verifier (HMAC over the message with its final length).
+    fn truncated(n: usize, key: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; 128];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(method::BINDING, Class::Request),
+            &[1; 12],
+        )
+        .unwrap();
+        w.attr(attr::USERNAME, b"user").unwrap();
+        let start = w.len();
+        w.attr_slot(attr::MESSAGE_INTEGRITY_SHA256, n).unwrap();
+        let len = w.finish();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+        mac.update(&buf[..start]);
+        let tag = mac.finalize().into_bytes();
+        buf[start + 4..start + 4 + n].copy_from_slice(&tag[..n]);
+        buf[..len].to_vec()
+    }
+
+    #[test]
+    fn truncated_sha256_integrity() {
+        for n in [16, 20, 24, 28, 32] {
+            let b = truncated(n, b"key");
+            let m = Message::parse(&b).unwrap();
+            assert_eq!(m.verify_integrity(b"key"), Ok(IntegrityKind::Sha256), "{n}");
+            assert_eq!(m.verify_integrity(b"kex"), Err(IntegrityError::Mismatch));
+            let mut t = b.clone();
+            *t.last_mut().unwrap() ^= 1;
+            let m = Message::parse(&t).unwrap();
+            assert_eq!(m.verify_integrity(b"key"), Err(IntegrityError::Mismatch));
+        }
+        // Full writer output equals the independent computation.
+        let mut buf = [0u8; 128];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::new(method::BINDING, Class::Request),
+            &[1; 12],
+        )
+        .unwrap();
+        w.attr(attr::USERNAME, b"user").unwrap();
+        w.message_integrity_sha256(b"key").unwrap();
+        let n = w.finish();
+        assert_eq!(&buf[..n], &truncated(32, b"key")[..]);
+        for n in [12, 14, 18, 30] {
+            let b = truncated(n, b"key");
+            let m = Message::parse(&b).unwrap();
+            assert_eq!(
+                m.verify_integrity(b"key"),
+                Err(IntegrityError::Malformed),
+                "{n}"
+            );
+        }
+    }
+}

@@ -28,10 +28,10 @@ fn channel_data_parse_and_write() {
     assert_eq!(ChannelData::parse(&[]), Err(Error::TooShort));
     // Empty data.
     let cd = ChannelData::parse(&[0x4f, 0xff, 0, 0]).unwrap();
-    assert_eq!((cd.channel, cd.data), (CHANNEL_MAX, &[][..]));
+    assert_eq!((cd.channel, cd.data), (0x4fff, &[][..]));
     assert!(cd.is_empty());
     // Channel out of range.
-    for ch in [0x0000u16, 0x3fff, 0x5000, 0x7fff, 0xffff] {
+    for ch in [0x0000u16, 0x3fff, 0x8000, 0xbfff, 0xffff] {
         let b = [(ch >> 8) as u8, ch as u8, 0, 0];
         assert_eq!(ChannelData::parse(&b), Err(Error::NotStun), "{ch:#x}");
         assert_eq!(
@@ -90,7 +90,7 @@ fn stream_frame_len_stun_channel_data_and_garbage() {
     assert_eq!(stream_frame_len(&[0x00]), Ok(None));
     // Garbage.
     assert_eq!(
-        stream_frame_len(b"POST / HTTP/1.1\r\n"),
+        stream_frame_len(b"\xffOST / HTTP/1.1\r\n"),
         Err(Error::NotStun)
     );
     // Note: "GET " (0x47...) is indistinguishable from a ChannelData header by its first bytes.
@@ -107,7 +107,7 @@ fn stream_frame_len_stun_channel_data_and_garbage() {
         Err(Error::NotStun)
     );
     assert_eq!(stream_frame_len(&[0x80]), Err(Error::NotStun));
-    assert_eq!(stream_frame_len(&[0x50, 0, 0, 0]), Err(Error::NotStun));
+    assert_eq!(stream_frame_len(&[0x80, 0, 0, 0]), Err(Error::NotStun));
     assert_eq!(stream_frame_len(&[0xff, 0xff]), Err(Error::NotStun));
 }
 

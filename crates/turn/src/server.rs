@@ -330,6 +330,8 @@ struct Allocation {
     /// Relay sockets: at most one IPv4 and one IPv6.
     relays: [Option<(RelayId, SocketAddr)>; 2],
     reservation: Option<[u8; 8]>,
+    /// ADDRESS-ERROR-CODE of a partially failed dual allocation (repeated on retransmission).
+    address_error: Option<u16>,
     lifetime: u32,
     expires: Instant,
     permissions: Vec<Permission>,
@@ -876,7 +878,7 @@ impl Server {
                 return Err(Reject::signed(437, signer));
             };
             if a.tid == *msg.transaction_id() {
-                return Ok(self.write_allocate_success(now, out, msg, a, signer, None));
+                return Ok(self.write_allocate_success(now, out, msg, a, signer));
             }
             return Err(Reject::signed(437, signer));
         }
@@ -898,7 +900,9 @@ impl Server {
         {
             return Err(bad());
         }
-        if additional.is_some() && (requested_family.is_some() || even.is_some()) {
+        // RFC 8656 §7.2 items 6 and 8: ADDITIONAL-ADDRESS-FAMILY conflicts with
+        // REQUESTED-ADDRESS-FAMILY, and with EVEN-PORT only when its R bit is set.
+        if additional.is_some() && (requested_family.is_some() || even == Some(true)) {
             return Err(bad());
         }
         if additional == Some(Family::V4) {
@@ -973,6 +977,7 @@ impl Server {
             tid: *msg.transaction_id(),
             relays: slots,
             reservation: new_token,
+            address_error,
             lifetime,
             expires: now.mono + Duration::from_secs(u64::from(lifetime)),
             permissions: Vec::new(),
@@ -985,7 +990,7 @@ impl Server {
         *self.per_user.entry(username.into()).or_insert(0) += 1;
         self.stats.allocations_created += 1;
         self.stats.allocations = self.by_tuple.len() as u64;
-        let len = self.write_allocate_success(now, out, msg, &alloc, signer, address_error);
+        let len = self.write_allocate_success(now, out, msg, &alloc, signer);
         if let Some(slot) = self.allocs.get_mut(idx as usize) {
             *slot = Some(alloc);
         }
@@ -1011,7 +1016,6 @@ impl Server {
         msg: &Message<'_>,
         a: &Allocation,
         signer: Signer,
-        address_error: Option<u16>,
     ) -> usize {
         let typ = MessageType::new(method::ALLOCATE, Class::Success);
         let remaining = a.expires.saturating_duration_since(now.mono).as_secs() as u32;
@@ -1023,7 +1027,7 @@ impl Server {
                     self.cfg.external.to_public(*addr),
                 )?;
             }
-            if let Some(code) = address_error {
+            if let Some(code) = a.address_error {
                 let reason = reason(code).as_bytes();
                 let mut v = [0u8; 64];
                 v[0] = 0x02; // the IPv6 relay address failed
@@ -1177,7 +1181,6 @@ impl Server {
         };
         let (_, signer) = self.authenticate(now, tuple, msg, Some(i))?;
         let bad = || Reject::signed(400, signer);
-        tracing::debug!(number = ?msg.channel_number(), peer = ?msg.xor_peer_addresses().next(), "channel bind");
         let number = msg.channel_number().map_err(|_| bad())?.ok_or_else(bad)?;
         if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
             return Err(bad());

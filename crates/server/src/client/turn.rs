@@ -244,7 +244,10 @@ impl fmt::Display for TurnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TurnError::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                write!(f, "connection refused by the server ({e})")
+                write!(
+                    f,
+                    "connection refused: no server is listening at that address"
+                )
             }
             TurnError::Io(e) => write!(f, "I/O error: {e}"),
             TurnError::Timeout {
@@ -274,14 +277,9 @@ impl fmt::Display for TurnError {
     }
 }
 
-impl std::error::Error for TurnError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            TurnError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// The Display text is complete (it includes the I/O error), so no `source()` is reported:
+/// `{:#}` chains would repeat it.
+impl std::error::Error for TurnError {}
 
 impl From<io::Error> for TurnError {
     fn from(e: io::Error) -> Self {
@@ -530,6 +528,11 @@ impl TurnClient {
         self.realm.as_deref()
     }
 
+    /// The current NONCE (empty until the server sent one).
+    pub fn nonce(&self) -> &[u8] {
+        &self.nonce
+    }
+
     /// The USERNAME sent with authenticated requests.
     pub fn username(&self) -> Option<&str> {
         self.auth.as_ref().map(|a| a.username.as_str())
@@ -548,8 +551,14 @@ impl TurnClient {
 
     /// Binding request padded (with a PADDING attribute) to at least `pad_to` bytes, so that the
     /// request is not smaller than the response (servers may trim responses to small requests to
-    /// avoid amplification).
+    /// avoid amplification). Padding is applied over UDP only: amplification is no concern on
+    /// TCP/TLS and RFC 5780 servers reject PADDING there (coturn answers 400).
     pub async fn binding_padded(&mut self, pad_to: usize) -> Result<BindingResponse, TurnError> {
+        let pad_to = if self.transport.is_stream() {
+            0
+        } else {
+            pad_to
+        };
         let (range, transmissions) = self
             .transaction(method::BINDING, pad_to, |_| Ok(()))
             .await?;
@@ -917,7 +926,7 @@ impl TurnClient {
                 return Err(TurnError::ErrorResponse {
                     method,
                     code,
-                    reason: reason.to_owned(),
+                    reason: sanitize_reason(reason),
                 });
             }
             let nonce = msg.nonce().ok().flatten().unwrap_or_default().to_vec();
@@ -1070,6 +1079,17 @@ fn classify(buf: &[u8], r: Range<usize>) -> Option<Frame> {
         });
     }
     Some(Frame::Stun(r))
+}
+
+/// Reason phrase fit for printing: no control characters (some servers send a trailing NUL),
+/// at most 128 characters.
+fn sanitize_reason(reason: &str) -> String {
+    reason
+        .trim_end_matches(['\0', ' '])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(128)
+        .collect()
 }
 
 fn family_value(f: Family) -> [u8; 4] {
@@ -1286,6 +1306,16 @@ mod tests {
         // Garbage is skipped.
         assert!(classify(&[0xffu8; 40], 0..40).is_none());
         assert!(classify(&buf, 200..300).is_none());
+    }
+
+    #[test]
+    fn reasons_are_sanitized() {
+        assert_eq!(
+            sanitize_reason("Mismatched allocation\0"),
+            "Mismatched allocation"
+        );
+        assert_eq!(sanitize_reason("a\nb\x1b[31m"), "a b [31m");
+        assert_eq!(sanitize_reason(&"x".repeat(500)).len(), 128);
     }
 
     #[test]

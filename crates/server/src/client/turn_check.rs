@@ -446,7 +446,8 @@ async fn relay_steps(
         let hint = (e.code() == Some(403)).then(|| {
             format!(
                 "the server refuses relaying to {ip}; start it with --allow-peer {prefix} or \
-                 give --peer",
+                 give {}--peer",
+                if args.peer.is_some() { "another " } else { "" },
                 ip = peer.ip(),
                 prefix = host_prefix(peer.ip())
             )
