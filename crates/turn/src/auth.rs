@@ -161,6 +161,18 @@ impl Credentials {
     }
 }
 
+/// The key a username's allocations are counted under for the per-user quota: the user id of a
+/// REST username (`<expiry>:<user>` or `<user>:<expiry>`), the whole name otherwise.
+pub fn quota_key(username: &str) -> &str {
+    if rest_expiry(username).is_none() {
+        return username;
+    }
+    match username.split_once(':') {
+        Some((head, tail)) if head.bytes().all(|b| b.is_ascii_digit()) => tail,
+        _ => username.rsplit_once(':').map_or(username, |(head, _)| head),
+    }
+}
+
 /// The expiry of a TURN REST username: `<unix expiry>:<user>` (the usual form) or
 /// `<user>:<unix expiry>`. `None` when neither side is a timestamp.
 pub fn rest_expiry(username: &str) -> Option<u64> {
@@ -273,6 +285,15 @@ mod tests {
         assert_eq!(rest_expiry("alice:bob"), None);
         assert_eq!(rest_expiry(":"), None);
         assert_eq!(rest_expiry("99999999999999999999999:x"), None);
+    }
+
+    #[test]
+    fn quota_key_is_the_rest_user_id() {
+        assert_eq!(quota_key("1735689600:alice"), "alice");
+        assert_eq!(quota_key("1735689601:alice"), "alice");
+        assert_eq!(quota_key("alice:1735689600"), "alice");
+        assert_eq!(quota_key("alice"), "alice");
+        assert_eq!(quota_key("a:b"), "a:b");
     }
 
     #[test]

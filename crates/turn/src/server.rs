@@ -520,6 +520,28 @@ impl Server {
             .flat_map(|a| a.relays.iter().flatten().copied())
     }
 
+    /// The allocation on `t` for a request: one that has expired but not yet been swept by the
+    /// timer is removed now, so it cannot be refreshed back to life.
+    fn live_alloc(
+        &mut self,
+        now: Now,
+        t: &FiveTuple,
+        relays: &mut dyn RelayProvider,
+    ) -> Option<u32> {
+        let i = self.alloc_by_tuple(t)?;
+        let expired = self
+            .allocs
+            .get(i as usize)
+            .and_then(|a| a.as_ref())
+            .is_none_or(|a| a.expires <= now.mono);
+        if expired {
+            self.stats.allocations_expired += 1;
+            self.remove_allocation(i, relays);
+            return None;
+        }
+        Some(i)
+    }
+
     fn alloc_by_tuple(&self, t: &FiveTuple) -> Option<u32> {
         self.by_tuple.get(t).copied()
     }
@@ -698,8 +720,8 @@ impl Server {
         let result = match msg.method() {
             method::ALLOCATE => self.allocate(now, tuple, msg, out, relays),
             method::REFRESH => self.refresh(now, tuple, msg, out, relays),
-            method::CREATE_PERMISSION => self.create_permission(now, tuple, msg, out),
-            method::CHANNEL_BIND => self.channel_bind(now, tuple, msg, out),
+            method::CREATE_PERMISSION => self.create_permission(now, tuple, msg, out, relays),
+            method::CHANNEL_BIND => self.channel_bind(now, tuple, msg, out, relays),
             _ => Err(Reject::plain(400)),
         };
         match result {
@@ -870,7 +892,7 @@ impl Server {
         out: &mut [u8],
         relays: &mut dyn RelayProvider,
     ) -> Result<usize, Reject> {
-        let existing = self.alloc_by_tuple(tuple);
+        let existing = self.live_alloc(now, tuple, relays);
         let (username, signer) = self.authenticate(now, tuple, msg, existing)?;
         if let Some(i) = existing {
             // A retransmission of the Allocate that created it gets the same answer.
@@ -909,7 +931,9 @@ impl Server {
             return Err(bad());
         }
         let lifetime = self.lifetime(msg.lifetime().map_err(|_| bad())?);
-        let user_count = self.per_user.get(username).copied().unwrap_or(0);
+        // REST usernames carry an expiry: the quota is per user id, not per credential.
+        let quota_key = crate::auth::quota_key(username);
+        let user_count = self.per_user.get(quota_key).copied().unwrap_or(0);
         if user_count >= self.cfg.max_allocations_per_user {
             return Err(Reject::signed(486, signer));
         }
@@ -987,7 +1011,7 @@ impl Server {
             self.by_relay.insert(*id, idx);
         }
         self.by_tuple.insert(*tuple, idx);
-        *self.per_user.entry(username.into()).or_insert(0) += 1;
+        *self.per_user.entry(quota_key.into()).or_insert(0) += 1;
         self.stats.allocations_created += 1;
         self.stats.allocations = self.by_tuple.len() as u64;
         let len = self.write_allocate_success(now, out, msg, &alloc, signer);
@@ -1081,7 +1105,7 @@ impl Server {
         out: &mut [u8],
         relays: &mut dyn RelayProvider,
     ) -> Result<usize, Reject> {
-        let Some(i) = self.alloc_by_tuple(tuple) else {
+        let Some(i) = self.live_alloc(now, tuple, relays) else {
             return Err(Reject::plain(437));
         };
         let (_, signer) = self.authenticate(now, tuple, msg, Some(i))?;
@@ -1135,8 +1159,9 @@ impl Server {
         tuple: &FiveTuple,
         msg: &Message<'_>,
         out: &mut [u8],
+        relays: &mut dyn RelayProvider,
     ) -> Result<usize, Reject> {
-        let Some(i) = self.alloc_by_tuple(tuple) else {
+        let Some(i) = self.live_alloc(now, tuple, relays) else {
             return Err(Reject::plain(437));
         };
         let (_, signer) = self.authenticate(now, tuple, msg, Some(i))?;
@@ -1175,8 +1200,9 @@ impl Server {
         tuple: &FiveTuple,
         msg: &Message<'_>,
         out: &mut [u8],
+        relays: &mut dyn RelayProvider,
     ) -> Result<usize, Reject> {
-        let Some(i) = self.alloc_by_tuple(tuple) else {
+        let Some(i) = self.live_alloc(now, tuple, relays) else {
             return Err(Reject::plain(437));
         };
         let (_, signer) = self.authenticate(now, tuple, msg, Some(i))?;
@@ -1230,10 +1256,11 @@ impl Server {
             self.by_relay.remove(id);
             relays.release(*id);
         }
-        if let Some(n) = self.per_user.get_mut(&a.username) {
+        let quota_key = crate::auth::quota_key(&a.username);
+        if let Some(n) = self.per_user.get_mut(quota_key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_user.remove(&a.username);
+                self.per_user.remove(quota_key);
             }
         }
         self.free.push(i);
@@ -1275,10 +1302,13 @@ impl Server {
             self.stats.dropped_no_permission += 1;
             return None;
         }
-        let end = PEER_HEADROOM + len;
+        let Some(end) = PEER_HEADROOM.checked_add(len) else {
+            self.stats.dropped_malformed += 1;
+            return None;
+        };
         let stream = a.tuple.transport.is_stream();
         let client = a.tuple;
-        if buf.len() < end + 3 {
+        if buf.len().saturating_sub(3) < end {
             self.stats.dropped_malformed += 1;
             return None;
         }

@@ -201,7 +201,10 @@ impl Reply {
 
     /// The error code, `None` for a success.
     pub fn code(&self) -> Option<u16> {
-        self.msg().error_code().expect("well-formed ERROR-CODE").map(|c| c.0)
+        self.msg()
+            .error_code()
+            .expect("well-formed ERROR-CODE")
+            .map(|c| c.0)
     }
 
     /// Assert a success response and check its FINGERPRINT.

@@ -46,7 +46,10 @@ fn binding_software_omitted_on_udp_when_answer_would_be_larger() {
     let r = env.call(c.tuple, &req);
     r.assert_success();
     assert!(!r.has(attr::SOFTWARE));
-    assert!(r.0.len() > len, "the bare answer is already larger than the request");
+    assert!(
+        r.0.len() > len,
+        "the bare answer is already larger than the request"
+    );
 }
 
 #[test]
@@ -104,7 +107,10 @@ fn binding_no_software_when_not_configured() {
 fn binding_with_unknown_comprehension_required_attribute_is_420() {
     let mut env = Env::new();
     let c = Client::alice("203.0.113.50:40000");
-    let r = env.call(c.tuple, &Req::request(method::BINDING).attr(0x0031, &[1, 2, 3, 4]));
+    let r = env.call(
+        c.tuple,
+        &Req::request(method::BINDING).attr(0x0031, &[1, 2, 3, 4]),
+    );
     r.assert_error(420);
     assert_eq!(r.unknown_attributes(), vec![0x0031]);
 }
