@@ -937,9 +937,9 @@ impl Config {
         }
         if self.users.is_empty() && self.turn_secrets.is_empty() {
             c.warning(
-                "no users and no turn_secrets are configured: the server will answer STUN Binding \
-                 only and refuse every TURN Allocate with 401 Unauthorized; add --user NAME:PASS \
-                 or --turn-secret SECRET to enable TURN",
+                "no users and no turn_secrets are configured: `icebreaker serve` generates a TURN \
+                 REST secret for this run only and prints it; add --user NAME:PASS or \
+                 --turn-secret SECRET to choose your own",
             );
         }
     }
@@ -1501,7 +1501,7 @@ log_format = "json"
         assert!(has(
             &c,
             Severity::Warning,
-            "answer STUN Binding only and refuse every TURN Allocate with 401"
+            "generates a TURN REST secret for this run only"
         ));
         c.users = vec![("alice".into(), String::new())];
         assert!(has(&c, Severity::Error, "empty password"));

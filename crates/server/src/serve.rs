@@ -539,8 +539,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 /// `icebreaker serve`: start, print what it listens on, run until SIGINT/SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let (lo, hi) = config.relay_ports;
+    // On embedded defaults there is no credential at all: make a REST secret for this run, so
+    // that TURN works out of the box and the banner can say how to use it.
+    let generated = if config.users.is_empty() && config.turn_secrets.is_empty() {
+        let mut bytes = [0u8; 18];
+        rand::rng().fill(&mut bytes);
+        let secret =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+        config.turn_secrets.push(secret.clone());
+        Some(secret)
+    } else {
+        None
+    };
     let users = config.users.len();
     let secrets = config.turn_secrets.len();
     let running = start(config).await?;
@@ -558,6 +570,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "  HTTP        http://{}/  (metrics: /metrics, health: /healthz)",
         running.http
     );
+    if let Some(secret) = generated {
+        let target = running
+            .turn
+            .first()
+            .map(|a| match a.ip() {
+                ip if ip.is_unspecified() => format!("127.0.0.1:{}", a.port()),
+                _ => a.to_string(),
+            })
+            .unwrap_or_default();
+        println!();
+        println!("  No --user or --turn-secret given: TURN REST secret generated for this run:");
+        println!("    {secret}");
+        println!("  Try:");
+        println!("    icebreaker stun {target}");
+        println!("    icebreaker turn-check {target} --secret {secret}");
+        println!("    icebreaker credentials --secret {secret} --user me");
+    }
     tracing::info!(turn = ?running.turn, turns = ?running.turns, http = %running.http, "serving");
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -62,7 +62,9 @@ fn relayed_channel_data_allocates_nothing_per_packet() {
             let mut c = TurnClient::connect(srv.turn[0], options(transport, Some(static_creds())))
                 .await
                 .expect("connect");
-            c.allocate(&AllocateOptions::default()).await.expect("allocate");
+            c.allocate(&AllocateOptions::default())
+                .await
+                .expect("allocate");
             c.channel_bind(0x4000, peer).await.expect("bind");
             let payload = [0x5a; 160];
             round_trips(&mut c, 500, &payload).await; // warm-up
