@@ -4,7 +4,7 @@
 # Usage: tests/browser/run.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
 # the suite against coturn; CHROMIUM_PATH to use another Chromium binary).
 set -euo pipefail
-# shellcheck source=../interop/lib.sh
+# shellcheck source-path=SCRIPTDIR/../interop
 source "$(dirname "$0")/../interop/lib.sh"
 ib_enter_netns "$0" "$@"
 ib_init browser
@@ -21,16 +21,12 @@ if [[ ! -d "$HERE/node_modules/playwright-core" ]]; then
 fi
 
 ib_gen_cert "$IB_TMP/cert"
-ib_start_server main 40000 --tls 40010
+ib_start_server main 20000 --tls 20010
 
 run_browser() {
-  (
-    cd "$HERE"
-    IB_TURN_PORT="$IB_TURN_PORT" IB_SECRET_PORT="$IB_SECRET_PORT" IB_TLS_PORT="$IB_TLS_PORT" \
-      IB_USER="$IB_USER" IB_PASS="$IB_PASS" IB_SECRET="$IB_SECRET" IB_CERT_SPKI="$IB_CERT_SPKI" \
-      CHROMIUM_PATH="$CHROMIUM_PATH" HOME="$IB_TMP" \
-      timeout -k 5 180 node turn.test.mjs
-  )
+  export IB_TURN_PORT IB_SECRET_PORT IB_TLS_PORT IB_USER IB_PASS IB_SECRET IB_CERT_SPKI CHROMIUM_PATH
+  cd "$HERE"
+  HOME="$IB_TMP" ib_run timeout -k 5 180 node turn.test.mjs
 }
 ib_check "Chromium WebRTC over TURN/UDP, TURN/TCP, TURNS" run_browser
 

@@ -202,13 +202,23 @@ async function runScenario(browser, url, sc) {
     const answer = await b.evaluate((o) => window.ib.answer(o), offer);
     await a.evaluate((ans) => window.ib.accept(ans), answer);
     const counts = { A: 0, B: 0 };
+    const gathered = { A: false, B: false };
     await waitFor('ICE/DTLS connected on both sides', deadline, async () => {
       for (const [from, to, n] of [[a, b, 'A'], [b, a, 'B']]) {
-        const { cands } = await from.evaluate(() => window.ib.takeCandidates());
+        const { cands, done } = await from.evaluate(() => window.ib.takeCandidates());
         if (cands.length) await to.evaluate((l) => window.ib.addCandidates(l), cands);
         counts[n] += cands.length;
+        gathered[n] = done;
       }
       const [sa, sb] = [await a.evaluate(() => window.ib.state()), await b.evaluate(() => window.ib.state())];
+      for (const [n, st] of [['A', sa], ['B', sb]]) {
+        // Fail fast with the reason when a side finished gathering without a
+        // single relay candidate (e.g. the TURN server refused it).
+        if (gathered[n] && counts[n] === 0) {
+          throw new Error(`${n} gathered no relay candidate; icecandidateerror: ${JSON.stringify(st.errors)}`);
+        }
+        if (st.conn === 'failed') throw new Error(`${n}: connectionState failed; ${JSON.stringify(st)}`);
+      }
       return { ok: sa.conn === 'connected' && sb.conn === 'connected', info: { A: sa, B: sb, candidates: counts } };
     });
 

@@ -4,7 +4,7 @@
 # Usage: tests/interop/aioice.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
 # the suite against coturn; IB_VERBOSE=1 for tracebacks).
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 ib_enter_netns "$0" "$@"
 ib_init aioice
@@ -16,14 +16,12 @@ if ! "$PY" -c 'import aioice' 2>/dev/null; then
 fi
 
 ib_gen_cert "$IB_TMP/cert"
-ib_start_server main 40000 --tls 40010
+ib_start_server main 20000 --tls 20010
 
 run_aioice() {
-  IB_TURN_PORT="$IB_TURN_PORT" IB_SECRET_PORT="$IB_SECRET_PORT" \
-    IB_TLS_PORT="$IB_TLS_PORT" IB_SECRET_TLS_PORT="$IB_SECRET_TLS_PORT" \
-    IB_USER="$IB_USER" IB_PASS="$IB_PASS" IB_SECRET="$IB_SECRET" IB_CERT="$IB_CERT" \
-    SSL_CERT_FILE="$IB_CERT" \
-    timeout -k 5 150 "$PY" "$(dirname "$0")/aioice_test.py"
+  export IB_TURN_PORT IB_SECRET_PORT IB_TLS_PORT IB_SECRET_TLS_PORT IB_USER IB_PASS IB_SECRET IB_CERT
+  # aioice's turn_ssl=True verifies with the default CA store: make that the test cert.
+  SSL_CERT_FILE="$IB_CERT" ib_run timeout -k 5 150 "$PY" "$IB_ROOT/tests/interop/aioice_test.py"
 }
 ib_check "aioice TURN relay + relay-only ICE" run_aioice
 

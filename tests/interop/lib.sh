@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # globals (IB_*) are read by the suites that source this
 # Shared helpers for the interop and browser suites. Source it, do not run it.
 #
 #   ICEBREAKER_TEST_SERVER=icebreaker (default) runs target/release/icebreaker;
@@ -10,6 +11,12 @@
 # turnserver on 3478), no packet can leave the machine, and if the suite dies
 # the kernel ends everything it started. On top of that, everything a suite
 # starts is tracked by PID and stopped by the EXIT trap.
+#
+# Ports: suites use fixed ports below 32768 (the kernel's ephemeral range is
+# 32768-60999), so that no client socket can take a server or relay port.
+# A server on TURN port P uses P (UDP+TCP), the TLS port given, P+5 (HTTP),
+# relay ports P+1000..P+1199 (coturn mode: a second instance on P+20 and
+# TLS+20, relay P+1200..P+1399; coturn also binds P+2, P+3, P+4, TLS+2).
 
 IB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 IB_SERVER="${ICEBREAKER_TEST_SERVER:-icebreaker}"
@@ -48,6 +55,7 @@ ib_enter_netns() {
     exit 2
   fi
   export IB_IN_NETNS=1
+  # shellcheck disable=SC2016 # $0/$@ are expanded by the inner bash
   exec unshare --net --pid --fork --kill-child=SIGTERM \
     bash -c 'ip link set lo up && exec bash "$0" "$@"' "$script" "$@"
 }
@@ -64,6 +72,18 @@ ib_init() {
 }
 
 ib_track() { IB_PIDS+=("$1"); }
+
+# ib_run COMMAND...: runs COMMAND as a tracked background job and waits for
+# it. Unlike a plain foreground command, a SIGTERM/SIGINT to the suite
+# interrupts the wait at once, and the EXIT trap then stops the job.
+ib_run() {
+  local pid rc=0
+  "$@" &
+  pid=$!
+  IB_PIDS+=("$pid")
+  wait "$pid" || rc=$?
+  return "$rc"
+}
 
 # Stops one PID: SIGTERM, up to ~3 s grace, then SIGKILL.
 ib_stop_pid() {
