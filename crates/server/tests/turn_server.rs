@@ -276,3 +276,54 @@ async fn tcp_close_ends_the_allocation_and_metrics_count() {
     assert_eq!(status, 200);
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn ipv6_clients_and_relays_rfc6156() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("NOTICE: no IPv6 loopback here; skipping");
+        return;
+    }
+    let mut cfg = config(false);
+    cfg.turn_listen = vec!["[::1]:0".parse().expect("addr")];
+    cfg.relay_ip = vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
+    cfg.allow_peer = vec![
+        "::1/128".parse().expect("net"),
+        "127.0.0.0/8".parse().expect("net"),
+    ];
+    let srv = server(cfg).await;
+    let echo = std::net::UdpSocket::bind("[::1]:0").expect("echo");
+    let echo_addr = echo.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        for _ in 0..100 {
+            let Ok((n, from)) = echo.recv_from(&mut buf) else {
+                return;
+            };
+            let _ = echo.send_to(&buf[..n], from);
+        }
+    });
+    for t in [Transport::Udp, Transport::Tcp] {
+        let mut c = client(srv.turn[0], t, Some(static_creds())).await;
+        let b = c.binding().await.expect("binding");
+        assert_eq!(b.xor_mapped, Some(c.local_addr()));
+        // Dual allocation: IPv4 by default plus IPv6 with ADDITIONAL-ADDRESS-FAMILY.
+        let a = c
+            .allocate(&AllocateOptions {
+                additional_family: Some(icebreaker_stun::Family::V6),
+                ..AllocateOptions::default()
+            })
+            .await
+            .expect("allocate");
+        assert!(a.relayed.is_ipv4(), "{a:?}");
+        assert!(a.additional_relayed.is_some_and(|r| r.is_ipv6()), "{a:?}");
+        c.channel_bind(0x4001, echo_addr)
+            .await
+            .expect("bind v6 peer");
+        c.send_channel_data(0x4001, b"over ipv6")
+            .await
+            .expect("send");
+        assert_eq!(recv_data(&mut c).await, b"over ipv6");
+        c.refresh(0).await.expect("delete");
+    }
+    srv.shutdown().await;
+}
