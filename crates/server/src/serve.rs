@@ -209,11 +209,7 @@ impl Shared {
     /// sockets it bound.
     fn with_turn<R>(
         self: &Arc<Self>,
-        f: impl FnOnce(
-            &mut icebreaker_turn::Server,
-            &mut Binder<'_>,
-            &HashMap<FiveTuple, StreamWriter>,
-        ) -> R,
+        f: impl FnOnce(&mut icebreaker_turn::Server, &mut Binder<'_>) -> R,
     ) -> R {
         let mut guard = self.state.lock();
         let st = &mut *guard;
@@ -221,7 +217,7 @@ impl Shared {
             table: &mut st.relays,
             settings: &self.settings,
         };
-        let r = f(&mut st.turn, &mut binder, &st.streams);
+        let r = f(&mut st.turn, &mut binder);
         if !st.relays.pending.is_empty() {
             let pending = std::mem::take(&mut st.relays.pending);
             for id in pending {
@@ -232,6 +228,30 @@ impl Shared {
             }
         }
         r
+    }
+}
+
+impl Shared {
+    /// Hand a client packet to the TURN state (counting it first); the answer to send back, or
+    /// the data to forward with its relay socket.
+    fn client_packet<'p>(
+        self: &Arc<Self>,
+        tuple: FiveTuple,
+        packet: &'p [u8],
+        out: &mut [u8],
+    ) -> Handled<'p> {
+        count_request(&self.metrics, packet, tuple.transport);
+        let t = now();
+        self.with_turn(
+            |turn, binder| match turn.handle_client(t, tuple, packet, out, binder) {
+                ClientOutput::None => Handled::None,
+                ClientOutput::Reply(len) => Handled::Reply(len),
+                ClientOutput::Forward { relay, peer, data } => match binder.socket(relay) {
+                    Some(sock) => Handled::Forward(sock, peer, data),
+                    None => Handled::None,
+                },
+            },
+        )
     }
 }
 
@@ -294,7 +314,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.shared.with_turn(|turn, binder, _| turn.clear(binder));
+        self.shared.with_turn(|turn, binder| turn.clear(binder));
     }
 
     /// Number of live allocations.
@@ -639,47 +659,28 @@ async fn udp_task(shared: Arc<Shared>, local: SocketAddr, sock: Arc<UdpSocket>) 
             }
         };
         let Some(packet) = buf.get(..n) else { continue };
-        count_request(&shared.metrics, packet, Transport::Udp);
         let tuple = FiveTuple {
             client: from,
             server: local,
             transport: Transport::Udp,
         };
-        let t = now();
-        let action = shared.with_turn(|turn, binder, _| {
-            match turn.handle_client(t, tuple, packet, &mut out, binder) {
-                ClientOutput::None => Action::None,
-                ClientOutput::Reply(len) => Action::Reply(len),
-                ClientOutput::Forward { relay, peer, data } => {
-                    // Offsets into `packet`, so the borrow ends with the lock.
-                    let off = data.as_ptr() as usize - packet.as_ptr() as usize;
-                    match binder.socket(relay) {
-                        Some(sock) => Action::Forward(sock, peer, off, data.len()),
-                        None => Action::None,
-                    }
-                }
-            }
-        });
-        match action {
-            Action::None => {}
-            Action::Reply(len) => {
+        match shared.client_packet(tuple, packet, &mut out) {
+            Handled::None => {}
+            Handled::Reply(len) => {
                 if let Some(reply) = out.get(..len) {
                     let _ = sock.try_send_to(reply, from);
                 }
             }
-            Action::Forward(relay, peer, off, len) => {
-                if let Some(data) = packet.get(off..off + len) {
-                    forward(&shared, &relay, peer, data);
-                }
-            }
+            Handled::Forward(relay, peer, data) => forward(&shared, &relay, peer, data),
         }
     }
 }
 
-enum Action {
+/// What to do with a client packet once the TURN state has seen it.
+enum Handled<'p> {
     None,
     Reply(usize),
-    Forward(Arc<UdpSocket>, SocketAddr, usize, usize),
+    Forward(Arc<UdpSocket>, SocketAddr, &'p [u8]),
 }
 
 async fn relay_task(shared: Arc<Shared>, id: RelayId, sock: Arc<UdpSocket>) {
@@ -804,34 +805,15 @@ where
                 break;
             }
             let packet = &buf[..len];
-            count_request(&shared.metrics, packet, tuple.transport);
-            let t = now();
-            let action = shared.with_turn(|turn, binder, _| {
-                match turn.handle_client(t, tuple, packet, &mut out, binder) {
-                    ClientOutput::None => Action::None,
-                    ClientOutput::Reply(len) => Action::Reply(len),
-                    ClientOutput::Forward { relay, peer, data } => {
-                        let off = data.as_ptr() as usize - packet.as_ptr() as usize;
-                        match binder.socket(relay) {
-                            Some(sock) => Action::Forward(sock, peer, off, data.len()),
-                            None => Action::None,
-                        }
-                    }
-                }
-            });
-            match action {
-                Action::None => {}
-                Action::Reply(n) => {
+            match shared.client_packet(tuple, packet, &mut out) {
+                Handled::None => {}
+                Handled::Reply(n) => {
                     let mut w = writer.lock().await;
                     if w.write_all(&out[..n]).await.is_err() {
                         break 'conn;
                     }
                 }
-                Action::Forward(relay, peer, off, n) => {
-                    if let Some(data) = packet.get(off..off + n) {
-                        forward(&shared, &relay, peer, data);
-                    }
-                }
+                Handled::Forward(relay, peer, data) => forward(&shared, &relay, peer, data),
             }
             buf.copy_within(len..filled, 0);
             filled -= len;
@@ -853,7 +835,7 @@ where
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    shared.with_turn(|turn, binder, _| turn.client_closed(&tuple, binder));
+    shared.with_turn(|turn, binder| turn.client_closed(&tuple, binder));
     shared.state.lock().streams.remove(&tuple);
     let mut w = writer.lock().await;
     let _ = w.shutdown().await;
@@ -867,7 +849,7 @@ async fn timer_task(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let t = now();
-        let stats = shared.with_turn(|turn, binder, _| {
+        let stats = shared.with_turn(|turn, binder| {
             turn.handle_timeout(t, binder);
             turn.stats().clone()
         });
