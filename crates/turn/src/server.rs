@@ -875,6 +875,21 @@ impl Server {
         Ok((username, Signer { key, kind }))
     }
 
+    /// The live allocation of a request that needs one (437 otherwise), authenticated against it.
+    fn existing(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        msg: &Message<'_>,
+        relays: &mut dyn RelayProvider,
+    ) -> Result<(u32, Signer), Reject> {
+        let Some(i) = self.live_alloc(now, tuple, relays) else {
+            return Err(Reject::plain(437));
+        };
+        let (_, signer) = self.authenticate(now, tuple, msg, Some(i))?;
+        Ok((i, signer))
+    }
+
     fn lifetime(&self, requested: Option<u32>) -> u32 {
         let max = self.cfg.max_lifetime.max(1);
         let default = self.cfg.default_lifetime.min(max);
@@ -1105,10 +1120,7 @@ impl Server {
         out: &mut [u8],
         relays: &mut dyn RelayProvider,
     ) -> Result<usize, Reject> {
-        let Some(i) = self.live_alloc(now, tuple, relays) else {
-            return Err(Reject::plain(437));
-        };
-        let (_, signer) = self.authenticate(now, tuple, msg, Some(i))?;
+        let (i, signer) = self.existing(now, tuple, msg, relays)?;
         let bad = || Reject::signed(400, signer);
         let requested = msg.lifetime().map_err(|_| bad())?;
         if let Some(fam) = msg
@@ -1161,10 +1173,7 @@ impl Server {
         out: &mut [u8],
         relays: &mut dyn RelayProvider,
     ) -> Result<usize, Reject> {
-        let Some(i) = self.live_alloc(now, tuple, relays) else {
-            return Err(Reject::plain(437));
-        };
-        let (_, signer) = self.authenticate(now, tuple, msg, Some(i))?;
+        let (i, signer) = self.existing(now, tuple, msg, relays)?;
         let mut count = 0usize;
         for peer in msg.xor_peer_addresses() {
             let peer = normalize_peer(peer.map_err(|_| Reject::signed(400, signer))?);
@@ -1202,10 +1211,7 @@ impl Server {
         out: &mut [u8],
         relays: &mut dyn RelayProvider,
     ) -> Result<usize, Reject> {
-        let Some(i) = self.live_alloc(now, tuple, relays) else {
-            return Err(Reject::plain(437));
-        };
-        let (_, signer) = self.authenticate(now, tuple, msg, Some(i))?;
+        let (i, signer) = self.existing(now, tuple, msg, relays)?;
         let bad = || Reject::signed(400, signer);
         let number = msg.channel_number().map_err(|_| bad())?.ok_or_else(bad)?;
         if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
