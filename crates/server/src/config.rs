@@ -3,8 +3,9 @@
 //!
 //! Every setting has the same name everywhere: TOML key `relay_ports`, environment variable
 //! `ICEBREAKER_RELAY_PORTS`, flag `--relay-ports`. Two list flags are singular because they are
-//! repeated: `--user` (`users`, `ICEBREAKER_USERS`) and `--turn-secret` (`turn_secrets`,
-//! `ICEBREAKER_TURN_SECRETS`). See docs/CONFIG.md.
+//! repeated: `--user` (`users`, `ICEBREAKER_USERS`), `--turn-secret` (`turn_secrets`,
+//! `ICEBREAKER_TURN_SECRETS`) and `--signal-origin` (`signal_origins`,
+//! `ICEBREAKER_SIGNAL_ORIGINS`). See docs/CONFIG.md.
 //!
 //! [`Config::load`] rejects values that cannot be represented at all (an address that does not
 //! parse, a user without `:`), listing every such mistake at once in a [`LoadError`];
@@ -36,6 +37,15 @@ pub const DEFAULT_LIFETIME: u32 = 600;
 pub const DEFAULT_NONCE_LIFETIME: u32 = 600;
 pub const DEFAULT_CREDENTIAL_TTL: u32 = 86_400;
 pub const DEFAULT_LOG: &str = "info";
+/// Default `signal_grace`, seconds.
+pub const DEFAULT_SIGNAL_GRACE: u32 = 30;
+pub const DEFAULT_SIGNAL_REPLAY_LIMIT: usize = 1024;
+pub const DEFAULT_SIGNAL_MAX_MESSAGE: usize = 65_536;
+/// Default `signal_rate`, messages per second per connection (burst twice that).
+pub const DEFAULT_SIGNAL_RATE: u32 = 50;
+pub const DEFAULT_SIGNAL_MAX_ROOMS: usize = 10_000;
+pub const DEFAULT_SIGNAL_MAX_SESSIONS: usize = 10_000;
+pub const DEFAULT_SIGNAL_ROOM_CAPACITY: usize = 50;
 
 /// Default SOFTWARE attribute value: `Icebreaker <version>`.
 pub fn default_software() -> String {
@@ -233,6 +243,61 @@ pub struct ServeArgs {
     /// Log format [default: text]
     #[arg(long, env = "ICEBREAKER_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Signaling: seconds a disconnected session may resume before the others see it leave [default: 30]
+    #[arg(long, env = "ICEBREAKER_SIGNAL_GRACE", value_name = "SECS")]
+    pub signal_grace: Option<u32>,
+
+    /// Signaling: unacknowledged messages kept per session for resume [default: 1024]
+    #[arg(long, env = "ICEBREAKER_SIGNAL_REPLAY_LIMIT", value_name = "N")]
+    pub signal_replay_limit: Option<usize>,
+
+    /// Signaling: largest client message, bytes [default: 65536]
+    #[arg(long, env = "ICEBREAKER_SIGNAL_MAX_MESSAGE", value_name = "BYTES")]
+    pub signal_max_message: Option<usize>,
+
+    /// Signaling: messages per second per connection, burst twice that [default: 50]
+    #[arg(long, env = "ICEBREAKER_SIGNAL_RATE", value_name = "N")]
+    pub signal_rate: Option<u32>,
+
+    /// Signaling: maximum number of rooms [default: 10000]
+    #[arg(long, env = "ICEBREAKER_SIGNAL_MAX_ROOMS", value_name = "N")]
+    pub signal_max_rooms: Option<usize>,
+
+    /// Signaling: maximum number of sessions [default: 10000]
+    #[arg(long, env = "ICEBREAKER_SIGNAL_MAX_SESSIONS", value_name = "N")]
+    pub signal_max_sessions: Option<usize>,
+
+    /// Signaling: largest room capacity a client may ask for (and the default one) [default: 50]
+    #[arg(long, env = "ICEBREAKER_SIGNAL_ROOM_CAPACITY", value_name = "N")]
+    pub signal_room_capacity: Option<usize>,
+
+    /// Signaling: HS256 secret of room tokens (JWT); when set every join needs a token
+    #[arg(
+        long,
+        env = "ICEBREAKER_SIGNAL_TOKEN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub signal_token_secret: Option<String>,
+
+    /// Signaling: browser Origin allowed to connect, e.g. https://app.example.org (repeatable) [default: any]
+    #[arg(
+        long = "signal-origin",
+        env = "ICEBREAKER_SIGNAL_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub signal_origins: Vec<String>,
+
+    /// Key required by /api/ice-servers (?key=K or Authorization: Bearer K) [default: none, open]
+    #[arg(
+        long,
+        env = "ICEBREAKER_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
 }
 
 /// The TOML file. Same keys as the flags, with underscores.
@@ -261,6 +326,16 @@ struct FileConfig {
     software: Option<String>,
     log: Option<String>,
     log_format: Option<LogFormat>,
+    signal_grace: Option<u32>,
+    signal_replay_limit: Option<usize>,
+    signal_max_message: Option<usize>,
+    signal_rate: Option<u32>,
+    signal_max_rooms: Option<usize>,
+    signal_max_sessions: Option<usize>,
+    signal_room_capacity: Option<usize>,
+    signal_token_secret: Option<String>,
+    signal_origins: Option<Vec<String>>,
+    api_key: Option<String>,
 }
 
 /// The resolved configuration. `Config::default()` is the configuration with no flags, no
@@ -289,6 +364,23 @@ pub struct Config {
     pub software: String,
     pub log: String,
     pub log_format: LogFormat,
+    /// Seconds a session without a stream is kept for resume.
+    pub signal_grace: u32,
+    pub signal_replay_limit: usize,
+    /// Largest client message in bytes.
+    pub signal_max_message: usize,
+    /// Messages per second per connection (burst `2 ×`).
+    pub signal_rate: u32,
+    pub signal_max_rooms: usize,
+    pub signal_max_sessions: usize,
+    /// Largest capacity a room may have (also the capacity of rooms created without one).
+    pub signal_room_capacity: usize,
+    /// HS256 secret of room tokens; `None` = joins need no token.
+    pub signal_token_secret: Option<String>,
+    /// Allowed browser origins (`scheme://host[:port]`, lower case); empty = any.
+    pub signal_origins: Vec<String>,
+    /// Key protecting `/api/ice-servers`; `None` = open.
+    pub api_key: Option<String>,
 }
 
 impl Default for Config {
@@ -316,6 +408,16 @@ impl Default for Config {
             software: default_software(),
             log: DEFAULT_LOG.to_string(),
             log_format: LogFormat::Text,
+            signal_grace: DEFAULT_SIGNAL_GRACE,
+            signal_replay_limit: DEFAULT_SIGNAL_REPLAY_LIMIT,
+            signal_max_message: DEFAULT_SIGNAL_MAX_MESSAGE,
+            signal_rate: DEFAULT_SIGNAL_RATE,
+            signal_max_rooms: DEFAULT_SIGNAL_MAX_ROOMS,
+            signal_max_sessions: DEFAULT_SIGNAL_MAX_SESSIONS,
+            signal_room_capacity: DEFAULT_SIGNAL_ROOM_CAPACITY,
+            signal_token_secret: None,
+            signal_origins: Vec::new(),
+            api_key: None,
         }
     }
 }
@@ -354,6 +456,19 @@ impl fmt::Debug for Config {
             .field("software", &self.software)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
+            .field("signal_grace", &self.signal_grace)
+            .field("signal_replay_limit", &self.signal_replay_limit)
+            .field("signal_max_message", &self.signal_max_message)
+            .field("signal_rate", &self.signal_rate)
+            .field("signal_max_rooms", &self.signal_max_rooms)
+            .field("signal_max_sessions", &self.signal_max_sessions)
+            .field("signal_room_capacity", &self.signal_room_capacity)
+            .field(
+                "signal_token_secret",
+                &self.signal_token_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("signal_origins", &self.signal_origins)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -423,6 +538,7 @@ fn flag_of(key: &str) -> String {
     match key {
         "users" => "--user".to_string(),
         "turn_secrets" => "--turn-secret".to_string(),
+        "signal_origins" => "--signal-origin".to_string(),
         k => format!("--{}", k.replace('_', "-")),
     }
 }
@@ -554,6 +670,29 @@ fn parse_net(s: &str) -> Result<IpNet, String> {
 
 fn parse_string(s: &str) -> Result<String, String> {
     Ok(s.to_string())
+}
+
+/// A browser origin as sent in the `Origin` header: `scheme://host[:port]`, no path. Returned
+/// in lower case (origins compare case-insensitively in scheme and host).
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    const HOW: &str =
+        "is not an origin; write SCHEME://HOST[:PORT] without a path, such as https://app.example.org";
+    let s = s.trim();
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| HOW.to_string())?;
+    let scheme_ok = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let host_ok = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'));
+    if !scheme_ok || !host_ok {
+        return Err(HOW.to_string());
+    }
+    Ok(format!("{scheme}://{rest}").to_ascii_lowercase())
 }
 
 impl Config {
@@ -696,6 +835,42 @@ impl Config {
             software: args.software.clone().or(f.software).unwrap_or(d.software),
             log: args.log.clone().or(rust_log).or(f.log).unwrap_or(d.log),
             log_format: args.log_format.or(f.log_format).unwrap_or(d.log_format),
+            signal_grace: args
+                .signal_grace
+                .or(f.signal_grace)
+                .unwrap_or(d.signal_grace),
+            signal_replay_limit: args
+                .signal_replay_limit
+                .or(f.signal_replay_limit)
+                .unwrap_or(d.signal_replay_limit),
+            signal_max_message: args
+                .signal_max_message
+                .or(f.signal_max_message)
+                .unwrap_or(d.signal_max_message),
+            signal_rate: args.signal_rate.or(f.signal_rate).unwrap_or(d.signal_rate),
+            signal_max_rooms: args
+                .signal_max_rooms
+                .or(f.signal_max_rooms)
+                .unwrap_or(d.signal_max_rooms),
+            signal_max_sessions: args
+                .signal_max_sessions
+                .or(f.signal_max_sessions)
+                .unwrap_or(d.signal_max_sessions),
+            signal_room_capacity: args
+                .signal_room_capacity
+                .or(f.signal_room_capacity)
+                .unwrap_or(d.signal_room_capacity),
+            signal_token_secret: args.signal_token_secret.clone().or(f.signal_token_secret),
+            signal_origins: l
+                .list(
+                    "signal_origins",
+                    &args.signal_origins,
+                    f.signal_origins,
+                    true,
+                    parse_origin,
+                )
+                .unwrap_or(d.signal_origins),
+            api_key: args.api_key.clone().or(f.api_key),
         };
         if l.problems.is_empty() {
             Ok(config)
@@ -719,6 +894,7 @@ impl Config {
         self.check_auth(&mut c);
         self.check_peers(&mut c);
         self.check_limits(&mut c);
+        self.check_signal(&mut c);
         self.check_misc(&mut c);
         c.0.sort_by_key(|p| std::cmp::Reverse(p.severity));
         c.0
@@ -1017,6 +1193,105 @@ impl Config {
         }
     }
 
+    fn check_signal(&self, c: &mut Checker) {
+        if self.signal_grace == 0 {
+            c.warning(
+                "signal_grace is 0: a session ends as soon as its connection drops, so clients can \
+                 never resume; use e.g. 30",
+            );
+        } else if self.signal_grace > 3600 {
+            c.warning(format!(
+                "signal_grace is {} s, more than an hour: peers that vanished stay visible in \
+                 their rooms that long; 30 is usual",
+                self.signal_grace
+            ));
+        }
+        if self.signal_replay_limit == 0 {
+            c.error(
+                "signal_replay_limit is 0, so no message could be kept for resume; use at least \
+                 16 (default 1024)",
+            );
+        } else if self.signal_replay_limit > 1_000_000 {
+            c.warning(format!(
+                "signal_replay_limit is {}: each session may keep that many messages in memory; \
+                 1024 is usual",
+                self.signal_replay_limit
+            ));
+        }
+        if self.signal_max_message < 1024 {
+            c.error(format!(
+                "signal_max_message is {} bytes; an SDP offer alone needs a few KiB, use at least \
+                 1024 (default 65536)",
+                self.signal_max_message
+            ));
+        } else if self.signal_max_message > 16 << 20 {
+            c.warning(format!(
+                "signal_max_message is {} bytes, more than 16 MiB: a few clients could exhaust \
+                 memory; 65536 is usual",
+                self.signal_max_message
+            ));
+        }
+        if self.signal_rate == 0 {
+            c.error("signal_rate is 0, so every client message would be refused; use e.g. 50");
+        }
+        if self.signal_max_rooms == 0 {
+            c.error("signal_max_rooms is 0, so every join would fail with server_full; use at least 1 (default 10000)");
+        }
+        if self.signal_max_sessions == 0 {
+            c.error("signal_max_sessions is 0, so every join would fail with server_full; use at least 1 (default 10000)");
+        } else if self.signal_max_rooms > self.signal_max_sessions {
+            c.warning(format!(
+                "signal_max_rooms ({}) is larger than signal_max_sessions ({}); every room has a \
+                 session, so the room limit can never be reached",
+                self.signal_max_rooms, self.signal_max_sessions
+            ));
+        }
+        if self.signal_room_capacity < 2 {
+            c.error(format!(
+                "signal_room_capacity is {}; a room needs at least 2 members to be useful \
+                 (default 50)",
+                self.signal_room_capacity
+            ));
+        } else if self.signal_room_capacity > self.signal_max_sessions {
+            c.warning(format!(
+                "signal_room_capacity ({}) is larger than signal_max_sessions ({}); no room can \
+                 ever be that full",
+                self.signal_room_capacity, self.signal_max_sessions
+            ));
+        }
+        match &self.signal_token_secret {
+            Some(s) if s.is_empty() => c.error(
+                "signal_token_secret is set but empty; give a random secret of 32 bytes or more, \
+                 or remove it to allow joins without a token",
+            ),
+            Some(s) if s.len() < 32 => c.warning(format!(
+                "signal_token_secret is only {} bytes; HS256 wants 32 bytes or more \
+                 (e.g. `openssl rand -base64 32`)",
+                s.len()
+            )),
+            _ => {}
+        }
+        for (i, o) in self.signal_origins.iter().enumerate() {
+            if self.signal_origins[..i].contains(o) {
+                c.warning(format!(
+                    "signal_origins lists {o} twice; remove the duplicate"
+                ));
+            }
+        }
+        match &self.api_key {
+            Some(k) if k.is_empty() => c.error(
+                "api_key is set but empty; give a random key of 16 bytes or more, or remove it to \
+                 leave /api/ice-servers open",
+            ),
+            Some(k) if k.len() < 16 => c.warning(format!(
+                "api_key is only {} bytes; anyone who guesses it can get TURN credentials, use \
+                 16 bytes or more",
+                k.len()
+            )),
+            _ => {}
+        }
+    }
+
     fn check_misc(&self, c: &mut Checker) {
         if self.software.chars().count() > 127 {
             c.error("software is longer than 127 characters (RFC 8489 limit); shorten it, or set it empty to send none");
@@ -1174,7 +1449,7 @@ mod tests {
         let problems = c.check();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].severity, Severity::Warning);
-        assert!(problems[0].message.contains("401"));
+        assert!(problems[0].message.contains("generates a TURN REST secret"));
         assert!(valid().check().is_empty(), "{:?}", valid().check());
     }
 
@@ -1588,6 +1863,171 @@ log_format = "json"
         c.allow_peer = vec!["10.0.0.0/8".parse().unwrap()];
         c.deny_peer = c.allow_peer.clone();
         assert!(has(&c, Severity::Warning, "both allow_peer and deny_peer"));
+    }
+
+    #[test]
+    fn signal_defaults_and_flags() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.signal_grace, 30);
+        assert_eq!(c.signal_replay_limit, 1024);
+        assert_eq!(c.signal_max_message, 65_536);
+        assert_eq!(c.signal_rate, 50);
+        assert_eq!(c.signal_max_rooms, 10_000);
+        assert_eq!(c.signal_max_sessions, 10_000);
+        assert_eq!(c.signal_room_capacity, 50);
+        assert_eq!(c.signal_token_secret, None);
+        assert!(c.signal_origins.is_empty());
+        assert_eq!(c.api_key, None);
+
+        let c = load(&[
+            "--signal-grace=5",
+            "--signal-replay-limit=64",
+            "--signal-max-message=4096",
+            "--signal-rate=10",
+            "--signal-max-rooms=3",
+            "--signal-max-sessions=9",
+            "--signal-room-capacity=4",
+            "--signal-token-secret=0123456789abcdef0123456789abcdef",
+            "--signal-origin=https://App.Example.org/",
+            "--signal-origin=http://localhost:3000,http://[::1]:8080",
+            "--api-key=k3y-0123456789abcdef",
+        ])
+        .unwrap();
+        assert_eq!(c.signal_grace, 5);
+        assert_eq!(c.signal_replay_limit, 64);
+        assert_eq!(c.signal_max_message, 4096);
+        assert_eq!(c.signal_rate, 10);
+        assert_eq!(c.signal_max_rooms, 3);
+        assert_eq!(c.signal_max_sessions, 9);
+        assert_eq!(c.signal_room_capacity, 4);
+        assert_eq!(
+            c.signal_token_secret.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(
+            c.signal_origins,
+            vec![
+                "https://app.example.org",
+                "http://localhost:3000",
+                "http://[::1]:8080"
+            ]
+        );
+        assert_eq!(c.api_key.as_deref(), Some("k3y-0123456789abcdef"));
+        assert!(c.check().is_empty(), "{:?}", c.check());
+
+        let e = load(&[
+            "--signal-origin=app.example.org",
+            "--signal-origin=https://x/y",
+        ])
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(
+            e.to_string()
+                .contains("--signal-origin or ICEBREAKER_SIGNAL_ORIGINS"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn signal_toml_keys() {
+        let file = TempFile::new(
+            r#"
+signal_grace = 10
+signal_replay_limit = 100
+signal_max_message = 2048
+signal_rate = 20
+signal_max_rooms = 50
+signal_max_sessions = 500
+signal_room_capacity = 8
+signal_token_secret = "0123456789abcdef0123456789abcdef"
+signal_origins = ["https://a.example"]
+api_key = "0123456789abcdef"
+"#,
+        );
+        let c = load(&[&format!("--config={}", file.arg())]).unwrap();
+        assert_eq!(c.signal_grace, 10);
+        assert_eq!(c.signal_replay_limit, 100);
+        assert_eq!(c.signal_max_message, 2048);
+        assert_eq!(c.signal_rate, 20);
+        assert_eq!(c.signal_max_rooms, 50);
+        assert_eq!(c.signal_max_sessions, 500);
+        assert_eq!(c.signal_room_capacity, 8);
+        assert!(c.signal_token_secret.is_some());
+        assert_eq!(c.signal_origins, vec!["https://a.example"]);
+        assert_eq!(c.api_key.as_deref(), Some("0123456789abcdef"));
+        // A flag beats the file.
+        let c = load(&[&format!("--config={}", file.arg()), "--signal-grace=3"]).unwrap();
+        assert_eq!(c.signal_grace, 3);
+        let file = TempFile::new("signal_origins = [\"nope\"]\n");
+        let e = load(&[&format!("--config={}", file.arg())]).unwrap_err();
+        assert!(e.to_string().contains("signal_origins: \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn check_signal() {
+        let mut c = valid();
+        c.signal_grace = 0;
+        assert!(has(&c, Severity::Warning, "signal_grace is 0"));
+        c.signal_grace = 7200;
+        assert!(has(&c, Severity::Warning, "signal_grace is 7200"));
+        let mut c = valid();
+        c.signal_replay_limit = 0;
+        assert!(has(&c, Severity::Error, "signal_replay_limit is 0"));
+        let mut c = valid();
+        c.signal_max_message = 100;
+        assert!(has(&c, Severity::Error, "signal_max_message is 100"));
+        c.signal_max_message = 64 << 20;
+        assert!(has(&c, Severity::Warning, "more than 16 MiB"));
+        let mut c = valid();
+        c.signal_rate = 0;
+        assert!(has(&c, Severity::Error, "signal_rate is 0"));
+        let mut c = valid();
+        c.signal_max_rooms = 0;
+        assert!(has(&c, Severity::Error, "signal_max_rooms is 0"));
+        let mut c = valid();
+        c.signal_max_sessions = 0;
+        assert!(has(&c, Severity::Error, "signal_max_sessions is 0"));
+        let mut c = valid();
+        c.signal_max_sessions = 10;
+        c.signal_max_rooms = 20;
+        c.signal_room_capacity = 5;
+        assert!(has(
+            &c,
+            Severity::Warning,
+            "room limit can never be reached"
+        ));
+        let mut c = valid();
+        c.signal_room_capacity = 1;
+        assert!(has(&c, Severity::Error, "signal_room_capacity is 1"));
+        c.signal_room_capacity = 20_000;
+        assert!(has(&c, Severity::Warning, "no room can"));
+        let mut c = valid();
+        c.signal_token_secret = Some(String::new());
+        assert!(has(
+            &c,
+            Severity::Error,
+            "signal_token_secret is set but empty"
+        ));
+        c.signal_token_secret = Some("short".into());
+        assert!(has(&c, Severity::Warning, "only 5 bytes"));
+        let mut c = valid();
+        c.signal_origins = vec!["https://a".into(), "https://a".into()];
+        assert!(has(&c, Severity::Warning, "twice"));
+        let mut c = valid();
+        c.api_key = Some(String::new());
+        assert!(has(&c, Severity::Error, "api_key is set but empty"));
+        c.api_key = Some("abc".into());
+        assert!(has(&c, Severity::Warning, "api_key is only 3 bytes"));
+    }
+
+    #[test]
+    fn debug_redacts_signal_secrets() {
+        let mut c = valid();
+        c.signal_token_secret = Some("tokensecretvalue".into());
+        c.api_key = Some("apikeyvalue".into());
+        let s = format!("{c:?}");
+        assert!(!s.contains("tokensecretvalue"), "{s}");
+        assert!(!s.contains("apikeyvalue"), "{s}");
     }
 
     #[test]

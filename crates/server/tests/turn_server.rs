@@ -327,3 +327,23 @@ async fn ipv6_clients_and_relays_rfc6156() {
     }
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn relay_range_port_without_allocation_is_refused() {
+    // The relay-range exception covers live allocations only, not any local socket that happens
+    // to sit on a relay-range port of the relay IP.
+    let srv = server(config(false)).await;
+    let squatter = (20000..29999)
+        .find_map(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).ok())
+        .expect("a free port in the relay range");
+    let target = squatter.local_addr().expect("addr");
+    let mut c = client(srv.turn[0], Transport::Udp, Some(static_creds())).await;
+    c.allocate(&AllocateOptions::default())
+        .await
+        .expect("allocate");
+    let e = c.create_permission(&[target]).await.expect_err("403");
+    assert_eq!(e.code(), Some(403), "{target}: {e}");
+    let e = c.channel_bind(0x4002, target).await.expect_err("403");
+    assert_eq!(e.code(), Some(403), "{target}: {e}");
+    srv.shutdown().await;
+}

@@ -100,8 +100,15 @@ impl PeerFilter {
         ip.is_loopback() || self.own_ips.contains(&ip)
     }
 
-    /// Check a peer transport address.
-    pub fn check(&self, peer: SocketAddr) -> Result<(), Denied> {
+    /// Check a peer transport address. `is_live_relay` tells whether an address in the relay
+    /// range is the relay address of a live allocation on this server: only those are reachable
+    /// through the relay-range exception (any other socket that happens to sit on a relay-range
+    /// port of a relay IP, such as a local process's ephemeral port, is not).
+    pub fn check(
+        &self,
+        peer: SocketAddr,
+        is_live_relay: impl Fn(SocketAddr) -> bool,
+    ) -> Result<(), Denied> {
         let ip = canonical(peer.ip());
         if self.deny.iter().any(|n| n.contains(&ip)) {
             return Err(Denied::DenyRule);
@@ -115,6 +122,7 @@ impl PeerFilter {
                 .relay_ports
                 .as_ref()
                 .is_some_and(|r| r.contains(&peer.port()))
+            && is_live_relay(SocketAddr::new(ip, peer.port()))
         {
             return Ok(());
         }
@@ -235,10 +243,14 @@ mod tests {
             "[64:ff9b::a9fe:a9fe]:80",
             "[2002:c0a8:0101::1]:80",
         ] {
-            assert!(f.check(sa(bad)).is_err(), "{bad} must be refused");
+            assert!(f.check(sa(bad), |_| true).is_err(), "{bad} must be refused");
         }
         for good in ["8.8.8.8:53", "[2001:4860:4860::8888]:53", "203.0.113.5:9"] {
-            assert_eq!(f.check(sa(good)), Ok(()), "{good} must be allowed");
+            assert_eq!(
+                f.check(sa(good), |_| true),
+                Ok(()),
+                "{good} must be allowed"
+            );
         }
     }
 
@@ -248,11 +260,17 @@ mod tests {
             .allow("127.0.0.0/8".parse().expect("net"))
             .deny("127.0.0.9/32".parse().expect("net"))
             .deny("8.8.0.0/16".parse().expect("net"));
-        assert_eq!(f.check(sa("127.0.0.1:4000")), Ok(()));
-        assert_eq!(f.check(sa("[::ffff:127.0.0.1]:4000")), Ok(()));
-        assert_eq!(f.check(sa("127.0.0.9:4000")), Err(Denied::DenyRule));
-        assert_eq!(f.check(sa("8.8.8.8:53")), Err(Denied::DenyRule));
-        assert_eq!(f.check(sa("[::ffff:8.8.8.8]:53")), Err(Denied::DenyRule));
+        assert_eq!(f.check(sa("127.0.0.1:4000"), |_| true), Ok(()));
+        assert_eq!(f.check(sa("[::ffff:127.0.0.1]:4000"), |_| true), Ok(()));
+        assert_eq!(
+            f.check(sa("127.0.0.9:4000"), |_| true),
+            Err(Denied::DenyRule)
+        );
+        assert_eq!(f.check(sa("8.8.8.8:53"), |_| true), Err(Denied::DenyRule));
+        assert_eq!(
+            f.check(sa("[::ffff:8.8.8.8]:53"), |_| true),
+            Err(Denied::DenyRule)
+        );
     }
 
     #[test]
@@ -262,13 +280,27 @@ mod tests {
             .relay(&[relay], 50000..=50100)
             .service_port(3478)
             .service_port(8080);
-        assert_eq!(f.check(sa("127.0.0.1:50050")), Ok(()));
-        assert_eq!(f.check(sa("127.0.0.1:8080")), Err(Denied::OwnService));
-        assert_eq!(f.check(sa("127.0.0.1:22")), Err(Denied::SpecialRange));
+        assert_eq!(f.check(sa("127.0.0.1:50050"), |_| true), Ok(()));
+        // A relay-range port with no allocation behind it is just a loopback port.
+        assert_eq!(
+            f.check(sa("127.0.0.1:50050"), |_| false),
+            Err(Denied::SpecialRange)
+        );
+        assert_eq!(
+            f.check(sa("127.0.0.1:8080"), |_| true),
+            Err(Denied::OwnService)
+        );
+        assert_eq!(
+            f.check(sa("127.0.0.1:22"), |_| true),
+            Err(Denied::SpecialRange)
+        );
         // Even an allow rule does not open the server's own service ports.
         let f = f.allow("127.0.0.0/8".parse().expect("net"));
-        assert_eq!(f.check(sa("127.0.0.1:3478")), Err(Denied::OwnService));
-        assert_eq!(f.check(sa("127.0.0.1:22")), Ok(()));
+        assert_eq!(
+            f.check(sa("127.0.0.1:3478"), |_| true),
+            Err(Denied::OwnService)
+        );
+        assert_eq!(f.check(sa("127.0.0.1:22"), |_| true), Ok(()));
     }
 
     #[test]
@@ -278,8 +310,14 @@ mod tests {
             .own_ip(pub_ip)
             .relay(&[pub_ip], 50000..=50100)
             .service_port(443);
-        assert_eq!(f.check(sa("203.0.113.7:50001")), Ok(()));
-        assert_eq!(f.check(sa("203.0.113.7:22")), Err(Denied::OwnAddress));
-        assert_eq!(f.check(sa("203.0.113.7:443")), Err(Denied::OwnService));
+        assert_eq!(f.check(sa("203.0.113.7:50001"), |_| true), Ok(()));
+        assert_eq!(
+            f.check(sa("203.0.113.7:22"), |_| true),
+            Err(Denied::OwnAddress)
+        );
+        assert_eq!(
+            f.check(sa("203.0.113.7:443"), |_| true),
+            Err(Denied::OwnService)
+        );
     }
 }

@@ -6,7 +6,7 @@ use icebreaker_stun::{
     attr, method, write_channel_data_header, ChannelData, Class, Error as StunError, Family,
     Message, MessageType, MessageWriter, TransactionId, CHANNEL_MAX, CHANNEL_MIN,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -379,6 +379,8 @@ pub struct Server {
     free: Vec<u32>,
     by_tuple: HashMap<FiveTuple, u32>,
     by_relay: HashMap<RelayId, u32>,
+    /// Local relay addresses of live allocations (for the peer filter's relay-range exception).
+    relay_addrs: HashSet<SocketAddr>,
     per_user: HashMap<Box<str>, usize>,
     reservations: HashMap<[u8; 8], Reservation>,
     token_counter: u64,
@@ -483,6 +485,7 @@ impl Server {
             free: Vec::new(),
             by_tuple: HashMap::new(),
             by_relay: HashMap::new(),
+            relay_addrs: HashSet::new(),
             per_user: HashMap::new(),
             reservations: HashMap::new(),
             token_counter: 0,
@@ -650,6 +653,15 @@ impl Server {
         }
     }
 
+    /// Run the peer filter on a peer named by a client (after the external-address hand-over):
+    /// the relay-range exception only covers relay addresses of live allocations.
+    fn check_peer(&self, peer: SocketAddr) -> Result<(), crate::filter::Denied> {
+        let relays = &self.relay_addrs;
+        self.cfg
+            .filter
+            .check(self.wire_peer(peer), |a| relays.contains(&a))
+    }
+
     /// The address a client knows a peer by: the inverse of [`Self::wire_peer`].
     fn client_view_of_peer(&self, peer: SocketAddr) -> SocketAddr {
         if !self.cfg.external.is_empty() && self.cfg.filter.is_relay_addr(peer) {
@@ -674,7 +686,7 @@ impl Server {
             return ClientOutput::None;
         };
         let peer = normalize_peer(peer);
-        if self.cfg.filter.check(self.wire_peer(peer)).is_err() {
+        if self.check_peer(peer).is_err() {
             self.stats.peer_denied += 1;
             return ClientOutput::None;
         }
@@ -1022,8 +1034,9 @@ impl Server {
             permissions: Vec::new(),
             channels: Vec::new(),
         };
-        for (id, _) in alloc.relays.iter().flatten() {
+        for (id, addr) in alloc.relays.iter().flatten() {
             self.by_relay.insert(*id, idx);
+            self.relay_addrs.insert(canonical_addr(*addr));
         }
         self.by_tuple.insert(*tuple, idx);
         *self.per_user.entry(quota_key.into()).or_insert(0) += 1;
@@ -1158,7 +1171,7 @@ impl Server {
         if !has_family {
             return Err(Reject::signed(443, signer));
         }
-        if self.cfg.filter.check(self.wire_peer(peer)).is_err() {
+        if self.check_peer(peer).is_err() {
             self.stats.peer_denied += 1;
             return Err(Reject::signed(403, signer));
         }
@@ -1258,8 +1271,9 @@ impl Server {
             return;
         };
         self.by_tuple.remove(&a.tuple);
-        for (id, _) in a.relays.iter().flatten() {
+        for (id, addr) in a.relays.iter().flatten() {
             self.by_relay.remove(id);
+            self.relay_addrs.remove(&canonical_addr(*addr));
             relays.release(*id);
         }
         let quota_key = crate::auth::quota_key(&a.username);
@@ -1450,6 +1464,11 @@ fn pad_zero(buf: &mut [u8], end: usize) -> usize {
         p.fill(0);
     }
     padded
+}
+
+/// A relay address in the form the peer filter compares.
+fn canonical_addr(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(crate::filter::canonical(a.ip()), a.port())
 }
 
 /// IPv4-mapped IPv6 peers are IPv4 peers.

@@ -1,7 +1,13 @@
 //! `icebreaker turn-check HOST[:PORT]`: an end-to-end check of a TURN server. Walks
 //! Allocate → CreatePermission → Send indications → ChannelBind → ChannelData → Refresh →
-//! delete, relaying data to a UDP echo peer (one of its own unless `--peer` is given), and prints
-//! one `[ok]` / `[FAIL]` line per step.
+//! delete, relaying data to a UDP echo peer, and prints one `[ok]` / `[FAIL]` line per step.
+//!
+//! The echo peer is `--peer ADDR` if given, else a UDP echo socket of our own on the local IP used
+//! towards the server. Secure servers refuse relaying to loopback and private addresses (403 to
+//! CreatePermission), so when our own echo socket is refused, the check falls back to a relayed
+//! echo: a second allocation on the same server (same transport and credentials) that echoes
+//! whatever reaches its relayed address; servers allow relaying between their own relay addresses.
+//! `--no-relay-fallback` turns the fallback off.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,10 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use icebreaker_stun::Family;
 use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::turn::{
     AllocateOptions, ClientOptions, Credentials, Incoming, TlsOptions, Transport, TurnClient,
+    TurnError,
 };
 use super::{fmt_ms, parse_secs, resolve_server, DEFAULT_PORT, DEFAULT_TLS_PORT};
 
@@ -46,6 +54,11 @@ pub struct TurnCheckArgs {
     /// towards the server)
     #[arg(long, value_name = "ADDR")]
     pub peer: Option<SocketAddr>,
+    /// Without --peer: when the server refuses relaying to our own echo socket (403, as secure
+    /// servers do for loopback and private addresses), fail instead of using a second allocation
+    /// on the same server as the echo peer (relay to relay)
+    #[arg(long, conflicts_with = "peer")]
+    pub no_relay_fallback: bool,
     /// Talk to the server over TCP
     #[arg(long, conflicts_with = "tls")]
     pub tcp: bool,
@@ -79,6 +92,7 @@ impl TurnCheckArgs {
             rest_user: "turn-check".into(),
             ttl: 3600,
             peer: None,
+            no_relay_fallback: false,
             tcp: false,
             tls: false,
             insecure: false,
@@ -302,6 +316,250 @@ fn stats_line(s: &DataStats, count: u32, via: &str, peer: SocketAddr) -> String 
     )
 }
 
+/// The echo peer the data steps relay to.
+enum Echo {
+    /// `--peer ADDR`.
+    External(SocketAddr),
+    /// Our own UDP echo socket on the local IP used towards the server.
+    Local(EchoPeer),
+    /// A second allocation on the same server echoing what reaches its relayed address.
+    Relayed(RelayEcho),
+}
+
+impl Echo {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Echo::External(a) => *a,
+            Echo::Local(e) => e.addr,
+            Echo::Relayed(r) => r.relayed,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Echo::External(a) => format!("external echo server {a}"),
+            Echo::Local(e) => format!("local UDP echo {}", e.addr),
+            Echo::Relayed(r) => format!("relayed echo via allocation {}", r.relayed),
+        }
+    }
+
+    /// Stop the echo peer; for a relayed echo, also delete its allocation (best effort when
+    /// `report` is false, else one `[ok]` / `[FAIL]` line).
+    async fn close(self, timeout: Duration, report: bool) -> anyhow::Result<()> {
+        let Echo::Relayed(r) = self else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let relayed = r.relayed;
+        match r.close(timeout).await {
+            Ok(()) if report => {
+                ok(
+                    "Delete peer",
+                    &format!("echo allocation {relayed} released (Refresh lifetime 0)"),
+                    Some(t.elapsed()),
+                );
+                Ok(())
+            }
+            Err(e) if report => Err(fail("Delete peer", e, None)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The relayed echo peer: a second [`TurnClient`] with its own allocation, echoing every Data
+/// indication / ChannelData it receives back to the sender, in a task. [`RelayEcho::close`]
+/// stops the task and deletes the allocation; dropping it only aborts the task.
+struct RelayEcho {
+    relayed: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), TurnError>>>,
+}
+
+/// What is needed to open a second connection like the first one.
+struct PeerSetup<'a> {
+    server: SocketAddr,
+    opts: &'a ClientOptions,
+    /// Our (the checking client's) relayed address: the only peer the echo allocation permits.
+    our_relayed: SocketAddr,
+}
+
+impl RelayEcho {
+    /// Connect, allocate, permit `setup.our_relayed` and start echoing. Prints one line per step.
+    async fn start(setup: &PeerSetup<'_>, credentials_hint: &str) -> anyhow::Result<Self> {
+        let step = "Peer allocation";
+        let t = Instant::now();
+        let mut b = TurnClient::connect(setup.server, setup.opts.clone())
+            .await
+            .map_err(|e| {
+                fail(
+                    step,
+                    format!("connecting a second client failed: {e}"),
+                    None,
+                )
+            })?;
+        let alloc_opts = AllocateOptions {
+            family: setup.our_relayed.is_ipv6().then_some(Family::V6),
+            ..AllocateOptions::default()
+        };
+        let alloc = match b.allocate(&alloc_opts).await {
+            Ok(a) => a,
+            Err(e) => {
+                let hint = match e.code() {
+                    Some(401) | Some(441) => Some(credentials_hint.to_owned()),
+                    Some(486) => Some(
+                        "the user has too many allocations on the server (the relayed echo \
+                         needs a second one)"
+                            .into(),
+                    ),
+                    _ => None,
+                };
+                return Err(fail(step, e, hint));
+            }
+        };
+        ok(
+            step,
+            &format!(
+                "{} {} -> {}, relayed {}, lifetime {} s",
+                b.transport(),
+                b.local_addr(),
+                b.server_addr(),
+                alloc.relayed,
+                alloc.lifetime
+            ),
+            Some(t.elapsed()),
+        );
+
+        let step = "Peer permission";
+        let t = Instant::now();
+        if let Err(e) = b.create_permission(&[setup.our_relayed]).await {
+            let hint = (e.code() == Some(403)).then(|| {
+                format!(
+                    "the server refuses relaying between its own relay addresses ({} -> {}); \
+                     start it with --allow-peer {} or give --peer",
+                    alloc.relayed,
+                    setup.our_relayed,
+                    host_prefix(setup.our_relayed.ip())
+                )
+            });
+            let _ = b.refresh(0).await;
+            return Err(fail(step, e, hint));
+        }
+        ok(
+            step,
+            &format!(
+                "echo allocation {} permits {}",
+                alloc.relayed,
+                setup.our_relayed.ip()
+            ),
+            Some(t.elapsed()),
+        );
+
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(echo_loop(b, stopped));
+        Ok(RelayEcho {
+            relayed: alloc.relayed,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Stop the echo task and wait (up to `timeout`) for it to delete its allocation.
+    async fn close(mut self, timeout: Duration) -> Result<(), String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(e)) => Err(format!("echo task failed: {e}")),
+            Err(_) => {
+                task.abort();
+                Err(format!(
+                    "no answer to the deletion within {:.1} s",
+                    timeout.as_secs_f64()
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for RelayEcho {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Echo every Data indication (with a Send indication to its XOR-PEER-ADDRESS) and every
+/// ChannelData (on the same channel) until `stop` fires, then delete the allocation.
+async fn echo_loop(mut b: TurnClient, mut stop: oneshot::Receiver<()>) -> Result<(), TurnError> {
+    enum Reply {
+        Indication(SocketAddr),
+        Channel(u16),
+    }
+    let stream = b.transport().is_stream();
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let res = loop {
+        let reply = tokio::select! {
+            _ = &mut stop => break Ok(()),
+            got = b.recv() => match got {
+                Ok(Incoming::Data { peer, data }) => {
+                    buf.clear();
+                    buf.extend_from_slice(data);
+                    Reply::Indication(peer)
+                }
+                Ok(Incoming::ChannelData { channel, data }) => {
+                    buf.clear();
+                    buf.extend_from_slice(data);
+                    Reply::Channel(channel)
+                }
+                Ok(Incoming::Stun(_)) => continue,
+                // The connection is gone: nothing more to echo (the server releases the
+                // allocation of a closed TCP/TLS connection by itself).
+                Err(e) if stream => break Err(e),
+                // E.g. ICMP errors surfacing on the UDP socket: keep serving, without spinning.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let sent = match reply {
+            Reply::Indication(peer) => b.send_indication(peer, &buf).await,
+            Reply::Channel(channel) => b.send_channel_data(channel, &buf).await,
+        };
+        if let Err(e) = sent {
+            if stream {
+                break Err(e);
+            }
+        }
+    };
+    match res {
+        Ok(()) => b.refresh(0).await.map(|_| ()),
+        Err(e) => Err(TurnError::Protocol(format!(
+            "the echo allocation's connection failed: {e}"
+        ))),
+    }
+}
+
+fn credentials_hint(args: &TurnCheckArgs, realm: Option<&str>) -> String {
+    format!(
+        "check the credentials{} and the realm{}",
+        if args.secret.is_some() {
+            " (shared secret)"
+        } else {
+            " (user name and password)"
+        },
+        realm
+            .map(|r| format!(" (server realm {r:?})"))
+            .unwrap_or_default()
+    )
+}
+
 /// Run the check; prints one line per step and returns an error at the first failure.
 pub async fn run(args: TurnCheckArgs) -> anyhow::Result<()> {
     let transport = args.transport();
@@ -327,7 +585,7 @@ pub async fn run(args: TurnCheckArgs) -> anyhow::Result<()> {
 
     // Connect.
     let t = Instant::now();
-    let mut client = TurnClient::connect(target.addr, opts)
+    let mut client = TurnClient::connect(target.addr, opts.clone())
         .await
         .map_err(|e| fail("Connect", e, None))?;
     ok(
@@ -341,10 +599,10 @@ pub async fn run(args: TurnCheckArgs) -> anyhow::Result<()> {
     );
 
     // Echo peer.
-    let (peer, _echo) = match args.peer {
+    let mut echo = match args.peer {
         Some(p) => {
             ok("Peer", &format!("{p} (external echo server)"), None);
-            (p, None)
+            Echo::External(p)
         }
         None => {
             let ip = client.local_addr().ip();
@@ -356,32 +614,21 @@ pub async fn run(args: TurnCheckArgs) -> anyhow::Result<()> {
                 )
             })?;
             ok("Peer", &format!("UDP echo socket on {}", echo.addr), None);
-            (echo.addr, Some(echo))
+            Echo::Local(echo)
         }
     };
 
     // Allocate.
     let t = Instant::now();
     let alloc_opts = AllocateOptions {
-        family: peer.is_ipv6().then_some(Family::V6),
+        family: echo.addr().is_ipv6().then_some(Family::V6),
         ..AllocateOptions::default()
     };
     let alloc = match client.allocate(&alloc_opts).await {
         Ok(a) => a,
         Err(e) => {
             let hint = match e.code() {
-                Some(401) | Some(441) => Some(format!(
-                    "check the credentials{} and the realm{}",
-                    if args.secret.is_some() {
-                        " (shared secret)"
-                    } else {
-                        " (user name and password)"
-                    },
-                    client
-                        .realm()
-                        .map(|r| format!(" (server realm {r:?})"))
-                        .unwrap_or_default()
-                )),
+                Some(401) | Some(441) => Some(credentials_hint(&args, client.realm())),
                 Some(440) => Some("the server cannot relay this address family".into()),
                 Some(486) => Some("the user has too many allocations on the server".into()),
                 _ => None,
@@ -402,63 +649,130 @@ pub async fn run(args: TurnCheckArgs) -> anyhow::Result<()> {
         Some(t.elapsed()),
     );
 
-    let result = relay_steps(&mut client, &args, peer, alloc.lifetime).await;
+    let setup = PeerSetup {
+        server: target.addr,
+        opts: &opts,
+        our_relayed: alloc.relayed,
+    };
+    // The relayed echo's deletion is one transaction; allow a little more than its limit.
+    let close_wait = args.timeout + Duration::from_secs(1);
+    let result = relay_steps(&mut client, &args, &setup, &mut echo, alloc.lifetime).await;
     if result.is_err() {
-        // Best effort: do not leave the allocation behind.
+        // Best effort: do not leave the allocations behind.
         let _ = client.refresh(0).await;
+        let _ = echo.close(close_wait, false).await;
         return result;
     }
 
     // Delete.
     let t = Instant::now();
-    client
-        .refresh(0)
-        .await
-        .map_err(|e| fail("Delete", e, None))?;
+    if let Err(e) = client.refresh(0).await {
+        let err = fail("Delete", e, None);
+        let _ = echo.close(close_wait, false).await;
+        return Err(err);
+    }
     ok(
         "Delete",
         "allocation released (Refresh lifetime 0)",
         Some(t.elapsed()),
     );
+    let used = echo.describe();
+    echo.close(close_wait, true).await?;
     println!(
-        "TURN check passed: {transport} {}, relayed {}",
+        "TURN check passed: {transport} {}, relayed {}, echo peer: {used}",
         client.server_addr(),
         alloc.relayed
     );
     Ok(())
 }
 
+/// Hint for a 403 to CreatePermission for `echo`.
+fn permission_hint(args: &TurnCheckArgs, echo: &Echo) -> String {
+    let peer = echo.addr();
+    let ip = peer.ip();
+    let prefix = host_prefix(ip);
+    match echo {
+        Echo::External(_) => format!(
+            "the server refuses relaying to {ip}; start it with --allow-peer {prefix} or give \
+             another --peer"
+        ),
+        Echo::Local(_) => {
+            let mut h = format!(
+                "the server refuses relaying to {ip}; start it with --allow-peer {prefix} or give \
+                 --peer"
+            );
+            if args.no_relay_fallback {
+                h.push_str(
+                    " (or drop --no-relay-fallback to use a second allocation on the server as \
+                     the echo peer)",
+                );
+            }
+            h
+        }
+        Echo::Relayed(_) => format!(
+            "the server refuses relaying even to its own relay address {peer}; start it with \
+             --allow-peer {prefix} or give --peer"
+        ),
+    }
+}
+
 async fn relay_steps(
     client: &mut TurnClient,
     args: &TurnCheckArgs,
-    peer: SocketAddr,
+    setup: &PeerSetup<'_>,
+    echo: &mut Echo,
     lifetime: u32,
 ) -> anyhow::Result<()> {
-    let data_hint = if args.peer.is_some() {
-        format!("is {peer} a UDP echo server reachable from the TURN server?")
-    } else {
-        format!("the relay did not carry data between us and the echo peer {peer}")
-    };
-
-    // CreatePermission.
-    let t = Instant::now();
-    client.create_permission(&[peer]).await.map_err(|e| {
-        let hint = (e.code() == Some(403)).then(|| {
-            format!(
-                "the server refuses relaying to {ip}; start it with --allow-peer {prefix} or \
-                 give {}--peer",
-                if args.peer.is_some() { "another " } else { "" },
-                ip = peer.ip(),
-                prefix = host_prefix(peer.ip())
-            )
-        });
-        fail("CreatePermission", e, hint)
-    })?;
+    // CreatePermission, falling back to a relayed echo peer when our own is refused.
+    let mut t = Instant::now();
+    match client.create_permission(&[echo.addr()]).await {
+        Ok(()) => {}
+        Err(e)
+            if e.code() == Some(403)
+                && matches!(echo, Echo::Local(_))
+                && !args.no_relay_fallback =>
+        {
+            println!(
+                "[info] the server refuses relaying to {} (secure default); using a second \
+                 allocation on this server as the echo peer (relay to relay)",
+                echo.addr()
+            );
+            let relayed = RelayEcho::start(setup, &credentials_hint(args, client.realm())).await?;
+            // Replacing the local echo stops it.
+            *echo = Echo::Relayed(relayed);
+            ok("Peer", &echo.describe(), None);
+            t = Instant::now();
+            client
+                .create_permission(&[echo.addr()])
+                .await
+                .map_err(|e| {
+                    let hint = (e.code() == Some(403)).then(|| permission_hint(args, echo));
+                    fail("CreatePermission", e, hint)
+                })?;
+        }
+        Err(e) => {
+            let hint = (e.code() == Some(403)).then(|| permission_hint(args, echo));
+            return Err(fail("CreatePermission", e, hint));
+        }
+    }
+    let peer = echo.addr();
     ok(
         "CreatePermission",
         &format!("peer {}", peer.ip()),
         Some(t.elapsed()),
     );
+
+    let data_hint = match echo {
+        Echo::External(_) => format!("is {peer} a UDP echo server reachable from the TURN server?"),
+        Echo::Local(_) => {
+            format!("the relay did not carry data between us and the echo peer {peer}")
+        }
+        Echo::Relayed(_) => format!(
+            "the relay did not carry data between our allocation {} and the echo allocation \
+             {peer}",
+            setup.our_relayed
+        ),
+    };
 
     // Send indications.
     let stats = data_check(client, peer, Mode::Indication, args.count)
@@ -537,6 +851,22 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["x", "h", "--secret", "s", "--tcp", "--tls"]).is_err());
         assert!(Cli::try_parse_from(["x", "h", "--secret", "s", "--insecure"]).is_err());
+        let c =
+            Cli::try_parse_from(["x", "h", "--secret", "s", "--no-relay-fallback"]).expect("parse");
+        assert!(c.args.no_relay_fallback);
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "h",
+                "--secret",
+                "s",
+                "--no-relay-fallback",
+                "--peer",
+                "192.0.2.1:7"
+            ])
+            .is_err(),
+            "--peer never falls back"
+        );
         let c = Cli::try_parse_from(["x", "h", "--secret", "s", "--ttl", "60", "--timeout", "2.5"])
             .expect("parse");
         assert_eq!(c.args.timeout, Duration::from_millis(2500));

@@ -58,18 +58,22 @@ fn rand_suffix() -> u64 {
 
 /// A configuration on 127.0.0.1 with ports 0, a static user and a REST secret.
 pub fn config(allow_loopback: bool) -> Config {
-    let mut c = Config::default();
-    c.turn_listen = vec!["127.0.0.1:0".parse().expect("addr")];
-    c.http_listen = "127.0.0.1:0".parse().expect("addr");
-    c.relay_ip = vec!["127.0.0.1".parse().expect("ip")];
-    c.relay_ports = (30000, 39999);
-    c.realm = REALM.to_string();
-    c.users = vec![(USER.to_string(), PASS.to_string())];
-    c.turn_secrets = vec![SECRET.to_string()];
-    if allow_loopback {
-        c.allow_peer = vec!["127.0.0.0/8".parse().expect("net")];
+    Config {
+        turn_listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        relay_ip: vec!["127.0.0.1".parse().expect("ip")],
+        // Below the kernel's ephemeral range, so that no client socket can sit on a relay port.
+        relay_ports: (20000, 29999),
+        realm: REALM.to_string(),
+        users: vec![(USER.to_string(), PASS.to_string())],
+        turn_secrets: vec![SECRET.to_string()],
+        allow_peer: if allow_loopback {
+            vec!["127.0.0.0/8".parse().expect("net")]
+        } else {
+            Vec::new()
+        },
+        ..Config::default()
     }
-    c
 }
 
 pub async fn server(c: Config) -> Running {
