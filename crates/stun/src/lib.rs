@@ -355,6 +355,32 @@ pub(crate) const fn pad4(n: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Demultiplexing.
 
+/// The standard reason phrase of a STUN/TURN error code (RFC 8489 §14.8, RFC 8656 §18.8,
+/// RFC 6062, RFC 8445); `""` for a code with none.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        300 => "Try Alternate",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        405 => "Mobility Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        446 => "Connection Already Exists",
+        447 => "Connection Timeout or Failure",
+        486 => "Allocation Quota Reached",
+        487 => "Role Conflict",
+        500 => "Server Error",
+        508 => "Insufficient Capacity",
+        _ => "",
+    }
+}
+
 /// Cheap STUN check on the first bytes (RFC 7983 / RFC 8656 §12): at least 20 bytes, the two
 /// top bits zero and the magic cookie present. Does not validate the rest.
 pub fn is_stun(buf: &[u8]) -> bool {

@@ -419,21 +419,9 @@ fn known_attribute(t: u16) -> bool {
 }
 
 fn reason(code: u16) -> &'static str {
-    match code {
-        300 => "Try Alternate",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        420 => "Unknown Attribute",
-        437 => "Allocation Mismatch",
-        438 => "Stale Nonce",
-        440 => "Address Family not Supported",
-        441 => "Wrong Credentials",
-        442 => "Unsupported Transport Protocol",
-        443 => "Peer Address Family Mismatch",
-        486 => "Allocation Quota Reached",
-        508 => "Insufficient Capacity",
-        _ => "Server Error",
+    match icebreaker_stun::reason_phrase(code) {
+        "" => "Server Error",
+        r => r,
     }
 }
 

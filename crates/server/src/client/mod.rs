@@ -94,29 +94,7 @@ pub fn method_name(method: u16) -> &'static str {
 }
 
 /// Standard reason phrase for a STUN/TURN error code, used when the server sends none.
-pub fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        300 => "Try Alternate",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        405 => "Mobility Forbidden",
-        420 => "Unknown Attribute",
-        437 => "Allocation Mismatch",
-        438 => "Stale Nonce",
-        440 => "Address Family not Supported",
-        441 => "Wrong Credentials",
-        442 => "Unsupported Transport Protocol",
-        443 => "Peer Address Family Mismatch",
-        446 => "Connection Already Exists",
-        447 => "Connection Timeout or Failure",
-        486 => "Allocation Quota Reached",
-        487 => "Role Conflict",
-        500 => "Server Error",
-        508 => "Insufficient Capacity",
-        _ => "",
-    }
-}
+pub use icebreaker_stun::reason_phrase;
 
 /// Format a duration as milliseconds with a precision suited to its size.
 pub fn fmt_ms(d: Duration) -> String {
