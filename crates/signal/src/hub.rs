@@ -1,0 +1,760 @@
+//! The hub: rooms (through a [`RoomStore`]) and sessions, sans-IO, time passed in.
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::proto::{
+    ClientMessage, Encoded, ErrorCode, Join, LeaveReason, PeerInfo, ProtoError, ServerMessage,
+};
+use crate::session::{
+    token_digest, Outbox, SessionToken, DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_LIMIT,
+};
+use crate::store::{MemoryRoomStore, RoomStore, StoreError};
+use crate::token::{self, Perm, Perms};
+
+/// Hub limits and settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// `--signal-max-rooms`.
+    pub max_rooms: usize,
+    /// `--signal-max-sessions`.
+    pub max_sessions: usize,
+    /// Capacity of a room created without `capacity` (50).
+    pub default_capacity: u32,
+    /// Largest `capacity` a join may ask for (`--signal-room-capacity`); 2 is the smallest.
+    pub max_capacity: u32,
+    /// `--signal-grace` (30 s).
+    pub grace: Duration,
+    /// `--signal-replay-limit` (1024 messages per session).
+    pub replay_limit: usize,
+    /// Byte cap on a session's replay buffer (4 MiB); the oldest messages go first.
+    pub replay_max_bytes: usize,
+    /// Unsequenced messages (`pong`) kept per session until taken (16; oldest dropped).
+    pub max_unsequenced: usize,
+    /// `--signal-token-secret`: when set, every join needs a valid room token.
+    pub token_secret: Option<Vec<u8>>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_rooms: 10_000,
+            max_sessions: 50_000,
+            default_capacity: 50,
+            max_capacity: 50,
+            grace: Duration::from_secs(30),
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+            replay_max_bytes: DEFAULT_REPLAY_BYTES,
+            max_unsequenced: 16,
+            token_secret: None,
+        }
+    }
+}
+
+/// A session's handle inside one hub: small, `Copy`, never reused, not secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey(u64);
+
+impl SessionKey {
+    /// The raw number (for logs and maps).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Identifies one attached stream of a session; a newer attach supersedes older ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(u64);
+
+/// A successful [`Hub::join`].
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The new session.
+    pub key: SessionKey,
+    /// Its token (for the HTTP join answer; also inside the queued `joined`).
+    pub session: SessionToken,
+    /// Its peer id.
+    pub peer: String,
+}
+
+/// A successful [`Hub::resume`] / [`Hub::attach`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    /// The session.
+    pub key: SessionKey,
+    /// The stream now attached (older ones are superseded).
+    pub stream: StreamId,
+    /// Send [`Hub::pending_after`]`(key, from_seq)` on the new stream.
+    pub from_seq: u64,
+}
+
+/// What [`Hub::handle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Accepted; nothing for the transport to do beyond delivering dirty sessions.
+    Ok,
+    /// The session left (`leave`) and is gone: close its stream.
+    Left,
+}
+
+/// Why a session ended (see [`Hub::drain_closed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// It sent `leave`.
+    Left,
+    /// Its grace period expired.
+    Timeout,
+    /// [`Hub::kick`].
+    Kicked,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Live sessions (attached or in grace).
+    pub sessions: usize,
+    /// Sessions with a stream attached.
+    pub attached: usize,
+    /// Rooms.
+    pub rooms: usize,
+}
+
+#[derive(Debug)]
+struct Session {
+    token: SessionToken,
+    digest: [u8; 32],
+    peer: String,
+    room: String,
+    perms: Perms,
+    outbox: Outbox,
+    unsequenced: VecDeque<String>,
+    stream: Option<StreamId>,
+    /// Grace deadline while detached.
+    deadline: Option<Instant>,
+    dirty: bool,
+}
+
+/// Rooms and sessions. See the crate docs for the calling contract.
+#[derive(Debug)]
+pub struct Hub<S: RoomStore = MemoryRoomStore> {
+    config: HubConfig,
+    store: S,
+    rng: StdRng,
+    sessions: HashMap<SessionKey, Session>,
+    by_digest: HashMap<[u8; 32], SessionKey>,
+    by_peer: HashMap<String, SessionKey>,
+    deadlines: BTreeSet<(Instant, SessionKey)>,
+    dirty: Vec<SessionKey>,
+    closed: Vec<(SessionKey, CloseReason)>,
+    next_key: u64,
+    next_stream: u64,
+}
+
+impl Hub<MemoryRoomStore> {
+    /// A hub with the in-memory store and an OS-seeded RNG.
+    pub fn new(config: HubConfig) -> Self {
+        Hub::with_store(config, MemoryRoomStore::new(), StdRng::from_os_rng())
+    }
+}
+
+impl<S: RoomStore> Hub<S> {
+    /// A hub with `store` and `rng` (seed it from the OS in production; tests may use a fixed
+    /// seed for reproducible peer ids and tokens).
+    pub fn with_store(config: HubConfig, store: S, rng: StdRng) -> Self {
+        Hub {
+            config,
+            store,
+            rng,
+            sessions: HashMap::new(),
+            by_digest: HashMap::new(),
+            by_peer: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            dirty: Vec::new(),
+            closed: Vec::new(),
+            next_key: 1,
+            next_stream: 1,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The room store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Joins (creating the room if absent). `ice_servers` is called with the new peer id and
+    /// returns the `iceServers` value for `joined`. Queues `joined` (seq 1) for the new session
+    /// and `peer-joined` for every other member. The session starts *detached* (its grace timer
+    /// running): the transport then calls [`Hub::attach`]`(now, key, 0)` for its stream.
+    ///
+    /// Errors (with `ref` = the join's `id`): `invalid_room`, `bad_message` (capacity outside
+    /// 2–`max_capacity`), `unauthorized`/`forbidden` (tokens), `room_full`, `server_full`.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        now_unix: u64,
+        join: Join,
+        ice_servers: impl FnOnce(&str) -> Value,
+    ) -> Result<Joined, ProtoError> {
+        let id = join.id.clone();
+        self.join_inner(now, now_unix, join, ice_servers)
+            .map_err(|e| e.with_id(id))
+    }
+
+    fn join_inner(
+        &mut self,
+        now: Instant,
+        now_unix: u64,
+        join: Join,
+        ice_servers: impl FnOnce(&str) -> Value,
+    ) -> Result<Joined, ProtoError> {
+        if !crate::proto::valid_room(&join.room) {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidRoom,
+                "room names are 1 to 64 characters of A-Z a-z 0-9 _ . -",
+            ));
+        }
+        let capacity = match join.capacity {
+            None => self
+                .config
+                .default_capacity
+                .clamp(2, self.config.max_capacity.max(2)),
+            Some(c) if (2..=self.config.max_capacity).contains(&c) => c,
+            Some(_) => {
+                return Err(ProtoError::new(
+                    ErrorCode::BadMessage,
+                    format!(
+                        "`capacity` must be between 2 and {}",
+                        self.config.max_capacity.max(2)
+                    ),
+                ))
+            }
+        };
+        let (perms, sub) = match &self.config.token_secret {
+            None => (Perms::ALL, None),
+            Some(secret) => {
+                let Some(tok) = &join.token else {
+                    return Err(ProtoError::new(
+                        ErrorCode::Unauthorized,
+                        "this server requires a room token",
+                    ));
+                };
+                let claims = token::verify(tok, secret, now_unix)?;
+                claims.check_room(&join.room)?;
+                (claims.perms, claims.sub)
+            }
+        };
+        if self.sessions.len() >= self.config.max_sessions {
+            return Err(ProtoError::new(
+                ErrorCode::ServerFull,
+                "the server is at its session limit",
+            ));
+        }
+        let name = join.name.or_else(|| sub.map(|s| truncate_chars(s, 64)));
+        let peer = self.fresh_peer_id();
+        let member = PeerInfo {
+            id: peer.clone(),
+            name,
+            meta: join.meta,
+        };
+        let adm = self
+            .store
+            .admit(
+                &join.room,
+                member.clone(),
+                capacity,
+                perms.has(Perm::Create),
+                self.config.max_rooms,
+            )
+            .map_err(|e| match e {
+                StoreError::RoomFull => {
+                    ProtoError::new(ErrorCode::RoomFull, "the room is at its capacity")
+                }
+                StoreError::TooManyRooms => {
+                    ProtoError::new(ErrorCode::ServerFull, "the server is at its room limit")
+                }
+                StoreError::CreateForbidden => ProtoError::new(
+                    ErrorCode::Forbidden,
+                    "the token does not grant `create` and the room does not exist",
+                ),
+                StoreError::Duplicate => ProtoError::new(ErrorCode::Internal, "duplicate peer id"),
+                StoreError::Backend(m) => ProtoError::new(ErrorCode::Internal, m),
+            })?;
+
+        let token = SessionToken::generate(&mut self.rng);
+        let digest = token.digest();
+        let key = SessionKey(self.next_key);
+        self.next_key += 1;
+
+        let mut outbox =
+            Outbox::with_max_bytes(self.config.replay_limit, self.config.replay_max_bytes);
+        let joined = ServerMessage::Joined {
+            session: token.as_str().to_owned(),
+            peer: peer.clone(),
+            room: join.room.clone(),
+            initiator: adm.created,
+            capacity: adm.capacity,
+            peers: adm.others,
+            ice_servers: ice_servers(&peer),
+            grace: self.config.grace.as_secs(),
+        };
+        outbox.push(&joined.encode());
+
+        let deadline = grace_deadline(now, self.config.grace);
+        self.deadlines.insert((deadline, key));
+        self.sessions.insert(
+            key,
+            Session {
+                token: token.clone(),
+                digest,
+                peer: peer.clone(),
+                room: join.room.clone(),
+                perms,
+                outbox,
+                unsequenced: VecDeque::new(),
+                stream: None,
+                deadline: Some(deadline),
+                dirty: false,
+            },
+        );
+        self.by_digest.insert(digest, key);
+        self.by_peer.insert(peer.clone(), key);
+        self.mark_dirty(key);
+
+        let enc = ServerMessage::PeerJoined { peer: member }.encode();
+        self.deliver_room(&join.room, Some(key), &enc);
+        Ok(Joined {
+            key,
+            session: token,
+            peer,
+        })
+    }
+
+    fn fresh_peer_id(&mut self) -> String {
+        loop {
+            let id = format!("{:08x}", self.rng.next_u32());
+            if !self.by_peer.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Pushes `enc` to every member of `room` with a local session, except `except`.
+    fn deliver_room(&mut self, room: &str, except: Option<SessionKey>, enc: &Encoded) {
+        let mut targets = Vec::new();
+        let by_peer = &self.by_peer;
+        self.store.for_each_member(room, &mut |m| {
+            if let Some(&k) = by_peer.get(&m.id) {
+                if Some(k) != except {
+                    targets.push(k);
+                }
+            }
+        });
+        for k in targets {
+            self.deliver(k, enc);
+        }
+    }
+
+    fn deliver(&mut self, key: SessionKey, enc: &Encoded) -> Option<u64> {
+        let s = self.sessions.get_mut(&key)?;
+        let seq = s.outbox.push(enc);
+        self.mark_dirty(key);
+        Some(seq)
+    }
+
+    /// Handles `signal`, `broadcast`, `ack`, `ping`, `leave` from session `key`. A refusal is
+    /// returned *and* queued on the session as a sequenced `error` (so the transport must not
+    /// send it again; it may use it for an HTTP status). `join` → `already_joined`, `resume` →
+    /// `bad_message`. An unknown `key` → `not_joined` (not queued anywhere).
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        msg: ClientMessage,
+    ) -> Result<Handled, ProtoError> {
+        // Time is part of the signature for per-session policies (e.g. idle tracking).
+        let _ = now;
+        let Some(s) = self.sessions.get(&key) else {
+            return Err(ProtoError::new(
+                ErrorCode::NotJoined,
+                "this session does not exist (join first)",
+            )
+            .with_id(msg.id().map(str::to_owned)));
+        };
+        let id = msg.id().map(str::to_owned);
+        let result = match msg {
+            ClientMessage::Join(_) => Err(ProtoError::new(
+                ErrorCode::AlreadyJoined,
+                "this session has already joined a room",
+            )),
+            ClientMessage::Resume(_) => Err(ProtoError::new(
+                ErrorCode::BadMessage,
+                "`resume` is only valid as the first message of a connection",
+            )),
+            ClientMessage::Signal(sig) => {
+                if !s.perms.has(Perm::Signal) {
+                    Err(ProtoError::new(
+                        ErrorCode::Forbidden,
+                        "the token does not grant `signal`",
+                    ))
+                } else {
+                    let target = if sig.to != s.peer && self.store.contains(&s.room, &sig.to) {
+                        self.by_peer.get(&sig.to).copied()
+                    } else {
+                        None
+                    };
+                    match target {
+                        None => Err(ProtoError::new(
+                            ErrorCode::UnknownPeer,
+                            "no such peer in this room",
+                        )),
+                        Some(t) => {
+                            let enc = ServerMessage::Signal {
+                                from: s.peer.clone(),
+                                data: sig.data,
+                            }
+                            .encode();
+                            self.deliver(t, &enc);
+                            Ok(Handled::Ok)
+                        }
+                    }
+                }
+            }
+            ClientMessage::Broadcast(b) => {
+                if !s.perms.has(Perm::Broadcast) {
+                    Err(ProtoError::new(
+                        ErrorCode::Forbidden,
+                        "the token does not grant `broadcast`",
+                    ))
+                } else {
+                    let room = s.room.clone();
+                    let enc = ServerMessage::Broadcast {
+                        from: s.peer.clone(),
+                        data: b.data,
+                    }
+                    .encode();
+                    self.deliver_room(&room, Some(key), &enc);
+                    Ok(Handled::Ok)
+                }
+            }
+            ClientMessage::Ack { seq } => {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.outbox.ack(seq);
+                }
+                Ok(Handled::Ok)
+            }
+            ClientMessage::Ping { id } => {
+                let pong = ServerMessage::Pong { id }.encode();
+                let max = self.config.max_unsequenced.max(1);
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.unsequenced.push_back(pong.without_seq().to_owned());
+                    while s.unsequenced.len() > max {
+                        s.unsequenced.pop_front();
+                    }
+                }
+                self.mark_dirty(key);
+                Ok(Handled::Ok)
+            }
+            ClientMessage::Leave { .. } => {
+                self.remove(key, CloseReason::Left);
+                Ok(Handled::Left)
+            }
+        };
+        result.map_err(|e| {
+            let e = e.with_id(id);
+            self.push_error(key, &e);
+            e
+        })
+    }
+
+    /// Queues `err` as a sequenced `error` on session `key` (for refusals the transport decides,
+    /// e.g. a parse error or `rate_limited` on a joined connection). Returns its `seq`.
+    pub fn push_error(&mut self, key: SessionKey, err: &ProtoError) -> Option<u64> {
+        let enc = err.to_server_message().encode();
+        self.deliver(key, &enc)
+    }
+
+    /// Finds a session by its token (HTTP `session=S`). See the crate docs on timing.
+    pub fn lookup(&self, token: &str) -> Option<SessionKey> {
+        if !SessionToken::well_formed(token) {
+            return None;
+        }
+        let key = *self.by_digest.get(&token_digest(token))?;
+        let s = self.sessions.get(&key)?;
+        // Redundant after a digest match, but cheap and independent of the map.
+        if s.token.matches(token) && s.digest == token_digest(s.token.as_str()) {
+            Some(key)
+        } else {
+            None
+        }
+    }
+
+    /// Resumes a session: checks the token and that every message after `last_seq` is still held
+    /// (`resume_failed` otherwise), acknowledges ≤ `last_seq`, queues `resumed` (fresh `peers`,
+    /// `iceServers` from the callback), attaches a new stream (superseding any other) and stops
+    /// the grace timer. Send [`Hub::pending_after`]`(key, last_seq)` on the new stream: the
+    /// replay, then `resumed`.
+    pub fn resume(
+        &mut self,
+        now: Instant,
+        token: &str,
+        last_seq: u64,
+        ice_servers: impl FnOnce(&str) -> Value,
+    ) -> Result<Attached, ProtoError> {
+        let key = self.lookup(token).ok_or_else(|| {
+            ProtoError::new(
+                ErrorCode::ResumeFailed,
+                "unknown or expired session (join again)",
+            )
+        })?;
+        self.check_replay(key, last_seq)?;
+        let (peer, room) = match self.sessions.get(&key) {
+            Some(s) => (s.peer.clone(), s.room.clone()),
+            None => return Err(resume_failed()),
+        };
+        let peers: Vec<PeerInfo> = {
+            let mut v = Vec::new();
+            self.store.for_each_member(&room, &mut |m| {
+                if m.id != peer {
+                    v.push(m.clone());
+                }
+            });
+            v
+        };
+        let enc = ServerMessage::Resumed {
+            peer: peer.clone(),
+            room,
+            peers,
+            ice_servers: ice_servers(&peer),
+        }
+        .encode();
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.outbox.ack(last_seq);
+            s.outbox.push_over_limit(&enc);
+        }
+        self.attach(now, key, last_seq)
+    }
+
+    fn check_replay(&self, key: SessionKey, last_seq: u64) -> Result<(), ProtoError> {
+        let s = self.sessions.get(&key).ok_or_else(resume_failed)?;
+        if s.outbox.can_replay_after(last_seq) {
+            Ok(())
+        } else {
+            Err(ProtoError::new(
+                ErrorCode::ResumeFailed,
+                format!("the messages after seq {last_seq} are no longer available (join again)"),
+            ))
+        }
+    }
+
+    /// Attaches a stream without queuing `resumed` (the first stream after [`Hub::join`], or
+    /// each long-poll request of a session that did not lapse). Like resume: checks that the
+    /// messages after `last_seq` are held, acknowledges ≤ `last_seq`, supersedes other streams,
+    /// stops the grace timer.
+    pub fn attach(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        last_seq: u64,
+    ) -> Result<Attached, ProtoError> {
+        let _ = now;
+        self.check_replay(key, last_seq)?;
+        let stream = StreamId(self.next_stream);
+        self.next_stream += 1;
+        let s = self.sessions.get_mut(&key).ok_or_else(resume_failed)?;
+        s.outbox.ack(last_seq);
+        s.stream = Some(stream);
+        if let Some(d) = s.deadline.take() {
+            self.deadlines.remove(&(d, key));
+        }
+        // Wake the superseded stream (it sees it is no longer current) and the new one.
+        self.mark_dirty(key);
+        Ok(Attached {
+            key,
+            stream,
+            from_seq: last_seq,
+        })
+    }
+
+    /// The stream `stream` of `key` ended: if it is the attached one, the session becomes
+    /// detached and its grace timer starts. Returns whether it was the attached stream.
+    pub fn detach(&mut self, now: Instant, key: SessionKey, stream: StreamId) -> bool {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        if s.stream != Some(stream) {
+            return false;
+        }
+        s.stream = None;
+        let deadline = grace_deadline(now, self.config.grace);
+        if let Some(old) = s.deadline.replace(deadline) {
+            self.deadlines.remove(&(old, key));
+        }
+        self.deadlines.insert((deadline, key));
+        true
+    }
+
+    /// The stream currently attached to `key` (`None`: detached, or the session is gone).
+    /// A stream task that is no longer current must close.
+    pub fn current_stream(&self, key: SessionKey) -> Option<StreamId> {
+        self.sessions.get(&key).and_then(|s| s.stream)
+    }
+
+    /// Whether the session exists.
+    pub fn contains(&self, key: SessionKey) -> bool {
+        self.sessions.contains_key(&key)
+    }
+
+    /// The session's peer id and room.
+    pub fn peer_and_room(&self, key: SessionKey) -> Option<(&str, &str)> {
+        self.sessions
+            .get(&key)
+            .map(|s| (s.peer.as_str(), s.room.as_str()))
+    }
+
+    /// Removes a session now; the room gets `peer-left` with `reason: "kicked"`.
+    pub fn kick(&mut self, key: SessionKey) -> bool {
+        self.remove(key, CloseReason::Kicked)
+    }
+
+    fn remove(&mut self, key: SessionKey, why: CloseReason) -> bool {
+        let Some(s) = self.sessions.remove(&key) else {
+            return false;
+        };
+        self.by_digest.remove(&s.digest);
+        self.by_peer.remove(&s.peer);
+        if let Some(d) = s.deadline {
+            self.deadlines.remove(&(d, key));
+        }
+        self.store.remove(&s.room, &s.peer);
+        if !s.dirty {
+            self.dirty.push(key);
+        }
+        self.closed.push((key, why));
+        let reason = match why {
+            CloseReason::Left => LeaveReason::Left,
+            CloseReason::Timeout => LeaveReason::Timeout,
+            CloseReason::Kicked => LeaveReason::Kicked,
+        };
+        let enc = ServerMessage::PeerLeft {
+            peer: s.peer,
+            reason,
+        }
+        .encode();
+        self.deliver_room(&s.room, None, &enc);
+        true
+    }
+
+    /// The earliest grace deadline, if any session is detached.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// Removes the sessions whose grace expired at `now` (`peer-left`, `reason: "timeout"`).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(d, key)) = self.deadlines.first() {
+            if d > now {
+                break;
+            }
+            self.deadlines.remove(&(d, key));
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.deadline = None;
+            }
+            self.remove(key, CloseReason::Timeout);
+        }
+    }
+
+    /// Sessions that got new messages (sequenced or not), were superseded or ended since the
+    /// last call, each once. Call after every hub call that can produce messages and wake the
+    /// stream tasks of those sessions.
+    pub fn drain_dirty(&mut self) -> impl Iterator<Item = SessionKey> {
+        let dirty = std::mem::take(&mut self.dirty);
+        for k in &dirty {
+            if let Some(s) = self.sessions.get_mut(k) {
+                s.dirty = false;
+            }
+        }
+        dirty.into_iter()
+    }
+
+    /// Sessions that ended since the last call, with why.
+    pub fn drain_closed(&mut self) -> impl Iterator<Item = (SessionKey, CloseReason)> {
+        std::mem::take(&mut self.closed).into_iter()
+    }
+
+    /// The session's messages with `seq > after`, in order, borrowed from its replay buffer.
+    /// `resume_failed` when the session is gone or the messages were dropped.
+    pub fn pending_after(
+        &self,
+        key: SessionKey,
+        after: u64,
+    ) -> Result<impl Iterator<Item = (u64, &str)> + '_, ProtoError> {
+        let s = self.sessions.get(&key).ok_or_else(resume_failed)?;
+        s.outbox
+            .replay_after(after)
+            .map_err(|g| ProtoError::new(ErrorCode::ResumeFailed, format!("{g} (join again)")))
+    }
+
+    /// Takes the unsequenced messages (`pong`) queued for `key`.
+    pub fn take_unsequenced(&mut self, key: SessionKey) -> Vec<String> {
+        self.sessions
+            .get_mut(&key)
+            .map(|s| s.unsequenced.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    /// Last `seq` assigned on the session.
+    pub fn last_seq(&self, key: SessionKey) -> Option<u64> {
+        self.sessions.get(&key).map(|s| s.outbox.last_seq())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            sessions: self.sessions.len(),
+            attached: self
+                .sessions
+                .values()
+                .filter(|s| s.stream.is_some())
+                .count(),
+            rooms: self.store.room_count(),
+        }
+    }
+}
+
+fn resume_failed() -> ProtoError {
+    ProtoError::new(
+        ErrorCode::ResumeFailed,
+        "unknown or expired session (join again)",
+    )
+}
+
+/// `now + grace`, saturating far in the future instead of panicking on an absurd grace.
+fn grace_deadline(now: Instant, grace: Duration) -> Instant {
+    now.checked_add(grace)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
+fn truncate_chars(s: String, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => s[..i].to_owned(),
+        None => s,
+    }
+}
