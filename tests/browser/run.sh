@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs turn.test.mjs (headless Chromium via playwright-core) against the
-# server under test, in its own network namespace.
+# Runs turn.test.mjs and room.test.mjs (headless Chromium via playwright-core)
+# against the server under test, in its own network namespace. room.test.mjs
+# (the served pages, the SDK and signaling) needs icebreaker itself: it is
+# skipped with ICEBREAKER_TEST_SERVER=coturn.
 # Usage: tests/browser/run.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
 # the suite against coturn; CHROMIUM_PATH to use another Chromium binary).
 set -euo pipefail
@@ -29,5 +31,14 @@ run_browser() {
   HOME="$IB_TMP" ib_run timeout -k 5 180 node turn.test.mjs
 }
 ib_check "Chromium WebRTC over TURN/UDP, TURN/TCP, TURNS" run_browser
+
+run_room() {
+  export IB_HTTP_PORT IB_CERT_SPKI CHROMIUM_PATH
+  cd "$HERE"
+  HOME="$IB_TMP" ib_run timeout -k 5 220 node room.test.mjs
+}
+if [[ "$IB_SERVER" == "icebreaker" ]]; then
+  ib_check "Chromium room pages + SDK: mesh video, TURN, resume, SSE/poll fallback, ICE tester" run_room
+fi
 
 ib_finish

@@ -1891,6 +1891,7 @@ log_format = "json"
             "--signal-origin=https://App.Example.org/",
             "--signal-origin=http://localhost:3000,http://[::1]:8080",
             "--api-key=k3y-0123456789abcdef",
+            "--user=alice:pw",
         ])
         .unwrap();
         assert_eq!(c.signal_grace, 5);

@@ -21,6 +21,8 @@ pub struct HttpState {
     /// Set when the server is shutting down gracefully: `/readyz` then answers 503 so load
     /// balancers stop sending new clients while existing allocations finish.
     pub draining: Arc<AtomicBool>,
+    /// Signaling (`/ws`, `/signal/*`, `/api/ice-servers`); `None`: those routes answer 404.
+    pub signal: Option<Arc<crate::signal::SignalService>>,
 }
 
 impl HttpState {
@@ -28,7 +30,14 @@ impl HttpState {
         HttpState {
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
+            signal: None,
         }
+    }
+
+    /// With signaling.
+    pub fn with_signal(mut self, signal: Arc<crate::signal::SignalService>) -> Self {
+        self.signal = Some(signal);
+        self
     }
 }
 
@@ -41,6 +50,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::web::routes())
+        .merge(crate::signal::routes())
         .with_state(state)
 }
 

@@ -1,9 +1,12 @@
 //! Icebreaker server: the I/O around the sans-IO protocol crates.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod http;
 pub mod metrics;
 pub mod serve;
+pub mod signal;
 pub mod tls;
+pub mod web;

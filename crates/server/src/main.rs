@@ -30,6 +30,8 @@ enum Command {
     TurnCheck(icebreaker::client::turn_check::TurnCheckArgs),
     /// Print time-limited TURN REST credentials for a shared secret
     Credentials(CredentialsArgs),
+    /// Load generators: TURN relay throughput, STUN Binding rate, null-relay ceiling
+    Bench(icebreaker::bench::BenchArgs),
     /// Configuration tools
     Config {
         #[command(subcommand)]
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Stun(args) => run_client(icebreaker::client::stun::run(args)),
         Command::TurnCheck(args) => run_client(icebreaker::client::turn_check::run(args)),
         Command::Credentials(args) => print_credentials(&args),
+        Command::Bench(args) => icebreaker::bench::run(args),
         Command::Config {
             command: ConfigCommand::Check(args),
         } => return config_check(&args),

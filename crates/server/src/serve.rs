@@ -299,6 +299,7 @@ pub struct Running {
     pub relay_ips: Vec<IpAddr>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    signal: Arc<crate::signal::SignalService>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -315,6 +316,12 @@ impl Running {
             let _ = t.await;
         }
         self.shared.with_turn(|turn, binder| turn.clear(binder));
+    }
+
+    /// The signaling service (tests: force-close streams, read counters).
+    #[doc(hidden)]
+    pub fn signal(&self) -> &Arc<crate::signal::SignalService> {
+        &self.signal
     }
 
     /// Number of live allocations.
@@ -535,7 +542,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )));
     }
     tasks.push(tokio::spawn(timer_task(shared.clone())));
-    let http_state = HttpState::new(metrics.clone());
+    let signal = crate::signal::SignalService::new(
+        &config,
+        crate::signal::IceConfig {
+            turn: turn_addrs.clone(),
+            turns: turns_addrs.clone(),
+            external: config.external_ip.first().map(|e| e.public),
+            relay_ip: v4.or(v6),
+            secret: config.turn_secrets.first().cloned(),
+            ttl: config.credential_ttl,
+            warned: Default::default(),
+        },
+        shutdown.clone(),
+    );
+    tasks.push(signal.spawn_ticker());
+    let http_state = HttpState::new(metrics.clone()).with_signal(signal.clone());
     let mut http_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let stop = async move {
@@ -552,6 +573,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http: http_addr,
         relay_ips: v4.iter().chain(v6.iter()).copied().collect(),
         metrics,
+        signal,
         shared,
         stop,
         tasks,
@@ -590,6 +612,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         "  HTTP        http://{}/  (metrics: /metrics, health: /healthz)",
         running.http
     );
+    let web = match running.http.ip() {
+        ip if ip.is_unspecified() => format!("127.0.0.1:{}", running.http.port()),
+        _ => running.http.to_string(),
+    };
+    println!(
+        "  demo        http://{web}/  (open it in two tabs: a video call in http://{web}/r/<room>)"
+    );
+    println!("  ICE tester  http://{web}/tools/ice");
     if let Some(secret) = generated {
         let target = running
             .turn

@@ -145,3 +145,5 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, body)
 }
+
+pub mod signal;

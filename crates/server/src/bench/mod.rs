@@ -1,0 +1,420 @@
+//! `icebreaker bench`: load generators for the TURN relay and STUN Binding, and the null-relay
+//! ceiling (see `docs/BENCHMARKS.md` and `bench/compare`).
+//!
+//! The data paths run on plain OS threads with non-blocking std sockets, `epoll` and
+//! `recvmmsg`/`sendmmsg` ([`sys`], the only module with `unsafe`); control transactions are
+//! synchronous ([`setup`]). Everything is bounded in time, and every allocation is released at
+//! the end (also after Ctrl-C / SIGTERM).
+
+pub mod hist;
+pub mod setup;
+pub mod stun;
+pub mod sys;
+pub mod turn;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{ArgGroup, Args, Subcommand};
+
+use crate::client::turn::Credentials;
+pub use stun::{run_stun, StunBench, StunReport};
+pub use turn::{run_turn, Load, StepResult, TurnBench, TurnReport};
+
+/// `icebreaker bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    /// What to measure.
+    pub command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// TURN relay load: Allocate + ChannelBind per client, then ChannelData through an echo peer
+    Turn(TurnArgs),
+    /// STUN Binding requests/s, closed loop
+    Stun(StunArgs),
+}
+
+/// `icebreaker bench turn`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("load").args(["rate", "flood"])))]
+#[command(group(ArgGroup::new("creds").args(["user", "secret"])))]
+pub struct TurnArgs {
+    /// TURN server HOST:PORT (UDP)
+    #[arg(long, value_name = "ADDR", required_unless_present = "null_relay")]
+    pub server: Option<String>,
+    /// Static credentials NAME:PASS
+    #[arg(long, value_name = "NAME:PASS")]
+    pub user: Option<String>,
+    /// TURN REST shared secret (credentials are derived from it)
+    #[arg(
+        long,
+        value_name = "S",
+        env = "ICEBREAKER_BENCH_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Option<String>,
+    /// Number of clients (one allocation and one UDP socket each)
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub clients: usize,
+    /// Payload bytes per packet (ChannelData adds 4), 24..=8192
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    pub size: usize,
+    /// Paced load: packets/s sent by all clients together (relayed packets/s are about twice
+    /// that: each packet comes back through the relay). With --find-max: the upper bound
+    #[arg(long, value_name = "PPS")]
+    pub rate: Option<u64>,
+    /// Send as fast as possible
+    #[arg(long)]
+    pub flood: bool,
+    /// Seconds of sending (per step with --find-max)
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub duration: u64,
+    /// An external UDP echo peer instead of the built-in one (on the local address towards the
+    /// server)
+    #[arg(long, value_name = "ADDR")]
+    pub peer: Option<SocketAddr>,
+    /// Generator threads [default: number of cores]
+    #[arg(long, value_name = "T")]
+    pub threads: Option<usize>,
+    /// Echo peer threads (SO_REUSEPORT sockets)
+    #[arg(long, default_value_t = 1, value_name = "T")]
+    pub peer_threads: usize,
+    /// Binary search for the highest paced rate with < 0.1 % loss (starts with a flood step
+    /// unless --rate gives the upper bound)
+    #[arg(long)]
+    pub find_max: bool,
+    /// Maximum paced steps of --find-max
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub max_steps: usize,
+    /// Measure the null-relay ceiling: the tool runs a bare UDP forwarder (2 threads,
+    /// recvmmsg/sendmmsg, no TURN logic) and sends the same traffic through it
+    #[arg(long)]
+    pub null_relay: bool,
+    /// Milliseconds to keep receiving after the last packet
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub drain_ms: u64,
+    /// Print the report as JSON on stdout (progress goes to stderr)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `icebreaker bench stun`.
+#[derive(Args, Debug)]
+pub struct StunArgs {
+    /// STUN server HOST:PORT (UDP)
+    #[arg(long, value_name = "ADDR")]
+    pub server: String,
+    /// Seconds of sending
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub duration: u64,
+    /// Requests in flight per thread
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub window: usize,
+    /// Generator threads [default: number of cores]
+    #[arg(long, value_name = "T")]
+    pub threads: Option<usize>,
+    /// UDP sockets per thread
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub sockets: usize,
+    /// Milliseconds after which an unanswered request counts as a timeout
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub timeout_ms: u64,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `icebreaker bench ...` from the command line.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Err(e) = sys::install_interrupt_handler() {
+        eprintln!(
+            "warning: cannot handle Ctrl-C ({e}); an interrupted run leaves allocations behind"
+        );
+    }
+    match args.command {
+        BenchCommand::Turn(a) => {
+            let cfg = turn_config(&a)?;
+            let report = run_turn(&cfg)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", format_turn(&report));
+            }
+            Ok(if report.interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        BenchCommand::Stun(a) => {
+            let server = resolve(&a.server)?;
+            let cfg = StunBench {
+                server,
+                duration: secs(a.duration)?,
+                window: a.window,
+                threads: a.threads.unwrap_or_else(turn::default_threads),
+                sockets: a.sockets,
+                timeout: Duration::from_millis(a.timeout_ms.max(1)),
+            };
+            let report = run_stun(&cfg)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", format_stun(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn secs(s: u64) -> anyhow::Result<Duration> {
+    if s == 0 || s > 3600 {
+        bail!("--duration must be 1..=3600 seconds");
+    }
+    Ok(Duration::from_secs(s))
+}
+
+fn resolve(s: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = crate::client::split_host_port(s, crate::client::DEFAULT_PORT)?;
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host:?}"))?
+        .next()
+        .with_context(|| format!("{host:?} did not resolve to any address"))
+}
+
+/// Build the library configuration from the command line.
+pub fn turn_config(a: &TurnArgs) -> anyhow::Result<TurnBench> {
+    let credentials = match (&a.user, &a.secret) {
+        (Some(u), _) => {
+            let (name, pass) = u
+                .split_once(':')
+                .filter(|(n, _)| !n.is_empty())
+                .context("--user must be NAME:PASS")?;
+            Some(Credentials::LongTerm {
+                username: name.to_owned(),
+                password: pass.to_owned(),
+            })
+        }
+        (None, Some(s)) if !s.is_empty() => Some(Credentials::Rest {
+            secret: s.clone(),
+            user: "bench".into(),
+            ttl: Duration::from_secs(24 * 3600),
+        }),
+        _ if a.null_relay => None,
+        _ => bail!("credentials are required: --user NAME:PASS or --secret S"),
+    };
+    let load = match (a.rate, a.flood, a.find_max) {
+        (Some(r), _, _) => Load::Rate(r),
+        (None, true, _) | (None, false, true) => Load::Flood,
+        (None, false, false) => bail!("give --rate PPS or --flood (or --find-max)"),
+    };
+    let server = match (&a.server, a.null_relay) {
+        (_, true) => None,
+        (Some(s), false) => Some(resolve(s)?),
+        (None, false) => bail!("--server is required (or --null-relay)"),
+    };
+    Ok(TurnBench {
+        server,
+        credentials,
+        clients: a.clients,
+        size: a.size,
+        load,
+        duration: secs(a.duration)?,
+        peer: a.peer,
+        threads: a.threads.unwrap_or_else(turn::default_threads).max(1),
+        peer_threads: a.peer_threads.clamp(1, 64),
+        find_max: a.find_max,
+        max_steps: a.max_steps,
+        null_relay: a.null_relay,
+        drain: Duration::from_millis(a.drain_ms.min(10_000)),
+        setup_timeout: Duration::from_secs(5),
+        verbose: true,
+    })
+}
+
+fn opt_pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.3} %"))
+}
+
+/// Human-readable report of `bench turn`.
+pub fn format_turn(r: &TurnReport) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let target = match r.server {
+        Some(s) => format!("TURN server {s}"),
+        None => "null relay (bare UDP forwarder, no TURN)".to_string(),
+    };
+    let _ = writeln!(
+        o,
+        "bench turn: {target}, {} clients, {}-byte payload, {} generator threads, echo peer {}",
+        r.clients, r.size, r.threads, r.peer
+    );
+    let _ = writeln!(
+        o,
+        "| step | target pkt/s | sent pkt/s | relayed pkt/s | Mbit/s | loss % | to peer % | RTT p50 µs | RTT p99 µs | gen CPU % |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    for (i, s) in r.steps.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.0}{} | {:.0} | {:.1} | {:.3} | {} | {:.0} | {:.0} | {:.0} |",
+            i + 1,
+            s.target_pps
+                .map_or_else(|| "flood".to_string(), |t| t.to_string()),
+            s.send_pps,
+            if s.generator_limited {
+                " (gen-limited)"
+            } else {
+                ""
+            },
+            s.relayed_pps,
+            s.mbit_s,
+            s.loss_pct,
+            opt_pct(s.loss_to_peer_pct),
+            s.rtt_p50_us,
+            s.rtt_p99_us,
+            s.generator_cpu_pct
+        );
+    }
+    if let Some(f) = &r.find_max {
+        if f.send_pps > 0 {
+            let _ = writeln!(
+                o,
+                "highest lossless paced rate (< {} % loss): {} pkt/s sent = {:.0} relayed pkt/s, {:.1} Mbit/s",
+                turn::LOSSLESS_PCT,
+                f.send_pps,
+                f.relayed_pps,
+                f.mbit_s
+            );
+        } else {
+            let _ = writeln!(o, "no lossless paced rate found");
+        }
+        if f.generator_limited {
+            let _ = writeln!(
+                o,
+                "note: at least one step failed because the generator could not send at the target rate"
+            );
+        }
+    }
+    if r.server.is_some() {
+        let _ = writeln!(
+            o,
+            "allocations released: {}{}",
+            r.released,
+            if r.release_failed > 0 {
+                format!(", {} FAILED to release", r.release_failed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if r.interrupted {
+        let _ = writeln!(o, "interrupted");
+    }
+    o
+}
+
+/// Human-readable report of `bench stun`.
+pub fn format_stun(r: &StunReport) -> String {
+    format!(
+        "bench stun: {} for {:.0} s, {} threads × {} in flight\n\
+         responses   {} ({:.0}/s)\n\
+         timeouts    {}\n\
+         errors      {}\n\
+         RTT         p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs\n\
+         generator   {:.0} % CPU\n",
+        r.server,
+        r.duration_s,
+        r.threads,
+        r.window,
+        r.responses,
+        r.responses_per_s,
+        r.timeouts,
+        r.errors,
+        r.rtt_p50_us,
+        r.rtt_p99_us,
+        r.rtt_max_us,
+        r.generator_cpu_pct
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: BenchCommand,
+    }
+
+    fn turn(args: &[&str]) -> anyhow::Result<TurnBench> {
+        let mut v = vec!["bench", "turn"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v)?.command {
+            BenchCommand::Turn(a) => turn_config(&a),
+            BenchCommand::Stun(_) => bail!("not turn"),
+        }
+    }
+
+    #[test]
+    fn turn_arguments() {
+        let c = turn(&[
+            "--server",
+            "127.0.0.1:3478",
+            "--user",
+            "alice:pw:x",
+            "--rate",
+            "5000",
+            "--clients",
+            "7",
+            "--size",
+            "1000",
+            "--duration",
+            "3",
+            "--threads",
+            "3",
+        ])
+        .expect("parses");
+        assert_eq!(c.load, Load::Rate(5000));
+        assert_eq!((c.clients, c.size, c.threads), (7, 1000, 3));
+        assert_eq!(c.duration, Duration::from_secs(3));
+        match c.credentials {
+            Some(Credentials::LongTerm { username, password }) => {
+                assert_eq!((username.as_str(), password.as_str()), ("alice", "pw:x"));
+            }
+            other => panic!("credentials {other:?}"),
+        }
+        let c = turn(&["--server", "127.0.0.1", "--secret", "s", "--find-max"]).expect("parses");
+        assert_eq!(c.load, Load::Flood);
+        assert!(c.find_max);
+        assert!(matches!(c.credentials, Some(Credentials::Rest { .. })));
+        let c = turn(&["--null-relay", "--flood"]).expect("parses");
+        assert!(c.null_relay && c.server.is_none());
+        // Mistakes.
+        assert!(turn(&["--server", "127.0.0.1", "--user", "a:b"]).is_err()); // no load
+        assert!(turn(&["--server", "127.0.0.1", "--rate", "1"]).is_err()); // no credentials
+        assert!(turn(&[
+            "--server",
+            "127.0.0.1",
+            "--user",
+            "a:b",
+            "--rate",
+            "1",
+            "--flood"
+        ])
+        .is_err());
+        assert!(turn(&["--user", "a:b", "--rate", "1"]).is_err()); // no server
+        assert!(turn(&["--server", "127.0.0.1", "--user", "nopass", "--rate", "1"]).is_err());
+        assert!(turn(&["--null-relay", "--rate", "1", "--duration", "0"]).is_err());
+    }
+}

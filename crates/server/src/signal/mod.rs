@@ -1,0 +1,524 @@
+//! Signaling I/O (docs/PROTOCOL.md): WebSocket, Server-Sent Events and long-poll transports
+//! around the sans-IO [`icebreaker_signal::Hub`], plus `GET /api/ice-servers`.
+//!
+//! The hub and the per-session I/O state sit behind one `parking_lot::Mutex` that is never held
+//! across an `.await`. Each session has a [`Notify`]: after every hub call the sessions the hub
+//! reports dirty are woken (`notify_waiters`), and the stream attached to a session copies what
+//! it has not sent yet out of the hub's replay buffer and writes it. Nothing is queued per stream
+//! besides that: a slow stream only delays itself.
+//!
+//! A stream task registers its `Notified` future before looking at the hub, so a wake between
+//! the look and the wait is never lost.
+
+mod http;
+mod ice;
+mod ws;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use icebreaker_signal::{
+    ErrorCode, Handled, Hub, HubConfig, Join, ProtoError, RateLimiter, SessionKey, StreamId,
+};
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::credentials::now_unix;
+use crate::http::HttpState;
+
+pub use ice::{host_of, IceConfig, IceServerEntry, IceServersResponse};
+
+/// The WebSocket server pings this often.
+pub const WS_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// A WebSocket that sent nothing (no frame, no pong) this long is dropped.
+pub const WS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// SSE streams get a comment line this often.
+pub const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// A write to a client that takes longer than this drops the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages copied out of the hub per flush.
+const BATCH: usize = 64;
+/// Parse errors in a row after which a connection is closed.
+const MAX_BAD_IN_A_ROW: u32 = 10;
+
+/// Settings of the transports (the hub has its own).
+#[derive(Clone, Debug)]
+pub struct SignalSettings {
+    /// Largest client message, bytes.
+    pub max_message: usize,
+    /// Messages per second per connection.
+    pub rate: f64,
+    /// Burst.
+    pub burst: f64,
+    /// Allowed browser origins, lower case; empty = any.
+    pub origins: Vec<String>,
+    /// Key protecting `/api/ice-servers`.
+    pub api_key: Option<String>,
+    /// Grace period in seconds (for `joined`).
+    pub grace: Duration,
+    pub ws_ping_interval: Duration,
+    pub ws_idle_timeout: Duration,
+    pub sse_keepalive: Duration,
+}
+
+impl SignalSettings {
+    pub fn from_config(c: &Config) -> Self {
+        let rate = f64::from(c.signal_rate);
+        SignalSettings {
+            max_message: c.signal_max_message,
+            rate,
+            burst: rate * 2.0,
+            origins: c.signal_origins.clone(),
+            api_key: c.api_key.clone(),
+            grace: Duration::from_secs(u64::from(c.signal_grace)),
+            ws_ping_interval: WS_PING_INTERVAL,
+            ws_idle_timeout: WS_IDLE_TIMEOUT,
+            sse_keepalive: SSE_KEEPALIVE,
+        }
+    }
+}
+
+/// The hub's configuration from ours.
+pub fn hub_config(c: &Config) -> HubConfig {
+    let cap = u32::try_from(c.signal_room_capacity).unwrap_or(u32::MAX);
+    HubConfig {
+        max_rooms: c.signal_max_rooms,
+        max_sessions: c.signal_max_sessions,
+        default_capacity: cap,
+        max_capacity: cap,
+        grace: Duration::from_secs(u64::from(c.signal_grace)),
+        replay_limit: c.signal_replay_limit,
+        token_secret: c
+            .signal_token_secret
+            .as_ref()
+            .map(|s| s.as_bytes().to_vec()),
+        ..HubConfig::default()
+    }
+}
+
+/// Which transport a stream uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    WebSocket,
+    Sse,
+    Poll,
+}
+
+/// Per-session I/O state.
+struct SessionIo {
+    notify: Arc<Notify>,
+    /// `Host` of the request that opened the session (for `iceServers`).
+    host: Option<String>,
+    /// No stream was ever attached (HTTP join not yet followed by a stream).
+    fresh: bool,
+    /// Transport of the last stream attached.
+    last_kind: Option<Kind>,
+    /// Bumped by [`SignalService::force_close`]: streams opened before close.
+    epoch: u64,
+    /// Rate limit of `POST /signal/send` for this session.
+    limiter: RateLimiter,
+}
+
+struct Inner {
+    hub: Hub,
+    io: HashMap<SessionKey, SessionIo>,
+}
+
+impl Inner {
+    /// Wake the streams of every session the hub touched, and forget ended sessions.
+    fn wake(&mut self) {
+        for key in self.hub.drain_dirty() {
+            if let Some(io) = self.io.get(&key) {
+                io.notify.notify_waiters();
+            }
+        }
+        for (key, why) in self.hub.drain_closed() {
+            if let Some(io) = self.io.remove(&key) {
+                io.notify.notify_waiters();
+            }
+            tracing::debug!(session = key.get(), ?why, "signaling session ended");
+        }
+    }
+}
+
+/// The signaling service: the hub, the transports' shared state, and the ICE configuration.
+pub struct SignalService {
+    inner: Mutex<Inner>,
+    settings: SignalSettings,
+    ice: IceConfig,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for SignalService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalService")
+            .field("settings", &self.settings.max_message)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One stream attached to a session; detaches (starting the grace period) when dropped.
+struct Attachment {
+    svc: Arc<SignalService>,
+    key: SessionKey,
+    stream: StreamId,
+    epoch: u64,
+    notify: Arc<Notify>,
+    /// Continue after this `seq`.
+    from_seq: u64,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let mut inner = self.svc.inner.lock();
+        inner.hub.detach(Instant::now(), self.key, self.stream);
+        inner.wake();
+    }
+}
+
+/// What a stream should send next.
+struct Batch {
+    /// Unsequenced messages (`pong`).
+    unsequenced: Vec<String>,
+    /// Sequenced messages.
+    messages: Vec<(u64, String)>,
+    /// More messages are waiting.
+    more: bool,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.unsequenced.is_empty() && self.messages.is_empty()
+    }
+}
+
+/// Why a stream must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Another stream was attached (or the stream was force-closed).
+    Superseded,
+    /// The session ended (left, timed out, kicked).
+    Gone,
+    /// The messages the stream still had to send were dropped (replay limit).
+    Lost,
+}
+
+/// How a stream is opened.
+enum Open<'a> {
+    /// The first stream of a session just joined over this connection.
+    Joined(SessionKey),
+    /// WebSocket `resume`.
+    Resume { token: &'a str, last_seq: u64 },
+    /// SSE: attach if this is the session's first stream and `last_seq` is 0, else resume.
+    Sse { token: &'a str, last_seq: u64 },
+    /// Long-poll: attach while polls follow each other, resume after another transport.
+    Poll { token: &'a str, last_seq: u64 },
+}
+
+impl SignalService {
+    pub fn new(config: &Config, ice: IceConfig, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(SignalService {
+            inner: Mutex::new(Inner {
+                hub: Hub::new(hub_config(config)),
+                io: HashMap::new(),
+            }),
+            settings: SignalSettings::from_config(config),
+            ice,
+            shutdown,
+        })
+    }
+
+    /// The transports' settings.
+    pub fn settings(&self) -> &SignalSettings {
+        &self.settings
+    }
+
+    /// The ICE configuration.
+    pub fn ice(&self) -> &IceConfig {
+        &self.ice
+    }
+
+    /// Live sessions, attached sessions, rooms.
+    pub fn stats(&self) -> icebreaker_signal::HubStats {
+        self.inner.lock().hub.stats()
+    }
+
+    /// Expire grace periods: runs until shutdown.
+    pub fn spawn_ticker(self: &Arc<Self>) -> JoinHandle<()> {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut shutdown = svc.shutdown.clone();
+            loop {
+                let now = Instant::now();
+                let next = {
+                    let mut inner = svc.inner.lock();
+                    inner.hub.handle_timeout(now);
+                    inner.wake();
+                    inner.hub.poll_timeout()
+                };
+                let cap = now + Duration::from_secs(1);
+                let at = next.map_or(cap, |d| d.min(cap)).max(now);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    }
+
+    /// Close the streams of the session of peer `peer` as if the connection had dropped (the
+    /// session stays, in its grace period). For tests.
+    #[doc(hidden)]
+    pub fn force_close(&self, peer: &str) -> bool {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let key = inner
+            .io
+            .keys()
+            .copied()
+            .find(|k| inner.hub.peer_and_room(*k).is_some_and(|(p, _)| p == peer));
+        match key.and_then(|k| inner.io.get_mut(&k)) {
+            Some(io) => {
+                io.epoch += 1;
+                io.notify.notify_waiters();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `Ok` unless origins are configured and the request's `Origin` is not among them.
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), ProtoError> {
+        if self.settings.origins.is_empty() {
+            return Ok(());
+        }
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin
+            .to_str()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches('/')
+            .to_ascii_lowercase();
+        if self.settings.origins.contains(&origin) {
+            Ok(())
+        } else {
+            Err(ProtoError::new(
+                ErrorCode::Forbidden,
+                "this Origin is not allowed to use signaling",
+            ))
+        }
+    }
+
+    fn ice_json(&self, host: Option<&str>, peer: &str) -> serde_json::Value {
+        self.ice.ice_servers_json(host, peer)
+    }
+
+    /// Join: creates the session (detached, grace running). Returns its key, token and peer id.
+    fn join(
+        &self,
+        join: Join,
+        host: Option<String>,
+    ) -> Result<icebreaker_signal::Joined, ProtoError> {
+        let mut inner = self.inner.lock();
+        let joined = inner.hub.join(Instant::now(), now_unix(), join, |peer| {
+            self.ice_json(host.as_deref(), peer)
+        })?;
+        inner.io.insert(
+            joined.key,
+            SessionIo {
+                notify: Arc::new(Notify::new()),
+                host,
+                fresh: true,
+                last_kind: None,
+                epoch: 0,
+                limiter: RateLimiter::new(self.settings.rate, self.settings.burst),
+            },
+        );
+        inner.wake();
+        Ok(joined)
+    }
+
+    /// Attach a stream of kind `kind` as `how` says.
+    fn open(self: &Arc<Self>, how: Open<'_>, kind: Kind) -> Result<Attachment, ProtoError> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let (key, resume, last_seq, token) = match how {
+            Open::Joined(key) => (key, false, 0, None),
+            Open::Resume { token, last_seq } => {
+                let key = inner.hub.lookup(token).ok_or_else(resume_failed)?;
+                (key, true, last_seq, Some(token))
+            }
+            Open::Sse { token, last_seq } => {
+                let key = inner.hub.lookup(token).ok_or_else(resume_failed)?;
+                let fresh = inner.io.get(&key).is_some_and(|io| io.fresh);
+                (key, !(fresh && last_seq == 0), last_seq, Some(token))
+            }
+            Open::Poll { token, last_seq } => {
+                let key = inner.hub.lookup(token).ok_or_else(resume_failed)?;
+                let cont = inner
+                    .io
+                    .get(&key)
+                    .is_some_and(|io| io.fresh || io.last_kind == Some(Kind::Poll));
+                (key, !cont, last_seq, Some(token))
+            }
+        };
+        let result = match (resume, token) {
+            (true, Some(token)) => {
+                let host = inner.io.get(&key).and_then(|io| io.host.clone());
+                inner.hub.resume(now, token, last_seq, |peer| {
+                    self.ice_json(host.as_deref(), peer)
+                })
+            }
+            _ => inner.hub.attach(now, key, last_seq),
+        };
+        inner.wake();
+        let attached = result?;
+        let Some(io) = inner.io.get_mut(&key) else {
+            return Err(ProtoError::new(
+                ErrorCode::Internal,
+                "the session has no I/O state",
+            ));
+        };
+        io.fresh = false;
+        io.last_kind = Some(kind);
+        Ok(Attachment {
+            svc: self.clone(),
+            key,
+            stream: attached.stream,
+            epoch: io.epoch,
+            notify: io.notify.clone(),
+            from_seq: attached.from_seq,
+        })
+    }
+
+    /// What stream `att` should send after `sent`.
+    fn collect(&self, att: &Attachment, sent: u64) -> Result<Batch, End> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        if !inner.hub.contains(att.key) {
+            return Err(End::Gone);
+        }
+        let current = inner.hub.current_stream(att.key) == Some(att.stream)
+            && inner
+                .io
+                .get(&att.key)
+                .is_some_and(|io| io.epoch == att.epoch);
+        if !current {
+            return Err(End::Superseded);
+        }
+        let unsequenced = inner.hub.take_unsequenced(att.key);
+        let mut messages = Vec::new();
+        let mut more = false;
+        match inner.hub.pending_after(att.key, sent) {
+            Ok(it) => {
+                for (seq, text) in it {
+                    if messages.len() == BATCH {
+                        more = true;
+                        break;
+                    }
+                    messages.push((seq, text.to_owned()));
+                }
+            }
+            Err(_) => return Err(End::Lost),
+        }
+        Ok(Batch {
+            unsequenced,
+            messages,
+            more,
+        })
+    }
+
+    /// Handle one client message of an attached session. `Ok(true)`: the session left.
+    fn handle(
+        &self,
+        key: SessionKey,
+        msg: icebreaker_signal::ClientMessage,
+    ) -> Result<bool, ProtoError> {
+        let mut inner = self.inner.lock();
+        let r = inner.hub.handle(Instant::now(), key, msg);
+        inner.wake();
+        r.map(|h| h == Handled::Left)
+    }
+
+    /// Queue a transport-level refusal on a session; returns its `seq`.
+    fn push_error(&self, key: SessionKey, err: &ProtoError) -> Option<u64> {
+        let mut inner = self.inner.lock();
+        let seq = inner.hub.push_error(key, err);
+        inner.wake();
+        seq
+    }
+}
+
+fn resume_failed() -> ProtoError {
+    ProtoError::new(
+        ErrorCode::ResumeFailed,
+        "unknown or expired session (join again)",
+    )
+}
+
+/// The `Host` header's value, if any.
+fn request_host(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// An `error` message as an HTTP answer.
+fn error_response(err: &ProtoError, seq: Option<u64>) -> Response {
+    let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, err.to_json(seq))
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn not_enabled() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        r#"{"error":"not_found","message":"signaling is not enabled on this server"}"#.to_string(),
+    )
+}
+
+/// Wait for a registered `Notified`, or forever without one.
+async fn notified(n: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>) {
+    match n {
+        Some(n) => n.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the server shuts down (or its shutdown sender is gone).
+async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The signaling routes: `/ws`, `/signal/*`, `/api/ice-servers`.
+pub fn routes() -> Router<HttpState> {
+    Router::new()
+        .route("/ws", get(ws::ws_handler))
+        .route("/signal/join", post(http::join))
+        .route("/signal/send", post(http::send))
+        .route("/signal/events", get(http::events))
+        .route("/signal/poll", get(http::poll))
+        .route("/api/ice-servers", get(http::ice_servers))
+}
