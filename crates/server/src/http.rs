@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -74,20 +73,70 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Serve [`router`] on `listener` until `shutdown` completes, then finish in-flight requests.
+/// Serve [`router`] on `listener` until `shutdown` completes.
+///
+/// With `tls`, the same port speaks both plain HTTP and HTTPS: the first byte of a connection
+/// tells a TLS ClientHello (0x16) from an HTTP request, so `https://`/`wss://` and `http://` (health
+/// checks, metrics scrapers) work on one listener.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     state: HttpState,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().ok();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let app = router(state);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!("HTTP accept on {addr:?}: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            if let Some(acceptor) = acceptor {
+                let mut first = [0u8; 1];
+                let sniff = tokio::time::timeout(TLS_SNIFF_TIMEOUT, stream.peek(&mut first)).await;
+                if matches!(sniff, Ok(Ok(1))) && first[0] == 0x16 {
+                    match tokio::time::timeout(TLS_SNIFF_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, app).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "HTTPS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "HTTPS handshake timed out"),
+                    }
+                    return;
+                }
+            }
+            serve_connection(stream, app).await;
+        });
+    }
+}
+
+/// How long a connection may take to send its first byte and finish a TLS handshake.
+const TLS_SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve_connection<S>(stream: S, app: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
         .await
-        .with_context(|| match addr {
-            Some(a) => format!("HTTP server on {a} failed"),
-            None => "HTTP server failed".to_string(),
-        })
+    {
+        tracing::trace!("HTTP connection: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -112,7 +161,7 @@ mod tests {
         let state = HttpState::new(Arc::new(Metrics::new()));
         state.metrics.allocations.set(3);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_http(listener, state.clone(), async move {
+        let server = tokio::spawn(serve_http(listener, state.clone(), None, async move {
             let _ = stop_rx.await;
         }));
 

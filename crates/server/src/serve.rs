@@ -488,16 +488,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tcp.push((t, Transport::Tcp));
     }
     let mut turns_addrs = Vec::new();
+    // One certificate for TURNS and for HTTPS/WSS on the HTTP listener.
+    let tls_config = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::load_server_config(cert, key)?),
+        _ if !config.turns_listen.is_empty() => {
+            anyhow::bail!("--turns-listen needs --tls-cert and --tls-key")
+        }
+        _ => None,
+    };
     let tls = if config.turns_listen.is_empty() {
         None
     } else {
-        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-            anyhow::bail!("--turns-listen needs --tls-cert and --tls-key");
-        };
-        Some(tokio_rustls::TlsAcceptor::from(
-            crate::tls::load_server_config(cert, key)?,
-        ))
+        tls_config.clone().map(tokio_rustls::TlsAcceptor::from)
     };
+    let http_tls = tls_config.clone();
     for addr in &config.turns_listen {
         let t = tcp_listener(*addr)?;
         turns_addrs.push(t.local_addr()?);
@@ -562,7 +566,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let stop = async move {
             let _ = http_shutdown.wait_for(|s| *s).await;
         };
-        if let Err(e) = serve_http(http_listener, http_state, stop).await {
+        if let Err(e) = serve_http(http_listener, http_state, http_tls, stop).await {
             tracing::error!("{e:#}");
         }
     }));
@@ -597,6 +601,11 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     };
     let users = config.users.len();
     let secrets = config.turn_secrets.len();
+    let scheme = if config.tls_cert.is_some() && config.tls_key.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let running = start(config).await?;
     println!("Icebreaker {} is running", env!("CARGO_PKG_VERSION"));
     for a in &running.turn {
@@ -609,7 +618,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     println!("  relay       {} ports {lo}-{hi}", relays.join(", "));
     println!("  credentials {users} static user(s), {secrets} REST secret(s)");
     println!(
-        "  HTTP        http://{}/  (metrics: /metrics, health: /healthz)",
+        "  HTTP        {scheme}://{}/  (metrics: /metrics, health: /healthz)",
         running.http
     );
     let web = match running.http.ip() {

@@ -44,6 +44,7 @@ async fn bench_turn_and_stun_smoke() {
             threads: 1,
             sockets: 2,
             timeout: Duration::from_secs(1),
+            server_pid: None,
         })
     })
     .await

@@ -102,6 +102,9 @@ pub struct TurnArgs {
     /// Print the report as JSON on stdout (progress goes to stderr)
     #[arg(long)]
     pub json: bool,
+    /// PID of a server on this machine: each step reports its CPU (/proc/PID/stat) and RSS
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 }
 
 /// `icebreaker bench stun`.
@@ -128,6 +131,9 @@ pub struct StunArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
+    /// PID of a server on this machine: the report includes its CPU and RSS
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 }
 
 /// Run `icebreaker bench ...` from the command line.
@@ -161,6 +167,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 threads: a.threads.unwrap_or_else(turn::default_threads),
                 sockets: a.sockets,
                 timeout: Duration::from_millis(a.timeout_ms.max(1)),
+                server_pid: a.server_pid,
             };
             let report = run_stun(&cfg)?;
             if a.json {
@@ -237,6 +244,7 @@ pub fn turn_config(a: &TurnArgs) -> anyhow::Result<TurnBench> {
         drain: Duration::from_millis(a.drain_ms.min(10_000)),
         setup_timeout: Duration::from_secs(5),
         verbose: true,
+        server_pid: a.server_pid,
     })
 }
 
@@ -259,13 +267,13 @@ pub fn format_turn(r: &TurnReport) -> String {
     );
     let _ = writeln!(
         o,
-        "| step | target pkt/s | sent pkt/s | relayed pkt/s | Mbit/s | loss % | to peer % | RTT p50 µs | RTT p99 µs | gen CPU % |"
+        "| step | target pkt/s | sent pkt/s | relayed pkt/s | Mbit/s | loss % | to peer % | RTT p50 µs | RTT p99 µs | gen CPU % | server CPU % |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, s) in r.steps.iter().enumerate() {
         let _ = writeln!(
             o,
-            "| {} | {} | {:.0}{} | {:.0} | {:.1} | {:.3} | {} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {} | {:.0}{} | {:.0} | {:.1} | {:.3} | {} | {:.0} | {:.0} | {:.0} | {} |",
             i + 1,
             s.target_pps
                 .map_or_else(|| "flood".to_string(), |t| t.to_string()),
@@ -281,7 +289,9 @@ pub fn format_turn(r: &TurnReport) -> String {
             opt_pct(s.loss_to_peer_pct),
             s.rtt_p50_us,
             s.rtt_p99_us,
-            s.generator_cpu_pct
+            s.generator_cpu_pct,
+            s.server_cpu_pct
+                .map_or_else(|| "n/a".to_string(), |c| format!("{c:.0}"))
         );
     }
     if let Some(f) = &r.find_max {
@@ -330,7 +340,8 @@ pub fn format_stun(r: &StunReport) -> String {
          timeouts    {}\n\
          errors      {}\n\
          RTT         p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs\n\
-         generator   {:.0} % CPU\n",
+         generator   {:.0} % CPU\n\
+         server      {} % CPU\n",
         r.server,
         r.duration_s,
         r.threads,
@@ -342,7 +353,9 @@ pub fn format_stun(r: &StunReport) -> String {
         r.rtt_p50_us,
         r.rtt_p99_us,
         r.rtt_max_us,
-        r.generator_cpu_pct
+        r.generator_cpu_pct,
+        r.server_cpu_pct
+            .map_or_else(|| "n/a".to_string(), |c| format!("{c:.0}"))
     )
 }
 

@@ -34,6 +34,8 @@ pub struct StunBench {
     pub sockets: usize,
     /// When an unanswered request counts as lost.
     pub timeout: Duration,
+    /// Process ID of a local server whose CPU and memory the report includes.
+    pub server_pid: Option<u32>,
 }
 
 /// Report of a `bench stun` run.
@@ -65,6 +67,10 @@ pub struct StunReport {
     pub rtt_max_us: f64,
     /// CPU used by the generator, percent of one core.
     pub generator_cpu_pct: f64,
+    /// CPU of the server process (`server_pid`), percent of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// Resident memory of the server process at the end, KiB.
+    pub server_rss_kib: Option<u64>,
 }
 
 #[derive(Default)]
@@ -105,6 +111,7 @@ pub fn run_stun(cfg: &StunBench) -> anyhow::Result<StunReport> {
         all.push(v);
     }
     let cpu_before = sys::process_cpu_time();
+    let server_before = cfg.server_pid.and_then(sys::pid_cpu_time);
     let epoch = Instant::now();
     let end = epoch + cfg.duration;
     let mut total = Stats::default();
@@ -132,6 +139,13 @@ pub fn run_stun(cfg: &StunBench) -> anyhow::Result<StunReport> {
         return Err(e);
     }
     let wall = epoch.elapsed();
+    let server_cpu_pct = match (server_before, cfg.server_pid.and_then(sys::pid_cpu_time)) {
+        (Some(a), Some(b)) => {
+            Some(b.saturating_sub(a).as_secs_f64() * 100.0 / wall.as_secs_f64().max(1e-9))
+        }
+        _ => None,
+    };
+    let server_rss_kib = cfg.server_pid.and_then(sys::pid_rss_kib);
     let secs = cfg.duration.as_secs_f64();
     let cpu = sys::process_cpu_time().saturating_sub(cpu_before);
     if total.responses == 0 && total.timeouts > 0 {
@@ -155,6 +169,8 @@ pub fn run_stun(cfg: &StunBench) -> anyhow::Result<StunReport> {
         rtt_p99_us: total.hist.percentile(99.0) as f64 / 1000.0,
         rtt_max_us: total.hist.max() as f64 / 1000.0,
         generator_cpu_pct: cpu.as_secs_f64() * 100.0 / wall.as_secs_f64().max(1e-9),
+        server_cpu_pct,
+        server_rss_kib,
     })
 }
 

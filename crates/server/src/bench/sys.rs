@@ -376,6 +376,33 @@ pub fn process_cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// CPU time (user + system) used so far by process `pid`, from `/proc/PID/stat`; None when the
+/// process is gone or the file cannot be read.
+pub fn pid_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces: fields are counted after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    // SAFETY: sysconf has no pointer arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(Duration::from_nanos(
+        (utime + stime).saturating_mul(1_000_000_000) / hz,
+    ))
+}
+
+/// Resident set size of process `pid` in KiB (VmRSS).
+pub fn pid_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_sig: libc::c_int) {
@@ -468,5 +495,8 @@ mod tests {
         assert_eq!(ep.wait(1000).expect("wait"), 1);
         assert_eq!(ep.token(0), 7);
         assert!(process_cpu_time() > Duration::ZERO);
+        let me = std::process::id();
+        assert!(pid_cpu_time(me).is_some());
+        assert!(pid_rss_kib(me).is_some_and(|k| k > 0));
     }
 }

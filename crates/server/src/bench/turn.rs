@@ -100,6 +100,8 @@ pub struct TurnBench {
     pub setup_timeout: Duration,
     /// Print progress lines to stderr.
     pub verbose: bool,
+    /// Process ID of a local server whose CPU and memory each step reports.
+    pub server_pid: Option<u32>,
 }
 
 impl Default for TurnBench {
@@ -120,6 +122,7 @@ impl Default for TurnBench {
             drain: Duration::from_millis(300),
             setup_timeout: Duration::from_secs(5),
             verbose: false,
+            server_pid: None,
         }
     }
 }
@@ -176,6 +179,10 @@ pub struct StepResult {
     pub generator_cpu_pct: f64,
     /// Paced: the generator did not reach 97 % of the target rate.
     pub generator_limited: bool,
+    /// CPU of the server process (`server_pid`) over the send phase, percent of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// Resident memory of the server process at the end of the send phase, KiB.
+    pub server_rss_kib: Option<u64>,
 }
 
 impl StepResult {
@@ -747,7 +754,26 @@ fn data_phase(
     let drain_end = end + cfg.drain;
     let mut total = WorkerStats::default();
     let mut error: Option<anyhow::Error> = None;
+    let server_pid = cfg.server_pid;
+    let mut server_cpu = None;
+    let mut server_rss = None;
     std::thread::scope(|s| {
+        if let Some(pid) = server_pid {
+            // Sample the server exactly over the send phase.
+            let (cpu, rss) = (&mut server_cpu, &mut server_rss);
+            s.spawn(move || {
+                sleep_until(start);
+                let c0 = sys::pid_cpu_time(pid);
+                sleep_until(end);
+                let c1 = sys::pid_cpu_time(pid);
+                *rss = sys::pid_rss_kib(pid);
+                if let (Some(a), Some(b)) = (c0, c1) {
+                    *cpu = Some(
+                        b.saturating_sub(a).as_secs_f64() * 100.0 / (end - start).as_secs_f64(),
+                    );
+                }
+            });
+        }
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let mine: Vec<(u32, &UdpSocket)> = (t..n)
@@ -834,6 +860,8 @@ fn data_phase(
         rtt_max_us: total.hist.max() as f64 / 1000.0,
         generator_cpu_pct: cpu.as_secs_f64() * 100.0 / wall.as_secs_f64().max(1e-9),
         generator_limited: target_pps.is_some_and(|t| send_pps < t as f64 * RATE_REACHED),
+        server_cpu_pct: server_cpu,
+        server_rss_kib: server_rss,
     })
 }
 
@@ -906,9 +934,7 @@ fn worker(
     let max_owed = rate.map(|r| ((r * 0.005) as u64).max(n as u64 * 2));
     let mut owed_total = 0u64; // packets due so far (sent + failed + skipped)
     let mut cursor = 0usize;
-    while Instant::now() < start {
-        std::thread::sleep(start - Instant::now());
-    }
+    sleep_until(start);
     loop {
         let now = Instant::now();
         if now >= end || sys::interrupted() {
@@ -972,6 +998,16 @@ fn worker(
         }
     }
     Ok(st)
+}
+
+fn sleep_until(t: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= t || sys::interrupted() {
+            return;
+        }
+        std::thread::sleep(t - now);
+    }
 }
 
 fn send_k(
