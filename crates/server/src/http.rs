@@ -121,6 +121,9 @@ pub async fn serve_http(
     }
 }
 
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a connection may take to send its first byte and finish a TLS handshake.
 const TLS_SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -129,8 +132,13 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let builder =
+    let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // A client that trickles its request headers (slowloris) is cut off.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     if let Err(e) = builder
         .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
         .await
