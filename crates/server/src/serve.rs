@@ -11,6 +11,7 @@
 //! Neither direction allocates. The TURN state sits behind one mutex that is never held across
 //! an `.await`.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
@@ -722,50 +723,108 @@ enum Handled<'p> {
     Forward(Arc<UdpSocket>, SocketAddr, &'p [u8]),
 }
 
-async fn relay_task(shared: Arc<Shared>, id: RelayId, sock: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; PEER_HEADROOM + RELAY_MTU + 4];
-    loop {
-        let Some(space) = buf.get_mut(PEER_HEADROOM..PEER_HEADROOM + RELAY_MTU + 1) else {
-            return;
-        };
-        let (n, from) = match sock.recv_from(space).await {
-            Ok(x) => x,
-            Err(_) => continue,
-        };
-        if n > RELAY_MTU {
-            shared.metrics.dropped(DropReason::Malformed);
-            continue;
-        }
-        let t = now();
-        let out = {
-            let mut st = shared.state.lock();
-            let st = &mut *st;
-            st.turn.handle_peer(t, id, from, &mut buf, n).map(|o| {
-                let stream = st.streams.get(&o.client).cloned();
-                (o, stream)
-            })
-        };
-        let Some((o, stream)) = out else {
-            continue;
-        };
-        let Some(bytes) = buf.get(o.range.clone()) else {
-            continue;
-        };
-        match o.client.transport {
-            Transport::Udp => {
-                let Some(l) = shared.udp.get(&o.client.server) else {
-                    continue;
-                };
-                match l.try_send_to(bytes, o.client.client) {
-                    Ok(_) => shared.metrics.relayed(Direction::PeerToClient, n),
-                    Err(_) => shared.metrics.dropped(DropReason::Other),
-                }
+thread_local! {
+    /// The receive buffer of every relay socket served on this worker thread. A relay task
+    /// borrows it only between readiness and send, never across an `.await`, so an idle
+    /// allocation holds no buffer at all (memory per allocation stays small).
+    static RELAY_BUF: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0u8; PEER_HEADROOM + RELAY_MTU + 4].into_boxed_slice());
+}
+
+/// What one read from a relay socket led to.
+enum RelayStep {
+    /// Nothing more queued on the socket.
+    Drained,
+    /// A datagram was handled (sent, or dropped).
+    Handled,
+    /// A datagram for a TCP/TLS client, copied into the task's stream buffer (`len` bytes, of
+    /// which `payload` were the peer's data), to be written with an `.await`.
+    Stream(StreamWriter, usize, usize),
+}
+
+/// Read and handle one datagram from relay socket `id`.
+fn relay_one(
+    shared: &Shared,
+    id: RelayId,
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    stream_buf: &mut Vec<u8>,
+) -> RelayStep {
+    let Some(space) = buf.get_mut(PEER_HEADROOM..PEER_HEADROOM + RELAY_MTU + 1) else {
+        return RelayStep::Drained;
+    };
+    let (n, from) = match sock.try_recv_from(space) {
+        Ok(x) => x,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return RelayStep::Drained,
+        // ICMP errors and the like: the socket stays usable.
+        Err(_) => return RelayStep::Handled,
+    };
+    if n > RELAY_MTU {
+        shared.metrics.dropped(DropReason::Malformed);
+        return RelayStep::Handled;
+    }
+    let t = now();
+    let out = {
+        let mut st = shared.state.lock();
+        let st = &mut *st;
+        st.turn.handle_peer(t, id, from, buf, n).map(|o| {
+            let stream = if o.client.transport.is_stream() {
+                st.streams.get(&o.client).cloned()
+            } else {
+                None
+            };
+            (o, stream)
+        })
+    };
+    let Some((o, stream)) = out else {
+        return RelayStep::Handled;
+    };
+    let Some(bytes) = buf.get(o.range.clone()) else {
+        return RelayStep::Handled;
+    };
+    match (o.client.transport, stream) {
+        (Transport::Udp, _) => {
+            let Some(l) = shared.udp.get(&o.client.server) else {
+                return RelayStep::Handled;
+            };
+            match l.try_send_to(bytes, o.client.client) {
+                Ok(_) => shared.metrics.relayed(Direction::PeerToClient, n),
+                Err(_) => shared.metrics.dropped(DropReason::Other),
             }
-            Transport::Tcp | Transport::Tls => {
-                let Some(w) = stream else { continue };
-                let mut w = w.lock().await;
-                if w.write_all(bytes).await.is_ok() {
-                    shared.metrics.relayed(Direction::PeerToClient, n);
+            RelayStep::Handled
+        }
+        (_, Some(w)) => {
+            stream_buf.clear();
+            stream_buf.extend_from_slice(bytes);
+            RelayStep::Stream(w, bytes.len(), n)
+        }
+        (_, None) => RelayStep::Handled,
+    }
+}
+
+async fn relay_task(shared: Arc<Shared>, id: RelayId, sock: Arc<UdpSocket>) {
+    // Only datagrams for TCP/TLS clients need their bytes across an `.await`; this buffer is
+    // made on first use and then reused.
+    let mut stream_buf: Vec<u8> = Vec::new();
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        loop {
+            let step = RELAY_BUF.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut buf) => relay_one(&shared, id, &sock, &mut buf, &mut stream_buf),
+                Err(_) => RelayStep::Drained,
+            });
+            match step {
+                RelayStep::Drained => break,
+                RelayStep::Handled => {}
+                RelayStep::Stream(w, len, payload) => {
+                    let mut w = w.lock().await;
+                    if let Some(bytes) = stream_buf.get(..len) {
+                        if w.write_all(bytes).await.is_ok() {
+                            shared.metrics.relayed(Direction::PeerToClient, payload);
+                        }
+                    }
                 }
             }
         }
