@@ -30,7 +30,7 @@ enum Command {
     TurnCheck(icebreaker::client::turn_check::TurnCheckArgs),
     /// Print time-limited TURN REST credentials for a shared secret
     Credentials(CredentialsArgs),
-    /// Load generators: TURN relay throughput, STUN Binding rate, null-relay ceiling
+    /// Load generators: TURN relay throughput, STUN Binding rate, null-relay ceiling, signaling
     Bench(icebreaker::bench::BenchArgs),
     /// Configuration tools
     Config {

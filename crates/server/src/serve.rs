@@ -12,9 +12,14 @@
 //! an `.await`.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
+
+/// Maps on the packet path hash with foldhash (randomly seeded per process).
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -256,13 +261,55 @@ impl Shared {
     }
 }
 
+/// A clock read on every packet without a system call: a ticker task stores the monotonic offset
+/// and the Unix time every [`CLOCK_TICK`]; lifetimes (seconds to minutes) need no finer grain.
+struct CoarseClock {
+    base: Instant,
+    offset_ms: AtomicU64,
+    unix: AtomicU64,
+}
+
+/// How often the coarse clock advances.
+const CLOCK_TICK: Duration = Duration::from_millis(10);
+
+fn clock() -> &'static CoarseClock {
+    static CLOCK: OnceLock<CoarseClock> = OnceLock::new();
+    CLOCK.get_or_init(|| CoarseClock {
+        base: Instant::now(),
+        offset_ms: AtomicU64::new(0),
+        unix: AtomicU64::new(unix_now()),
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Advance the coarse clock to the real time.
+fn tick_clock() {
+    let c = clock();
+    let ms = u64::try_from(c.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+    c.offset_ms.fetch_max(ms, Ordering::Relaxed);
+    c.unix.store(unix_now(), Ordering::Relaxed);
+}
+
 fn now() -> Now {
+    let c = clock();
     Now {
-        mono: Instant::now(),
-        unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        mono: c.base + Duration::from_millis(c.offset_ms.load(Ordering::Relaxed)),
+        unix: c.unix.load(Ordering::Relaxed),
+    }
+}
+
+async fn clock_task() {
+    let mut tick = tokio::time::interval(CLOCK_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        tick_clock();
     }
 }
 
@@ -468,7 +515,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 16);
-    let mut udp = HashMap::new();
+    let mut udp = HashMap::default();
     let mut udp_workers = Vec::new();
     let mut tcp = Vec::new();
     let mut turn_addrs = Vec::new();
@@ -526,7 +573,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         state: Mutex::new(State {
             turn: icebreaker_turn::Server::new(tc),
             relays: RelayTable::default(),
-            streams: HashMap::new(),
+            streams: HashMap::default(),
         }),
         settings: settings.clone(),
         metrics: metrics.clone(),
@@ -546,6 +593,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tls.clone(),
         )));
     }
+    tick_clock();
+    tasks.push(tokio::spawn(clock_task()));
     tasks.push(tokio::spawn(timer_task(shared.clone())));
     let signal = crate::signal::SignalService::new(
         &config,

@@ -6,7 +6,12 @@ use icebreaker_stun::{
     attr, method, write_channel_data_header, ChannelData, Class, Error as StunError, Family,
     Message, MessageType, MessageWriter, TransactionId, CHANNEL_MAX, CHANNEL_MIN,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
+
+/// Maps on the packet path hash with foldhash (randomly seeded per process): several times
+/// cheaper than SipHash, and keys that clients choose are only inserted after authentication.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -471,11 +476,11 @@ impl Server {
             nonces,
             allocs: Vec::new(),
             free: Vec::new(),
-            by_tuple: HashMap::new(),
-            by_relay: HashMap::new(),
-            relay_addrs: HashSet::new(),
-            per_user: HashMap::new(),
-            reservations: HashMap::new(),
+            by_tuple: HashMap::default(),
+            by_relay: HashMap::default(),
+            relay_addrs: HashSet::default(),
+            per_user: HashMap::default(),
+            reservations: HashMap::default(),
             token_counter: 0,
             stats: Stats::default(),
         }

@@ -1,13 +1,16 @@
-//! `icebreaker bench`: load generators for the TURN relay and STUN Binding, and the null-relay
-//! ceiling (see `docs/BENCHMARKS.md` and `bench/compare`).
+//! `icebreaker bench`: load generators for the TURN relay and STUN Binding, the null-relay
+//! ceiling, and signaling over WebSocket (see `docs/BENCHMARKS.md`, `bench/compare` and
+//! `bench/compare-signal`).
 //!
 //! The data paths run on plain OS threads with non-blocking std sockets, `epoll` and
 //! `recvmmsg`/`sendmmsg` ([`sys`], the only module with `unsafe`); control transactions are
 //! synchronous ([`setup`]). Everything is bounded in time, and every allocation is released at
-//! the end (also after Ctrl-C / SIGTERM).
+//! the end (also after Ctrl-C / SIGTERM). The signaling generator ([`signal`]) runs on a small
+//! multi-threaded tokio runtime instead (WebSocket over TCP).
 
 pub mod hist;
 pub mod setup;
+pub mod signal;
 pub mod stun;
 pub mod sys;
 pub mod turn;
@@ -20,6 +23,9 @@ use anyhow::{bail, Context};
 use clap::{ArgGroup, Args, Subcommand};
 
 use crate::client::turn::Credentials;
+pub use signal::{
+    format_signal, run_signal, SignalBench, SignalLoad, SignalProtocol, SignalReport,
+};
 pub use stun::{run_stun, StunBench, StunReport};
 pub use turn::{run_turn, Load, StepResult, TurnBench, TurnReport};
 
@@ -38,6 +44,63 @@ pub enum BenchCommand {
     Turn(TurnArgs),
     /// STUN Binding requests/s, closed loop
     Stun(StunArgs),
+    /// Signaling over WebSocket: N clients in rooms of K relaying messages (Icebreaker or socket.io)
+    Signal(SignalArgs),
+}
+
+/// `icebreaker bench signal`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("load").args(["rate", "max"])))]
+pub struct SignalArgs {
+    /// The server's HTTP listener, http://HOST:PORT
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// Wire protocol: Icebreaker's /ws, or socket.io v4 with the codelab events
+    #[arg(long, value_enum, default_value_t = SignalProtocol::Icebreaker)]
+    pub protocol: SignalProtocol,
+    /// Number of WebSocket clients (a multiple of --room-size)
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub clients: usize,
+    /// Members per room (rooms are <prefix>0, <prefix>1, ...); socket.io: 2
+    #[arg(long, default_value_t = 2, value_name = "K")]
+    pub room_size: usize,
+    /// Paced load: messages/s sent by all clients together
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    pub rate: Option<u64>,
+    /// Send as fast as the server delivers, --in-flight messages under way per room
+    #[arg(long)]
+    pub max: bool,
+    /// With --max: messages under way per room
+    #[arg(long, default_value_t = 16, value_name = "F")]
+    pub in_flight: usize,
+    /// Seconds of load; 0: only connect, measure idle memory, close
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub duration: u64,
+    /// Bytes of JSON payload per message (like an ICE candidate), 128..=16384
+    #[arg(long, default_value_t = 210, value_name = "BYTES")]
+    pub size: usize,
+    /// Generator threads (tokio workers) [default: number of cores]
+    #[arg(long, value_name = "T")]
+    pub threads: Option<usize>,
+    /// Room name prefix
+    #[arg(long, default_value = "room-", value_name = "P")]
+    pub room_prefix: String,
+    /// WebSocket handshakes + joins under way at a time
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub connect_parallel: usize,
+    /// Milliseconds between the last join and the idle memory sample
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub settle_ms: u64,
+    /// Longest wait in milliseconds for messages under way after the load
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    pub drain_ms: u64,
+    /// PID of the server on this machine: the report includes its CPU during the load and its
+    /// RSS (baseline, idle with all clients joined, end)
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Print the report as JSON on stdout (progress goes to stderr)
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `icebreaker bench turn`.
@@ -177,7 +240,55 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::Signal(a) => {
+            let cfg = signal_config(&a)?;
+            let report = run_signal(&cfg)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", format_signal(&report));
+            }
+            Ok(if report.interrupted {
+                ExitCode::from(130)
+            } else if report.connected == 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
+}
+
+/// Build the library configuration of `bench signal` from the command line.
+pub fn signal_config(a: &SignalArgs) -> anyhow::Result<SignalBench> {
+    let load = match (a.rate, a.max) {
+        (Some(r), false) => SignalLoad::Rate(r),
+        (None, true) => SignalLoad::Max {
+            in_flight: a.in_flight,
+        },
+        (None, false) if a.duration == 0 => SignalLoad::Rate(1),
+        _ => bail!("give --rate MSGS_PER_SEC or --max (or --duration 0 for idle connections)"),
+    };
+    if a.duration > 3600 {
+        bail!("--duration must be 0..=3600 seconds");
+    }
+    Ok(SignalBench {
+        server: a.server.clone(),
+        protocol: a.protocol,
+        clients: a.clients,
+        room_size: a.room_size,
+        room_prefix: a.room_prefix.clone(),
+        load,
+        duration: Duration::from_secs(a.duration),
+        size: a.size,
+        threads: a.threads.unwrap_or_else(turn::default_threads).max(1),
+        connect_parallel: a.connect_parallel.clamp(1, 1024),
+        connect_timeout: Duration::from_secs(10),
+        settle: Duration::from_millis(a.settle_ms.min(60_000)),
+        drain: Duration::from_millis(a.drain_ms.min(60_000)),
+        verbose: true,
+        server_pid: a.server_pid,
+    })
 }
 
 fn secs(s: u64) -> anyhow::Result<Duration> {
@@ -375,7 +486,7 @@ mod tests {
         v.extend_from_slice(args);
         match Cli::try_parse_from(v)?.command {
             BenchCommand::Turn(a) => turn_config(&a),
-            BenchCommand::Stun(_) => bail!("not turn"),
+            _ => bail!("not turn"),
         }
     }
 
@@ -429,5 +540,55 @@ mod tests {
         assert!(turn(&["--user", "a:b", "--rate", "1"]).is_err()); // no server
         assert!(turn(&["--server", "127.0.0.1", "--user", "nopass", "--rate", "1"]).is_err());
         assert!(turn(&["--null-relay", "--rate", "1", "--duration", "0"]).is_err());
+    }
+
+    fn signal(args: &[&str]) -> anyhow::Result<SignalBench> {
+        let mut v = vec!["bench", "signal"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v)?.command {
+            BenchCommand::Signal(a) => signal_config(&a),
+            _ => bail!("not signal"),
+        }
+    }
+
+    #[test]
+    fn signal_arguments() {
+        let c = signal(&[
+            "--server",
+            "http://127.0.0.1:8080",
+            "--clients",
+            "200",
+            "--room-size",
+            "4",
+            "--rate",
+            "5000",
+            "--duration",
+            "3",
+            "--server-pid",
+            "42",
+        ])
+        .expect("parses");
+        assert_eq!(c.load, SignalLoad::Rate(5000));
+        assert_eq!((c.clients, c.room_size, c.server_pid), (200, 4, Some(42)));
+        assert_eq!(c.protocol, SignalProtocol::Icebreaker);
+        let c = signal(&[
+            "--server",
+            "http://127.0.0.1:8080",
+            "--max",
+            "--in-flight",
+            "8",
+            "--protocol",
+            "socketio",
+        ])
+        .expect("parses");
+        assert_eq!(c.load, SignalLoad::Max { in_flight: 8 });
+        assert_eq!(c.protocol, SignalProtocol::Socketio);
+        let c = signal(&["--server", "http://127.0.0.1:1", "--duration", "0"]).expect("idle");
+        assert!(c.duration.is_zero());
+        // Mistakes.
+        assert!(signal(&["--server", "http://127.0.0.1:1"]).is_err()); // no load
+        assert!(signal(&["--server", "http://127.0.0.1:1", "--rate", "1", "--max"]).is_err());
+        assert!(signal(&["--rate", "1"]).is_err()); // no server
+        assert!(signal(&["--server", "x", "--max", "--protocol", "mqtt"]).is_err());
     }
 }
