@@ -46,6 +46,8 @@ use crate::metrics::{
 const RELAY_MTU: usize = 4096;
 /// Largest frame accepted from a client.
 const CLIENT_MTU: usize = 65_535 + 4;
+/// Initial receive buffer of a TCP/TLS connection.
+const STREAM_BUF_START: usize = 4096;
 /// Socket buffer size asked for on listener sockets.
 const LISTENER_BUFFER: usize = 4 << 20;
 /// A TCP/TLS connection with no allocation is closed after this long without a frame.
@@ -929,7 +931,8 @@ where
     let writer: StreamWriter = Arc::new(AsyncMutex::new(Box::new(wr)));
     shared.state.lock().streams.insert(tuple, writer.clone());
     let mut shutdown = shared.shutdown.clone();
-    let mut buf = vec![0u8; CLIENT_MTU + 4];
+    // Starts small (an idle connection costs little) and grows once to the largest frame seen.
+    let mut buf = vec![0u8; STREAM_BUF_START];
     let mut out = vec![0u8; 2048];
     let mut filled = 0usize;
     'conn: loop {
@@ -945,8 +948,11 @@ where
                 }
             };
             if len > buf.len() {
-                shared.metrics.dropped(DropReason::Malformed);
-                break 'conn;
+                if len > CLIENT_MTU {
+                    shared.metrics.dropped(DropReason::Malformed);
+                    break 'conn;
+                }
+                buf.resize(len, 0);
             }
             if filled < len {
                 break;
