@@ -619,18 +619,33 @@ impl Server {
             return ClientOutput::None;
         };
         let peer = ch.peer;
-        if !a.permitted(peer.ip(), now.mono) {
-            self.stats.dropped_no_permission += 1;
-            return ClientOutput::None;
-        }
-        let Some(relay) = a.relay_for(peer.ip()) else {
-            self.stats.dropped_no_permission += 1;
-            return ClientOutput::None;
-        };
-        ClientOutput::Forward {
-            relay,
-            peer: self.wire_peer(peer),
-            data: cd.data,
+        self.forward(now, i, peer, cd.data)
+    }
+
+    /// Forward `data` from allocation `i` to `peer`, if a permission covers the peer.
+    fn forward<'p>(
+        &mut self,
+        now: Now,
+        i: u32,
+        peer: SocketAddr,
+        data: &'p [u8],
+    ) -> ClientOutput<'p> {
+        let relay = self
+            .allocs
+            .get(i as usize)
+            .and_then(|a| a.as_ref())
+            .filter(|a| a.permitted(peer.ip(), now.mono))
+            .and_then(|a| a.relay_for(peer.ip()));
+        match relay {
+            Some(relay) => ClientOutput::Forward {
+                relay,
+                peer: self.wire_peer(peer),
+                data,
+            },
+            None => {
+                self.stats.dropped_no_permission += 1;
+                ClientOutput::None
+            }
         }
     }
 
@@ -683,22 +698,7 @@ impl Server {
             self.stats.peer_denied += 1;
             return ClientOutput::None;
         }
-        let Some(a) = self.allocs.get(i as usize).and_then(|a| a.as_ref()) else {
-            return ClientOutput::None;
-        };
-        if !a.permitted(peer.ip(), now.mono) {
-            self.stats.dropped_no_permission += 1;
-            return ClientOutput::None;
-        }
-        let Some(relay) = a.relay_for(peer.ip()) else {
-            self.stats.dropped_no_permission += 1;
-            return ClientOutput::None;
-        };
-        ClientOutput::Forward {
-            relay,
-            peer: self.wire_peer(peer),
-            data,
-        }
+        self.forward(now, i, peer, data)
     }
 
     /// Handle a request; returns the length of the reply written into `out` (0: no reply).
