@@ -215,7 +215,7 @@ pub struct SignalReport {
     pub delivered_in_window: u64,
     /// Delivered within the load phase per second.
     pub messages_per_s: f64,
-    /// Sent send rate, messages/s.
+    /// Send rate achieved, messages/s.
     pub send_rate: f64,
     /// sent − delivered after the drain.
     pub lost: u64,
@@ -1130,7 +1130,11 @@ impl Client {
             tokio::select! {
                 biased;
                 changed = phase.changed() => {
-                    let p = if changed.is_ok() { phase.borrow_and_update().clone() } else { Phase::Close };
+                    let p = if changed.is_ok() {
+                        phase.borrow_and_update().clone()
+                    } else {
+                        Phase::Close
+                    };
                     exit = self.on_phase(p, Instant::now());
                 }
                 _ = &mut timer, if armed.is_some() => {
@@ -1422,8 +1426,9 @@ impl Client {
             self.local.duplicates += 1;
             return;
         }
-        self.local.gaps += p.s - *exp;
-        *exp = p.s + 1;
+        // Numbers from the network: no arithmetic that can overflow.
+        self.local.gaps = self.local.gaps.saturating_add(p.s - *exp);
+        *exp = p.s.saturating_add(1);
         self.local.delivered += 1;
         let now_ns = self.ctx.now_ns(now);
         self.local.latencies.push(now_ns.saturating_sub(p.t));
