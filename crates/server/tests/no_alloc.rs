@@ -1,5 +1,6 @@
 //! The relay path of the running server allocates nothing per packet: a counting global allocator
-//! around 10,000 ChannelData round trips (client → server → echo peer → server → client).
+//! around 10,000 ChannelData round trips (client → server → echo peer → server → client), over
+//! UDP and TCP, and around 10,000 STUN Binding requests.
 #![allow(unsafe_code)] // a GlobalAlloc wrapper needs it; the server itself forbids unsafe code.
 
 mod common;
@@ -48,6 +49,23 @@ async fn round_trips(c: &mut TurnClient, n: usize, payload: &[u8]) {
     }
 }
 
+async fn bindings(
+    sock: &tokio::net::UdpSocket,
+    req: &[u8],
+    server: std::net::SocketAddr,
+    n: usize,
+) {
+    let mut resp = [0u8; 256];
+    for _ in 0..n {
+        sock.send_to(req, server).await.expect("send");
+        let got = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut resp))
+            .await
+            .expect("binding answered")
+            .expect("recv");
+        assert!(got >= 20);
+    }
+}
+
 #[test]
 fn relayed_channel_data_allocates_nothing_per_packet() {
     // One worker thread: the runtime is the server's and the client's; nothing else runs.
@@ -81,6 +99,31 @@ fn relayed_channel_data_allocates_nothing_per_packet() {
             );
             c.refresh(0).await.expect("delete");
         }
+
+        // STUN Binding: a prebuilt request over a plain socket (the test side allocates nothing).
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut req = [0u8; 28];
+        let len = {
+            let typ = icebreaker_stun::MessageType::new(
+                icebreaker_stun::method::BINDING,
+                icebreaker_stun::Class::Request,
+            );
+            let mut w = icebreaker_stun::MessageWriter::new(&mut req, typ, &[7; 12]).expect("w");
+            w.fingerprint().expect("fingerprint");
+            w.finish()
+        };
+        let req = &req[..len];
+        bindings(&sock, req, srv.turn[0], 500).await;
+        let before = ALLOCS.load(Ordering::Relaxed);
+        bindings(&sock, req, srv.turn[0], 10_000).await;
+        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        eprintln!("STUN Binding: {allocs} heap allocations in 10000 requests");
+        assert!(
+            allocs < 20,
+            "{allocs} allocations for 10000 Binding requests"
+        );
         srv.shutdown().await;
     });
 }
