@@ -1062,10 +1062,8 @@ impl Server {
         a: &Allocation,
         signer: Signer,
     ) -> usize {
-        let typ = MessageType::new(method::ALLOCATE, Class::Success);
         let remaining = a.expires.saturating_duration_since(now.mono).as_secs() as u32;
-        let r = (|| -> Result<usize, StunError> {
-            let mut w = MessageWriter::new(out, typ, msg.transaction_id())?;
+        self.write_success(out, msg, signer, |w| {
             for (_, addr) in a.relays.iter().flatten() {
                 w.xor_address(
                     attr::XOR_RELAYED_ADDRESS,
@@ -1086,15 +1084,8 @@ impl Server {
             if let Some(t) = a.reservation {
                 w.attr(attr::RESERVATION_TOKEN, &t)?;
             }
-            w.xor_address(attr::XOR_MAPPED_ADDRESS, a.tuple.client)?;
-            if !self.cfg.software.is_empty() {
-                w.attr(attr::SOFTWARE, self.cfg.software.as_bytes())?;
-            }
-            signer.sign(&mut w)?;
-            w.fingerprint()?;
-            Ok(w.finish())
-        })();
-        r.unwrap_or(0)
+            w.xor_address(attr::XOR_MAPPED_ADDRESS, a.tuple.client)
+        })
     }
 
     fn write_success(
