@@ -102,10 +102,10 @@ function addTile(id, name) {
   caption.append(nameEl, media, state, path, rate);
   root.append(video, caption);
   el('tiles').append(root);
-  updateAlone();
   /** @type {Tile} */
   const tile = { root, video, state, path, rate, media, frames: 0, stats: null, conn: 'new' };
   tiles.set(id, tile);
+  updateAlone();
   if ('requestVideoFrameCallback' in video) {
     const onFrame = () => {
       if (tiles.get(id) !== tile) return;
