@@ -55,6 +55,16 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    if let Some(signal) = &state.signal {
+        let st = signal.stats();
+        let m = &state.metrics;
+        m.signal_sessions
+            .set(i64::try_from(st.sessions).unwrap_or(i64::MAX));
+        m.signal_sessions_attached
+            .set(i64::try_from(st.attached).unwrap_or(i64::MAX));
+        m.signal_rooms
+            .set(i64::try_from(st.rooms).unwrap_or(i64::MAX));
+    }
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         state.metrics.encode(),

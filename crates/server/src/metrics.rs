@@ -189,6 +189,12 @@ pub struct Metrics {
     pub dropped_packets: [Counter; 4],
     /// `icebreaker_turn_peer_denied_total`: permissions/sends refused by the peer address policy.
     pub peer_denied: Counter,
+    /// `icebreaker_signal_sessions`: signaling sessions alive (attached or in their grace period).
+    pub signal_sessions: Gauge,
+    /// `icebreaker_signal_sessions_attached`: signaling sessions with a connection attached.
+    pub signal_sessions_attached: Gauge,
+    /// `icebreaker_signal_rooms`: signaling rooms.
+    pub signal_rooms: Gauge,
 }
 
 /// Counter families are registered without the `_total` suffix (prometheus-client appends it to
@@ -314,6 +320,25 @@ impl Metrics {
             peer_denied.clone(),
         );
 
+        let signal_sessions = Gauge::default();
+        registry.register(
+            "icebreaker_signal_sessions",
+            "Signaling sessions alive (attached or in their grace period)",
+            signal_sessions.clone(),
+        );
+        let signal_sessions_attached = Gauge::default();
+        registry.register(
+            "icebreaker_signal_sessions_attached",
+            "Signaling sessions with a connection attached",
+            signal_sessions_attached.clone(),
+        );
+        let signal_rooms = Gauge::default();
+        registry.register(
+            "icebreaker_signal_rooms",
+            "Signaling rooms",
+            signal_rooms.clone(),
+        );
+
         Metrics {
             registry,
             allocations,
@@ -327,6 +352,9 @@ impl Metrics {
             error_responses,
             dropped_packets,
             peer_denied,
+            signal_sessions,
+            signal_sessions_attached,
+            signal_rooms,
         }
     }
 

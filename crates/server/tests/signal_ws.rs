@@ -49,6 +49,10 @@ async fn join_presence_and_relay() {
     assert_eq!(pj["type"], "peer-joined");
     assert_eq!(pj["seq"], 2);
     assert_eq!(pj["peer"], json!({"id": peer_of(&jb), "name": "Grace"}));
+    let (_, m) = common::http_get(srv.http, "/metrics").await;
+    assert!(m.contains("icebreaker_signal_sessions 2"), "{m}");
+    assert!(m.contains("icebreaker_signal_sessions_attached 2"), "{m}");
+    assert!(m.contains("icebreaker_signal_rooms 1"), "{m}");
 
     // signal A → B, stamped with A's id (a forged `from` is ignored).
     send(
