@@ -935,6 +935,9 @@ where
     let mut buf = vec![0u8; STREAM_BUF_START];
     let mut out = vec![0u8; 2048];
     let mut filled = 0usize;
+    let mut last_data = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep(IDLE_NO_ALLOCATION);
+    tokio::pin!(idle_timer);
     'conn: loop {
         // Frame everything buffered.
         loop {
@@ -971,20 +974,32 @@ where
             buf.copy_within(len..filled, 0);
             filled -= len;
         }
-        let has_alloc = shared.state.lock().turn.relays_of(&tuple).next().is_some();
-        let idle = if has_alloc {
-            IDLE_WITH_ALLOCATION
-        } else {
-            IDLE_NO_ALLOCATION
-        };
         let Some(space) = buf.get_mut(filled..) else {
             break;
         };
         tokio::select! {
-            r = tokio::time::timeout(idle, rd.read(space)) => match r {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-                Ok(Ok(n)) => filled += n,
+            r = rd.read(space) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    filled += n;
+                    last_data = tokio::time::Instant::now();
+                }
             },
+            // The idle timer is not touched per read: when it fires, it is pushed to the real
+            // deadline (which depends on whether the connection holds an allocation).
+            _ = &mut idle_timer => {
+                let has_alloc = shared.state.lock().turn.relays_of(&tuple).next().is_some();
+                let idle = if has_alloc {
+                    IDLE_WITH_ALLOCATION
+                } else {
+                    IDLE_NO_ALLOCATION
+                };
+                let deadline = last_data + idle;
+                if deadline <= tokio::time::Instant::now() {
+                    break;
+                }
+                idle_timer.as_mut().reset(deadline);
+            }
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }

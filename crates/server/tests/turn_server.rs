@@ -237,8 +237,18 @@ async fn garbage_is_dropped_while_others_keep_being_served() {
         good.send_channel_data(0x4000, &msg).await.expect("send");
         assert_eq!(recv_data(&mut good).await, msg);
     }
-    let (status, metrics) = http_get(srv.http, "/metrics").await;
-    assert_eq!(status, 200);
+    // Gauges are published by the once-a-second timer: wait for the next publication.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let metrics = loop {
+        let (status, metrics) = http_get(srv.http, "/metrics").await;
+        assert_eq!(status, 200);
+        if metrics.contains("icebreaker_turn_allocations 1")
+            || tokio::time::Instant::now() > deadline
+        {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         metrics.contains("icebreaker_turn_allocations 1"),
         "{metrics}"

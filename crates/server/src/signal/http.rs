@@ -211,6 +211,25 @@ pub(super) async fn send(
     json_response(StatusCode::OK, r#"{"ok":true}"#.to_string())
 }
 
+/// What every stream request (SSE, long-poll) starts with: the service (signaling enabled, Origin
+/// allowed), the session token and the `last_seq` to continue after.
+fn stream_request<'a>(
+    state: &HttpState,
+    params: &'a HashMap<String, String>,
+    headers: &'a HeaderMap,
+    sse: bool,
+) -> Result<(Arc<SignalService>, &'a str, u64), Box<Response>> {
+    let svc = service(state, headers)?;
+    let Some(token) = session_token(params, headers) else {
+        return Err(Box::new(error_response(
+            &bad("give the session as ?session=S or Authorization: Bearer S"),
+            None,
+        )));
+    };
+    let last = last_seq(params, headers, sse).map_err(|e| Box::new(error_response(&e, None)))?;
+    Ok((svc, token, last))
+}
+
 /// The `last_seq` a stream request continues after: `Last-Event-ID` (SSE reconnect) or
 /// `?last_seq=N`, default 0.
 fn last_seq(
@@ -261,19 +280,9 @@ pub(super) async fn events(
     Query(params): Params,
     headers: HeaderMap,
 ) -> Response {
-    let svc = match service(&state, &headers) {
-        Ok(s) => s,
+    let (svc, token, last) = match stream_request(&state, &params, &headers, true) {
+        Ok(x) => x,
         Err(r) => return *r,
-    };
-    let Some(token) = session_token(&params, &headers) else {
-        return error_response(
-            &bad("give the session as ?session=S or Authorization: Bearer S"),
-            None,
-        );
-    };
-    let last = match last_seq(&params, &headers, true) {
-        Ok(n) => n,
-        Err(e) => return error_response(&e, None),
     };
     let att = match svc.open(
         Open::Sse {
@@ -347,19 +356,9 @@ pub(super) async fn poll(
     Query(params): Params,
     headers: HeaderMap,
 ) -> Response {
-    let svc = match service(&state, &headers) {
-        Ok(s) => s,
+    let (svc, token, last) = match stream_request(&state, &params, &headers, false) {
+        Ok(x) => x,
         Err(r) => return *r,
-    };
-    let Some(token) = session_token(&params, &headers) else {
-        return error_response(
-            &bad("give the session as ?session=S or Authorization: Bearer S"),
-            None,
-        );
-    };
-    let last = match last_seq(&params, &headers, false) {
-        Ok(n) => n,
-        Err(e) => return error_response(&e, None),
     };
     let timeout = match parse_u64(&params, "timeout") {
         Ok(t) => t.unwrap_or(POLL_DEFAULT).clamp(1, POLL_MAX),
