@@ -970,6 +970,11 @@ impl Server {
             };
             slots[slot_of(r.relay.1)] = Some(r.relay);
         } else {
+            // Each reservation holds a bound socket for 30 s and is not an allocation: bound
+            // them like allocations, so that allocate-reserve-delete loops cannot pile them up.
+            if even == Some(true) && self.reservations.len() >= self.cfg.max_allocations {
+                return Err(Reject::signed(508, signer));
+            }
             let family = requested_family.unwrap_or(Family::V4);
             let req = RelayRequest {
                 family,

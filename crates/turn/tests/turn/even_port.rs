@@ -140,3 +140,23 @@ fn clear_releases_allocations_and_reservations() {
     assert!(env.relays.live.is_empty());
     assert_eq!(env.server.allocation_count(), 0);
 }
+
+#[test]
+fn reservations_are_bounded_like_allocations() {
+    // Allocate with the R bit, delete, repeat: each round leaves a reservation (a bound socket)
+    // for 30 s. They stop at max_allocations.
+    let mut cfg = config();
+    cfg.max_allocations = 3;
+    let mut env = Env::with(cfg);
+    let mut c = Client::alice("203.0.113.50:40000");
+    for _ in 0..3 {
+        env.signed(&mut c, |c| c.allocate_req().even_port(true))
+            .assert_success();
+        env.refresh(&mut c, Some(0)).assert_success();
+    }
+    env.signed(&mut c, |c| c.allocate_req().even_port(true))
+        .assert_error(508);
+    // Without the R bit, allocating still works.
+    env.signed(&mut c, |c| c.allocate_req().even_port(false))
+        .assert_success();
+}
