@@ -216,6 +216,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ICEBREAKER_MAX_ALLOCATIONS_PER_USER", value_name = "N")]
     pub max_allocations_per_user: Option<usize>,
 
+    /// UDP worker threads, each with its own listener socket and share of the allocations;
+    /// 0 means one per CPU core [default: 0]
+    #[arg(long, env = "ICEBREAKER_UDP_WORKERS", value_name = "N")]
+    pub udp_workers: Option<usize>,
+
     /// Longest allocation lifetime a client may request, seconds [default: 3600]
     #[arg(long, env = "ICEBREAKER_MAX_LIFETIME", value_name = "SECS")]
     pub max_lifetime: Option<u32>,
@@ -319,6 +324,7 @@ struct FileConfig {
     http_listen: Option<String>,
     max_allocations: Option<usize>,
     max_allocations_per_user: Option<usize>,
+    udp_workers: Option<usize>,
     max_lifetime: Option<u32>,
     default_lifetime: Option<u32>,
     nonce_lifetime: Option<u32>,
@@ -357,6 +363,8 @@ pub struct Config {
     pub http_listen: SocketAddr,
     pub max_allocations: usize,
     pub max_allocations_per_user: usize,
+    /// UDP worker threads (0: one per core).
+    pub udp_workers: usize,
     pub max_lifetime: u32,
     pub default_lifetime: u32,
     pub nonce_lifetime: u32,
@@ -401,6 +409,7 @@ impl Default for Config {
             http_listen: DEFAULT_HTTP_LISTEN,
             max_allocations: DEFAULT_MAX_ALLOCATIONS,
             max_allocations_per_user: DEFAULT_MAX_ALLOCATIONS_PER_USER,
+            udp_workers: 0,
             max_lifetime: DEFAULT_MAX_LIFETIME,
             default_lifetime: DEFAULT_LIFETIME,
             nonce_lifetime: DEFAULT_NONCE_LIFETIME,
@@ -449,6 +458,7 @@ impl fmt::Debug for Config {
             .field("http_listen", &self.http_listen)
             .field("max_allocations", &self.max_allocations)
             .field("max_allocations_per_user", &self.max_allocations_per_user)
+            .field("udp_workers", &self.udp_workers)
             .field("max_lifetime", &self.max_lifetime)
             .field("default_lifetime", &self.default_lifetime)
             .field("nonce_lifetime", &self.nonce_lifetime)
@@ -816,6 +826,10 @@ impl Config {
                 .max_allocations_per_user
                 .or(f.max_allocations_per_user)
                 .unwrap_or(d.max_allocations_per_user),
+            udp_workers: args
+                .udp_workers
+                .or(f.udp_workers)
+                .unwrap_or(d.udp_workers),
             max_lifetime: args
                 .max_lifetime
                 .or(f.max_lifetime)

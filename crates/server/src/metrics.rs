@@ -389,6 +389,19 @@ impl Metrics {
         self.relayed_bytes.get(direction).inc_by(bytes as u64);
     }
 
+    /// Count `packets` relayed packets of `bytes` payload bytes in all.
+    #[inline]
+    pub fn relayed_many(&self, direction: Direction, packets: u64, bytes: u64) {
+        self.relayed_packets.get(direction).inc_by(packets);
+        self.relayed_bytes.get(direction).inc_by(bytes);
+    }
+
+    /// Count `n` dropped packets.
+    #[inline]
+    pub fn dropped_many(&self, reason: DropReason, n: u64) {
+        self.dropped_packets[reason as usize].inc_by(n);
+    }
+
     /// Everything in the Prometheus text exposition format 0.0.4 (serve as
     /// `text/plain; version=0.0.4`).
     pub fn encode(&self) -> String {

@@ -12,21 +12,15 @@
 //! an `.await`.
 
 use std::cell::RefCell;
-use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
-
-/// Maps on the packet path hash with foldhash (randomly seeded per process).
-type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use icebreaker_stun::Family;
 use icebreaker_turn::{
-    ClientOutput, Credentials, ExternalMap, FiveTuple, Now, PeerFilter, RelayBinding, RelayError,
-    RelayId, RelayProvider, RelayRequest, Stats, Transport, PEER_HEADROOM,
+    ClientOutput, Credentials, ExternalMap, FiveTuple, Now, PeerFilter, RelayId, RelayProvider,
+    Stats, Transport, PEER_HEADROOM,
 };
 use parking_lot::Mutex;
 use rand::Rng;
@@ -41,10 +35,10 @@ use crate::http::{serve_http, HttpState};
 use crate::metrics::{
     AuthFailure as MAuth, Direction, DropReason, Metrics, TransportLabel, ERROR_CODES,
 };
+use crate::relay::{Binder, HashMap, RelayPool, RelaySettings, RelaySocket, RelayTable};
+use crate::udp::{UdpShard, UdpWorker, RELAY_MTU};
 
-/// Largest datagram relayed from a peer (larger ones are dropped).
-const RELAY_MTU: usize = 4096;
-/// Largest frame accepted from a client.
+/// Largest frame accepted from a TCP/TLS client.
 const CLIENT_MTU: usize = 65_535 + 4;
 /// Initial receive buffer of a TCP/TLS connection.
 const STREAM_BUF_START: usize = 4096;
@@ -59,171 +53,63 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type StreamWriter = Arc<AsyncMutex<Box<dyn AsyncWrite + Send + Unpin>>>;
 
-/// One relay socket and the task reading it.
-struct Relay {
+/// A relay socket of a TCP/TLS client's allocation, with the task reading it (aborted when the
+/// relay is released).
+struct TokioRelay {
     socket: Arc<UdpSocket>,
     task: Option<JoinHandle<()>>,
-    port: u16,
-    family: Family,
 }
 
-/// Relay sockets by id, and the ports in use.
-#[derive(Default)]
-struct RelayTable {
-    relays: HashMap<RelayId, Relay>,
-    used: HashSet<(bool, u16)>,
-    next_id: u32,
-    /// Relays bound during the current `handle_client` call, whose reader tasks still need to be
-    /// spawned (done after the state lock is released).
-    pending: Vec<RelayId>,
-}
-
-/// Binds relay sockets for the TURN server (the sans-IO crate's [`RelayProvider`]).
-struct Binder<'a> {
-    table: &'a mut RelayTable,
-    settings: &'a RelaySettings,
-}
-
-#[derive(Clone, Debug)]
-struct RelaySettings {
-    v4: Option<IpAddr>,
-    v6: Option<IpAddr>,
-    ports: (u16, u16),
-}
-
-impl Binder<'_> {
-    fn try_bind(&mut self, ip: IpAddr, port: u16) -> Option<Arc<UdpSocket>> {
-        let v4 = ip.is_ipv4();
-        if self.table.used.contains(&(v4, port)) {
-            return None;
+impl Drop for TokioRelay {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
         }
-        let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
-        let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).ok()?;
-        if !v4 {
-            sock.set_only_v6(true).ok()?;
-        }
-        sock.set_nonblocking(true).ok()?;
-        sock.bind(&SocketAddr::new(ip, port).into()).ok()?;
-        let std: StdUdpSocket = sock.into();
-        let tokio = UdpSocket::from_std(std).ok()?;
-        Some(Arc::new(tokio))
-    }
-
-    /// The socket of relay `id`.
-    fn socket(&self, id: RelayId) -> Option<Arc<UdpSocket>> {
-        self.table.relays.get(&id).map(|r| r.socket.clone())
-    }
-
-    fn register(&mut self, socket: Arc<UdpSocket>, port: u16, family: Family) -> RelayId {
-        self.table.next_id = self.table.next_id.wrapping_add(1);
-        let id = RelayId(self.table.next_id);
-        self.table.used.insert((matches!(family, Family::V4), port));
-        self.table.relays.insert(
-            id,
-            Relay {
-                socket,
-                task: None,
-                port,
-                family,
-            },
-        );
-        self.table.pending.push(id);
-        id
     }
 }
 
-impl RelayProvider for Binder<'_> {
-    fn bind(&mut self, req: RelayRequest) -> Result<RelayBinding, RelayError> {
-        let ip = match req.family {
-            Family::V4 => self.settings.v4,
-            Family::V6 => self.settings.v6,
-        }
-        .ok_or(RelayError::FamilyNotSupported)?;
-        let (lo, hi) = self.settings.ports;
-        let span = u32::from(hi - lo) + 1;
-        let start = rand::rng().random_range(0..span);
-        let step = if req.even_port { 2 } else { 1 };
-        let attempts = span.min(4096);
-        let mut i = 0;
-        while i < attempts {
-            let mut port = lo as u32 + (start + i) % span;
-            i += 1;
-            if req.even_port && port % 2 == 1 {
-                port += 1;
-                if port > u32::from(hi) {
-                    continue;
-                }
-            }
-            let port = port as u16;
-            let Some(sock) = self.try_bind(ip, port) else {
-                i += step - 1;
-                continue;
-            };
-            let mut reserved = None;
-            if req.reserve_next {
-                if port == hi {
-                    continue;
-                }
-                let Some(next) = self.try_bind(ip, port + 1) else {
-                    continue;
-                };
-                let rid = self.register(next, port + 1, req.family);
-                reserved = Some((rid, SocketAddr::new(ip, port + 1)));
-            }
-            // DONT-FRAGMENT needs nothing: Linux UDP sockets default to path-MTU discovery,
-            // which sets the DF bit on every datagram.
-            let id = self.register(sock, port, req.family);
-            return Ok(RelayBinding {
-                id,
-                addr: SocketAddr::new(ip, port),
-                reserved,
-            });
-        }
-        Err(RelayError::Exhausted)
-    }
-
-    fn release(&mut self, id: RelayId) {
-        if let Some(r) = self.table.relays.remove(&id) {
-            self.table
-                .used
-                .remove(&(matches!(r.family, Family::V4), r.port));
-            if let Some(t) = r.task {
-                t.abort();
-            }
-        }
-        self.table.pending.retain(|p| *p != id);
+impl RelaySocket for TokioRelay {
+    fn adopt(socket: StdUdpSocket) -> Option<Self> {
+        // Called from tokio tasks only (the stream shard is driven by them).
+        let socket = UdpSocket::from_std(socket).ok()?;
+        Some(TokioRelay {
+            socket: Arc::new(socket),
+            task: None,
+        })
     }
 }
 
-/// Everything behind the state lock.
+/// The TCP/TLS shard: allocations of stream clients, served by tokio tasks.
 struct State {
     turn: icebreaker_turn::Server,
-    relays: RelayTable,
+    relays: RelayTable<TokioRelay>,
     streams: HashMap<FiveTuple, StreamWriter>,
 }
 
 /// Shared by every task.
 struct Shared {
+    /// The TCP/TLS shard.
     state: Mutex<State>,
-    settings: RelaySettings,
+    /// The UDP shards, one per worker thread (see `udp.rs`).
+    udp_shards: Vec<Arc<UdpShard>>,
+    pool: Arc<RelayPool>,
+    group: Arc<icebreaker_turn::Group>,
     metrics: Arc<Metrics>,
-    /// UDP listener sockets by local address (one per worker; any may send).
-    udp: HashMap<SocketAddr, Arc<UdpSocket>>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Shared {
-    /// Run `f` on the TURN state with a relay binder, then start reader tasks for any relay
-    /// sockets it bound.
+    /// Run `f` on the stream shard's TURN state with a relay binder, then start reader tasks
+    /// for any relay sockets it bound.
     fn with_turn<R>(
         self: &Arc<Self>,
-        f: impl FnOnce(&mut icebreaker_turn::Server, &mut Binder<'_>) -> R,
+        f: impl FnOnce(&mut icebreaker_turn::Server, &mut Binder<'_, TokioRelay>) -> R,
     ) -> R {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let mut binder = Binder {
             table: &mut st.relays,
-            settings: &self.settings,
+            pool: &self.pool,
         };
         let r = f(&mut st.turn, &mut binder);
         if !st.relays.pending.is_empty() {
@@ -237,11 +123,26 @@ impl Shared {
         }
         r
     }
-}
 
-impl Shared {
-    /// Hand a client packet to the TURN state (counting it first); the answer to send back, or
-    /// the data to forward with its relay socket.
+    /// Run `f` on every shard with its relay binder (timer, shutdown).
+    fn each_shard(
+        self: &Arc<Self>,
+        mut f: impl FnMut(&mut icebreaker_turn::Server, &mut dyn RelayProvider),
+    ) {
+        for shard in &self.udp_shards {
+            let mut guard = shard.state.lock();
+            let st = &mut *guard;
+            let mut binder = Binder {
+                table: &mut st.relays,
+                pool: &self.pool,
+            };
+            f(&mut st.turn, &mut binder);
+        }
+        self.with_turn(|turn, binder| f(turn, binder));
+    }
+
+    /// Hand a client packet to the stream shard (counting it first); the answer to send back,
+    /// or the data to forward with its relay socket.
     fn client_packet<'p>(
         self: &Arc<Self>,
         tuple: FiveTuple,
@@ -254,10 +155,12 @@ impl Shared {
             |turn, binder| match turn.handle_client(t, tuple, packet, out, binder) {
                 ClientOutput::None => Handled::None,
                 ClientOutput::Reply(len) => Handled::Reply(len),
-                ClientOutput::Forward { relay, peer, data } => match binder.socket(relay) {
-                    Some(sock) => Handled::Forward(sock, peer, data),
-                    None => Handled::None,
-                },
+                ClientOutput::Forward { relay, peer, data } => {
+                    match binder.table.relays.get(&relay) {
+                        Some(r) => Handled::Forward(r.socket.clone(), peer, data),
+                        None => Handled::None,
+                    }
+                }
             },
         )
     }
@@ -298,7 +201,7 @@ fn tick_clock() {
     c.unix.store(unix_now(), Ordering::Relaxed);
 }
 
-fn now() -> Now {
+pub(crate) fn now() -> Now {
     let c = clock();
     Now {
         mono: c.base + Duration::from_millis(c.offset_ms.load(Ordering::Relaxed)),
@@ -324,7 +227,7 @@ fn transport_label(t: Transport) -> TransportLabel {
 }
 
 /// Count a STUN request or indication by method before handing it on (cheap header peek).
-fn count_request(metrics: &Metrics, packet: &[u8], transport: Transport) {
+pub(crate) fn count_request(metrics: &Metrics, packet: &[u8], transport: Transport) {
     if icebreaker_stun::is_stun(packet) {
         let typ = u16::from_be_bytes([packet[0], packet[1]]);
         let m = icebreaker_stun::MessageType::from_raw(typ);
@@ -353,6 +256,9 @@ pub struct Running {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Tells the UDP worker threads to end.
+    stop_workers: Arc<AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -365,7 +271,16 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.shared.with_turn(|turn, binder| turn.clear(binder));
+        self.stop_workers.store(true, Ordering::Relaxed);
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+        self.shared.each_shard(|turn, binder| turn.clear(binder));
+        self.shared.pool.clear();
     }
 
     /// The signaling service (tests: force-close streams, read counters).
@@ -376,7 +291,7 @@ impl Running {
 
     /// Number of live allocations.
     pub fn allocations(&self) -> usize {
-        self.shared.state.lock().turn.allocation_count()
+        self.shared.group.allocations()
     }
 }
 
@@ -412,7 +327,7 @@ fn default_route_ip() -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
-fn udp_listener(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<UdpSocket> {
+fn udp_listener(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<StdUdpSocket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -430,7 +345,7 @@ fn udp_listener(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<UdpSocket>
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())
         .with_context(|| format!("cannot bind UDP {addr}"))?;
-    Ok(UdpSocket::from_std(sock.into())?)
+    Ok(sock.into())
 }
 
 fn tcp_listener(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -513,26 +428,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
 
     // Listeners first, so that the filter knows every service address.
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16);
-    let mut udp = HashMap::default();
-    let mut udp_workers = Vec::new();
+    let workers = match config.udp_workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 64),
+        n => n,
+    };
+    // Per worker, one SO_REUSEPORT socket on each TURN listen address.
+    let mut udp_listeners: Vec<Vec<(SocketAddr, StdUdpSocket)>> =
+        (0..workers).map(|_| Vec::new()).collect();
     let mut tcp = Vec::new();
     let mut turn_addrs = Vec::new();
     for addr in &config.turn_listen {
         // The TCP listener picks the port when 0 is asked for; UDP then binds the same port.
         let t = tcp_listener(*addr)?;
         let bound = t.local_addr()?;
-        let first = udp_listener(bound, true)?;
-        let local = first.local_addr()?;
-        let first = Arc::new(first);
-        udp.insert(local, first.clone());
-        udp_workers.push((local, first));
-        for _ in 1..workers {
-            let s = Arc::new(udp_listener(local, true)?);
-            udp_workers.push((local, s));
+        let mut local = bound;
+        for (w, list) in udp_listeners.iter_mut().enumerate() {
+            let s = udp_listener(if w == 0 { bound } else { local }, true)?;
+            local = s.local_addr()?;
+            list.push((local, s));
         }
         turn_addrs.push(local);
         tcp.push((t, Transport::Tcp));
@@ -571,22 +487,43 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "no --user and no --turn-secret: STUN Binding only, every Allocate gets 401"
         );
     }
+    let pool = Arc::new(RelayPool::new(settings));
+    let group = tc.group.clone();
+    let udp_shards: Vec<Arc<UdpShard>> = (0..workers)
+        .map(|_| Arc::new(UdpShard::new(icebreaker_turn::Server::new(tc.clone()))))
+        .collect();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             turn: icebreaker_turn::Server::new(tc),
             relays: RelayTable::default(),
             streams: HashMap::default(),
         }),
-        settings: settings.clone(),
+        udp_shards: udp_shards.clone(),
+        pool: pool.clone(),
+        group,
         metrics: metrics.clone(),
-        udp,
         shutdown: shutdown.clone(),
     });
 
-    let mut tasks = Vec::new();
-    for (local, sock) in udp_workers {
-        tasks.push(tokio::spawn(udp_task(shared.clone(), local, sock)));
+    tick_clock();
+    let stop_workers = Arc::new(AtomicBool::new(false));
+    let mut worker_threads = Vec::new();
+    for (i, (shard, listeners)) in udp_shards.into_iter().zip(udp_listeners).enumerate() {
+        let w = UdpWorker {
+            shard,
+            pool: pool.clone(),
+            listeners,
+            metrics: metrics.clone(),
+            stop: stop_workers.clone(),
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("udp-{i}"))
+            .spawn(move || w.run())
+            .context("cannot start a UDP worker thread")?;
+        worker_threads.push(t);
     }
+
+    let mut tasks = Vec::new();
     for (listener, transport) in tcp {
         tasks.push(tokio::spawn(accept_task(
             shared.clone(),
@@ -595,7 +532,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tls.clone(),
         )));
     }
-    tick_clock();
     tasks.push(tokio::spawn(clock_task()));
     tasks.push(tokio::spawn(timer_task(shared.clone())));
     let signal = crate::signal::SignalService::new(
@@ -633,6 +569,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shared,
         stop,
         tasks,
+        stop_workers,
+        workers: worker_threads,
     })
 }
 
@@ -737,36 +675,6 @@ fn forward(shared: &Shared, sock: &UdpSocket, peer: SocketAddr, data: &[u8]) {
     }
 }
 
-async fn udp_task(shared: Arc<Shared>, local: SocketAddr, sock: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; CLIENT_MTU];
-    let mut out = vec![0u8; 2048];
-    loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                // ICMP errors surface here on some systems; keep serving.
-                tracing::trace!("udp recv: {e}");
-                continue;
-            }
-        };
-        let Some(packet) = buf.get(..n) else { continue };
-        let tuple = FiveTuple {
-            client: from,
-            server: local,
-            transport: Transport::Udp,
-        };
-        match shared.client_packet(tuple, packet, &mut out) {
-            Handled::None => {}
-            Handled::Reply(len) => {
-                if let Some(reply) = out.get(..len) {
-                    let _ = sock.try_send_to(reply, from);
-                }
-            }
-            Handled::Forward(relay, peer, data) => forward(&shared, &relay, peer, data),
-        }
-    }
-}
-
 /// What to do with a client packet once the TURN state has seen it.
 enum Handled<'p> {
     None,
@@ -833,23 +741,14 @@ fn relay_one(
     let Some(bytes) = buf.get(o.range.clone()) else {
         return RelayStep::Handled;
     };
-    match (o.client.transport, stream) {
-        (Transport::Udp, _) => {
-            let Some(l) = shared.udp.get(&o.client.server) else {
-                return RelayStep::Handled;
-            };
-            match l.try_send_to(bytes, o.client.client) {
-                Ok(_) => shared.metrics.relayed(Direction::PeerToClient, n),
-                Err(_) => shared.metrics.dropped(DropReason::Other),
-            }
-            RelayStep::Handled
-        }
-        (_, Some(w)) => {
+    // This shard only holds allocations of TCP/TLS clients.
+    match stream {
+        Some(w) => {
             stream_buf.clear();
             stream_buf.extend_from_slice(bytes);
             RelayStep::Stream(w, bytes.len(), n)
         }
-        (_, None) => RelayStep::Handled,
+        None => RelayStep::Handled,
     }
 }
 
@@ -1009,7 +908,7 @@ where
     let _ = w.shutdown().await;
 }
 
-/// Once a second: expire state and publish the counters.
+/// Once a second: expire state on every shard and publish the counters summed over them.
 async fn timer_task(shared: Arc<Shared>) {
     let mut last = Stats::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -1017,9 +916,10 @@ async fn timer_task(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let t = now();
-        let stats = shared.with_turn(|turn, binder| {
+        let mut stats = Stats::default();
+        shared.each_shard(|turn, binder| {
             turn.handle_timeout(t, binder);
-            turn.stats().clone()
+            stats.merge(turn.stats());
         });
         publish(&shared.metrics, &stats, &last);
         last = stats;

@@ -13,10 +13,12 @@
 
 pub mod auth;
 pub mod filter;
+pub mod group;
 mod server;
 
 pub use auth::{AuthFailure, Credentials, NonceIssuer};
 pub use filter::{Denied, PeerFilter};
+pub use group::Group;
 pub use icebreaker_stun::Family;
 pub use server::{
     ClientOutput, Config, ExternalMap, FiveTuple, Now, PeerOutput, RelayBinding, RelayError,

@@ -2,16 +2,17 @@
 
 use crate::auth::{AuthFailure, Credentials, NonceIssuer};
 use crate::filter::PeerFilter;
+use crate::group::{Group, Reservation};
+use std::sync::Arc;
 use icebreaker_stun::{
     attr, method, write_channel_data_header, ChannelData, Class, Error as StunError, Family,
     Message, MessageType, MessageWriter, TransactionId, CHANNEL_MAX, CHANNEL_MIN,
 };
-use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
+use std::collections::HashMap as StdHashMap;
 
 /// Maps on the packet path hash with foldhash (randomly seeded per process): several times
 /// cheaper than SipHash, and keys that clients choose are only inserted after authentication.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,12 @@ pub trait RelayProvider {
     fn bind(&mut self, req: RelayRequest) -> Result<RelayBinding, RelayError>;
     /// Close a relay socket bound earlier (allocation or reservation ended).
     fn release(&mut self, id: RelayId);
+    /// A reserved socket (`RelayBinding::reserved`, possibly bound by another shard's provider)
+    /// now serves an allocation of this provider's server. `Err` if it is gone.
+    fn claim(&mut self, id: RelayId, addr: SocketAddr) -> Result<(), RelayError> {
+        let _ = (id, addr);
+        Ok(())
+    }
 }
 
 /// `--external-ip PUBLIC[/PRIVATE]`: the public address advertised for a private relay address.
@@ -204,6 +211,9 @@ pub struct Config {
     pub max_allocations: usize,
     /// Most allocations at once per username.
     pub max_allocations_per_user: usize,
+    /// State shared with the other shards built from clones of this configuration (quotas,
+    /// live relay addresses, reservations).
+    pub group: Arc<Group>,
 }
 
 impl Config {
@@ -222,6 +232,7 @@ impl Config {
             max_lifetime: 3600,
             max_allocations: 10_000,
             max_allocations_per_user: 100,
+            group: Arc::new(Group::new()),
         }
     }
 }
@@ -269,6 +280,28 @@ impl Stats {
         "channel_bind",
         "other",
     ];
+
+    /// Add `other`'s counters and gauges to these (the totals over several shards).
+    pub fn merge(&mut self, other: &Stats) {
+        fn add<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        add(&mut self.requests, &other.requests);
+        add(&mut self.errors, &other.errors);
+        add(&mut self.auth_failures, &other.auth_failures);
+        self.send_indications += other.send_indications;
+        self.allocations_created += other.allocations_created;
+        self.allocations_expired += other.allocations_expired;
+        self.dropped_malformed += other.dropped_malformed;
+        self.dropped_no_allocation += other.dropped_no_allocation;
+        self.dropped_no_permission += other.dropped_no_permission;
+        self.peer_denied += other.peer_denied;
+        self.allocations += other.allocations;
+        self.permissions += other.permissions;
+        self.channels += other.channels;
+    }
 
     fn error(&mut self, code: u16) {
         let i = Self::ERROR_CODES
@@ -369,11 +402,9 @@ impl Allocation {
     }
 }
 
-#[derive(Debug)]
-struct Reservation {
-    relay: (RelayId, SocketAddr),
-    expires: Instant,
-}
+/// The relay sockets of a new allocation (by family slot), its reservation token, and the
+/// ADDRESS-ERROR-CODE of a failed additional family.
+type BoundRelays = ([Option<(RelayId, SocketAddr)>; 2], Option<[u8; 8]>, Option<u16>);
 
 /// The TURN server. One instance owns the allocations it is given packets for.
 #[derive(Debug)]
@@ -384,10 +415,7 @@ pub struct Server {
     free: Vec<u32>,
     by_tuple: HashMap<FiveTuple, u32>,
     by_relay: HashMap<RelayId, u32>,
-    /// Local relay addresses of live allocations (for the peer filter's relay-range exception).
-    relay_addrs: HashSet<SocketAddr>,
-    per_user: HashMap<Box<str>, usize>,
-    reservations: HashMap<[u8; 8], Reservation>,
+    /// Counter for the transaction ids of Data indications.
     token_counter: u64,
     stats: Stats,
 }
@@ -478,9 +506,6 @@ impl Server {
             free: Vec::new(),
             by_tuple: HashMap::default(),
             by_relay: HashMap::default(),
-            relay_addrs: HashSet::default(),
-            per_user: HashMap::default(),
-            reservations: HashMap::default(),
             token_counter: 0,
             stats: Stats::default(),
         }
@@ -664,10 +689,10 @@ impl Server {
     /// Run the peer filter on a peer named by a client (after the external-address hand-over):
     /// the relay-range exception only covers relay addresses of live allocations.
     fn check_peer(&self, peer: SocketAddr) -> Result<(), crate::filter::Denied> {
-        let relays = &self.relay_addrs;
+        let group = &self.cfg.group;
         self.cfg
             .filter
-            .check(self.wire_peer(peer), |a| relays.contains(&a))
+            .check(self.wire_peer(peer), |a| group.is_live_relay(a))
     }
 
     /// The address a client knows a peer by: the inverse of [`Self::wire_peer`].
@@ -953,65 +978,22 @@ impl Server {
         let lifetime = self.lifetime(msg.lifetime().map_err(|_| bad())?);
         // REST usernames carry an expiry: the quota is per user id, not per credential.
         let quota_key = crate::auth::quota_key(username);
-        let user_count = self.per_user.get(quota_key).copied().unwrap_or(0);
-        if user_count >= self.cfg.max_allocations_per_user {
-            return Err(Reject::signed(486, signer));
-        }
-        if self.by_tuple.len() >= self.cfg.max_allocations {
-            return Err(Reject::signed(508, signer));
-        }
-        let dont_fragment = msg.dont_fragment();
-        let mut slots: [Option<(RelayId, SocketAddr)>; 2] = [None, None];
-        let mut new_token = None;
-        let mut address_error = None;
-        if let Some(token) = token {
-            let Some(r) = self.reservations.remove(&token) else {
-                return Err(Reject::signed(508, signer));
-            };
-            slots[slot_of(r.relay.1)] = Some(r.relay);
-        } else {
-            // Each reservation holds a bound socket for 30 s and is not an allocation: bound
-            // them like allocations, so that allocate-reserve-delete loops cannot pile them up.
-            if even == Some(true) && self.reservations.len() >= self.cfg.max_allocations {
-                return Err(Reject::signed(508, signer));
+        let group = self.cfg.group.clone();
+        group
+            .acquire(
+                quota_key,
+                self.cfg.max_allocations,
+                self.cfg.max_allocations_per_user,
+            )
+            .map_err(|code| Reject::signed(code, signer))?;
+        let bound = self.bind_relays(now, msg, token, even, requested_family, additional, relays);
+        let (slots, new_token, address_error) = match bound {
+            Ok(b) => b,
+            Err(code) => {
+                group.release(quota_key);
+                return Err(Reject::signed(code, signer));
             }
-            let family = requested_family.unwrap_or(Family::V4);
-            let req = RelayRequest {
-                family,
-                even_port: even.is_some(),
-                reserve_next: even == Some(true),
-                dont_fragment,
-            };
-            let b = relays.bind(req).map_err(|e| match e {
-                RelayError::FamilyNotSupported => Reject::signed(440, signer),
-                RelayError::Exhausted => Reject::signed(508, signer),
-            })?;
-            slots[slot_of(b.addr)] = Some((b.id, b.addr));
-            if let Some(reserved) = b.reserved {
-                let t = self.new_token();
-                self.reservations.insert(
-                    t,
-                    Reservation {
-                        relay: reserved,
-                        expires: now.mono + RESERVATION_LIFETIME,
-                    },
-                );
-                new_token = Some(t);
-            }
-            if additional == Some(Family::V6) {
-                let req = RelayRequest {
-                    family: Family::V6,
-                    even_port: false,
-                    reserve_next: false,
-                    dont_fragment,
-                };
-                match relays.bind(req) {
-                    Ok(b) => slots[slot_of(b.addr)] = Some((b.id, b.addr)),
-                    Err(RelayError::FamilyNotSupported) => address_error = Some(440),
-                    Err(RelayError::Exhausted) => address_error = Some(508),
-                }
-            }
-        }
+        };
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -1034,10 +1016,9 @@ impl Server {
         };
         for (id, addr) in alloc.relays.iter().flatten() {
             self.by_relay.insert(*id, idx);
-            self.relay_addrs.insert(canonical_addr(*addr));
+            group.add_live_relay(canonical_addr(*addr));
         }
         self.by_tuple.insert(*tuple, idx);
-        *self.per_user.entry(quota_key.into()).or_insert(0) += 1;
         self.stats.allocations_created += 1;
         self.stats.allocations = self.by_tuple.len() as u64;
         let len = self.write_allocate_success(now, out, msg, &alloc, signer);
@@ -1047,12 +1028,87 @@ impl Server {
         Ok(len)
     }
 
+    /// The relay sockets of a new allocation: the reserved one of `token`, or freshly bound
+    /// ones (with a reservation of the next port for EVEN-PORT's R bit). Errors are codes.
+    #[allow(clippy::too_many_arguments)]
+    fn bind_relays(
+        &mut self,
+        now: Now,
+        msg: &Message<'_>,
+        token: Option<[u8; 8]>,
+        even: Option<bool>,
+        requested_family: Option<Family>,
+        additional: Option<Family>,
+        relays: &mut dyn RelayProvider,
+    ) -> Result<BoundRelays, u16> {
+        let group = self.cfg.group.clone();
+        let dont_fragment = msg.dont_fragment();
+        let mut slots: [Option<(RelayId, SocketAddr)>; 2] = [None, None];
+        let mut new_token = None;
+        let mut address_error = None;
+        if let Some(token) = token {
+            let r = group.redeem(&token).ok_or(508u16)?;
+            if relays.claim(r.relay.0, r.relay.1).is_err() {
+                relays.release(r.relay.0);
+                return Err(508);
+            }
+            slots[slot_of(r.relay.1)] = Some(r.relay);
+        } else {
+            // Each reservation holds a bound socket for 30 s and is not an allocation: bound
+            // them like allocations, so that allocate-reserve-delete loops cannot pile them up.
+            if even == Some(true) && !group.can_reserve(self.cfg.max_allocations) {
+                return Err(508);
+            }
+            let family = requested_family.unwrap_or(Family::V4);
+            let req = RelayRequest {
+                family,
+                even_port: even.is_some(),
+                reserve_next: even == Some(true),
+                dont_fragment,
+            };
+            let b = relays.bind(req).map_err(|e| match e {
+                RelayError::FamilyNotSupported => 440u16,
+                RelayError::Exhausted => 508,
+            })?;
+            slots[slot_of(b.addr)] = Some((b.id, b.addr));
+            if let Some(reserved) = b.reserved {
+                let t = self.new_token();
+                let r = Reservation {
+                    relay: reserved,
+                    expires: now.mono + RESERVATION_LIFETIME,
+                };
+                if group.reserve(t, r, self.cfg.max_allocations) {
+                    new_token = Some(t);
+                } else {
+                    // Another shard took the last reservation since the check above.
+                    relays.release(reserved.0);
+                    relays.release(b.id);
+                    return Err(508);
+                }
+            }
+            if additional == Some(Family::V6) {
+                let req = RelayRequest {
+                    family: Family::V6,
+                    even_port: false,
+                    reserve_next: false,
+                    dont_fragment,
+                };
+                match relays.bind(req) {
+                    Ok(b) => slots[slot_of(b.addr)] = Some((b.id, b.addr)),
+                    Err(RelayError::FamilyNotSupported) => address_error = Some(440),
+                    Err(RelayError::Exhausted) => address_error = Some(508),
+                }
+            }
+        }
+        Ok((slots, new_token, address_error))
+    }
+
     fn new_token(&mut self) -> [u8; 8] {
-        self.token_counter += 1;
+        let n = self.cfg.group.next_token();
         let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.cfg.nonce_key)
             .expect("HMAC takes keys of any length");
         hmac::Mac::update(&mut mac, b"reservation");
-        hmac::Mac::update(&mut mac, &self.token_counter.to_be_bytes());
+        hmac::Mac::update(&mut mac, &n.to_be_bytes());
         let full = hmac::Mac::finalize(mac).into_bytes();
         let mut t = [0u8; 8];
         t.copy_from_slice(&full[..8]);
@@ -1262,16 +1318,12 @@ impl Server {
         self.by_tuple.remove(&a.tuple);
         for (id, addr) in a.relays.iter().flatten() {
             self.by_relay.remove(id);
-            self.relay_addrs.remove(&canonical_addr(*addr));
+            self.cfg.group.remove_live_relay(canonical_addr(*addr));
             relays.release(*id);
         }
-        let quota_key = crate::auth::quota_key(&a.username);
-        if let Some(n) = self.per_user.get_mut(quota_key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_user.remove(quota_key);
-            }
-        }
+        self.cfg
+            .group
+            .release(crate::auth::quota_key(&a.username));
         self.free.push(i);
         self.stats.allocations = self.by_tuple.len() as u64;
     }
@@ -1392,13 +1444,9 @@ impl Server {
                 self.remove_allocation(i as u32, relays);
             }
         }
-        self.reservations.retain(|_, r| {
-            let keep = r.expires > now.mono;
-            if !keep {
-                relays.release(r.relay.0);
-            }
-            keep
-        });
+        self.cfg
+            .group
+            .sweep(Some(now.mono), |r| relays.release(r.relay.0));
         self.stats.permissions = permissions;
         self.stats.channels = channels;
         self.stats.allocations = self.by_tuple.len() as u64;
@@ -1409,9 +1457,7 @@ impl Server {
         for i in 0..self.allocs.len() {
             self.remove_allocation(i as u32, relays);
         }
-        for (_, r) in self.reservations.drain() {
-            relays.release(r.relay.0);
-        }
+        self.cfg.group.sweep(None, |r| relays.release(r.relay.0));
     }
 }
 

@@ -12,7 +12,6 @@ pub mod hist;
 pub mod setup;
 pub mod signal;
 pub mod stun;
-pub mod sys;
 pub mod turn;
 
 use std::net::SocketAddr;
@@ -201,7 +200,7 @@ pub struct StunArgs {
 
 /// Run `icebreaker bench ...` from the command line.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if let Err(e) = sys::install_interrupt_handler() {
+    if let Err(e) = crate::sys::install_interrupt_handler() {
         eprintln!(
             "warning: cannot handle Ctrl-C ({e}); an interrupted run leaves allocations behind"
         );

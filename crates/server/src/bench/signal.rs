@@ -49,7 +49,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::hist::Histogram;
-use super::sys;
+use crate::sys;
 
 /// Smallest `size` (the fixed part of the payload fits).
 pub const MIN_SIZE: usize = 128;

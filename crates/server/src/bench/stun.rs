@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::hist::Histogram;
 use super::setup;
-use super::sys::{self, Batch, Epoll};
+use crate::sys::{self, Batch, Epoll};
 
 /// Settings of a `bench stun` run.
 #[derive(Clone, Debug)]

@@ -37,7 +37,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::hist::Histogram;
 use super::setup::{self, Session, SetupError, SOCKET_BUFFER};
-use super::sys::{self, Batch, Epoll};
+use crate::sys::{self, Batch, Epoll};
 use crate::client::turn::Credentials;
 
 /// Bytes of the payload header: timestamp, sequence number, client index, run id.

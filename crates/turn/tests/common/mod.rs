@@ -87,6 +87,8 @@ pub struct FakeRelays {
     pub released: Vec<RelayId>,
     /// Every bind request, in order.
     pub requests: Vec<RelayRequest>,
+    /// Reserved sockets taken over from another shard's provider, in order.
+    pub claimed: Vec<RelayId>,
 }
 
 impl Default for FakeRelays {
@@ -99,11 +101,21 @@ impl Default for FakeRelays {
             live: BTreeMap::new(),
             released: Vec::new(),
             requests: Vec::new(),
+            claimed: Vec::new(),
         }
     }
 }
 
 impl FakeRelays {
+    /// A provider for a second shard: ids and ports that never collide with the default one's.
+    pub fn second_shard() -> Self {
+        FakeRelays {
+            next_id: 1_000_001,
+            next_port: RELAY_LO + 5001,
+            ..Self::default()
+        }
+    }
+
     fn take(&mut self, family: Family, port: u16) -> (RelayId, SocketAddr) {
         let id = RelayId(self.next_id);
         self.next_id += 1;
@@ -146,6 +158,14 @@ impl RelayProvider for FakeRelays {
             "release of a relay that is not bound: {id:?}"
         );
         self.released.push(id);
+    }
+
+    fn claim(&mut self, id: RelayId, addr: SocketAddr) -> Result<(), RelayError> {
+        // A reservation made by this provider is already live here; one made by another shard's
+        // provider moves in.
+        self.live.insert(id, addr);
+        self.claimed.push(id);
+        Ok(())
     }
 }
 

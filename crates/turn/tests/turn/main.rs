@@ -19,3 +19,4 @@ mod fuzz;
 mod permission;
 mod quota;
 mod refresh;
+mod shards;

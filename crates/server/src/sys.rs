@@ -1,4 +1,5 @@
-//! The few Linux system calls the load generator needs that std and socket2 do not offer:
+//! The few Linux system calls that std and socket2 do not offer, for the UDP data plane and the
+//! load generator:
 //! `recvmmsg`/`sendmmsg` (many datagrams per system call), `epoll` (one thread waiting on many
 //! client sockets), `getrusage` (our own CPU time) and a SIGINT/SIGTERM flag.
 //!
@@ -26,7 +27,11 @@ pub const MAX_BATCH: usize = 64;
 pub struct Batch {
     slot: usize,
     data: Box<[u8]>,
+    /// Where datagram `i` starts inside its slot.
+    offs: Box<[usize]>,
     lens: Box<[usize]>,
+    /// Datagram `i` was longer than its buffer (`MSG_TRUNC`).
+    truncated: Box<[bool]>,
     names: Box<[libc::sockaddr_storage]>,
     namelens: Box<[libc::socklen_t]>,
     iovs: Box<[libc::iovec]>,
@@ -50,7 +55,9 @@ impl Batch {
         Batch {
             slot,
             data: vec![0u8; n * slot].into_boxed_slice(),
+            offs: vec![0usize; n].into_boxed_slice(),
             lens: vec![0usize; n].into_boxed_slice(),
+            truncated: vec![false; n].into_boxed_slice(),
             names: vec![zero_name; n].into_boxed_slice(),
             namelens: vec![0; n].into_boxed_slice(),
             iovs: vec![zero_iov; n].into_boxed_slice(),
@@ -72,13 +79,39 @@ impl Batch {
     /// The datagram in buffer `i` (after a receive, or as set with [`Batch::set_len`]).
     pub fn msg(&self, i: usize) -> &[u8] {
         let s = self.slot;
-        let len = self.lens[i].min(s);
-        &self.data[i * s..i * s + len]
+        let off = self.offs[i].min(s);
+        let len = self.lens[i].min(s - off);
+        &self.data[i * s + off..i * s + off + len]
     }
 
-    /// Set the length of the datagram in buffer `i` (clamped to the buffer size).
+    /// Length of the datagram in buffer `i`.
+    pub fn len(&self, i: usize) -> usize {
+        self.lens[i]
+    }
+
+    /// Whether the datagram received into buffer `i` did not fit and was cut short.
+    pub fn truncated(&self, i: usize) -> bool {
+        self.truncated[i]
+    }
+
+    /// Set the length of the datagram in buffer `i`, starting at the buffer's beginning
+    /// (clamped to the buffer size).
     pub fn set_len(&mut self, i: usize, len: usize) {
+        self.offs[i] = 0;
         self.lens[i] = len.min(self.slot);
+    }
+
+    /// Make bytes `start..start + len` of buffer `i` its datagram (clamped to the buffer).
+    pub fn set_range(&mut self, i: usize, start: usize, len: usize) {
+        let start = start.min(self.slot);
+        self.offs[i] = start;
+        self.lens[i] = len.min(self.slot - start);
+    }
+
+    /// The source address of the datagram received into buffer `i` (or the destination set
+    /// with [`Batch::set_addr`]).
+    pub fn addr(&self, i: usize) -> Option<SocketAddr> {
+        from_storage(&self.names[i])
     }
 
     /// Set the destination address of datagram `i` (used by `send(.., true)`).
@@ -102,28 +135,60 @@ impl Batch {
     }
 
     fn recv_flags(&mut self, fd: RawFd, max: usize, flags: libc::c_int) -> io::Result<usize> {
-        let n = max.min(self.capacity());
+        self.recv_with(fd, 0, max, 0, 0, flags)
+    }
+
+    /// Receive up to `max` datagrams without blocking into buffers `first..`, each placed
+    /// `headroom` bytes into its buffer with `tailroom` bytes left free after the longest
+    /// datagram that fits (room to add headers in place). Returns how many arrived.
+    pub fn recv_into(
+        &mut self,
+        fd: RawFd,
+        first: usize,
+        max: usize,
+        headroom: usize,
+        tailroom: usize,
+    ) -> io::Result<usize> {
+        self.recv_with(fd, first, max, headroom, tailroom, libc::MSG_DONTWAIT)
+    }
+
+    fn recv_with(
+        &mut self,
+        fd: RawFd,
+        first: usize,
+        max: usize,
+        headroom: usize,
+        tailroom: usize,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        let n = max.min(self.capacity().saturating_sub(first));
+        let slot = self.slot;
+        let Some(room) = slot.checked_sub(headroom + tailroom) else {
+            return Ok(0);
+        };
         if n == 0 {
             return Ok(0);
         }
-        let slot = self.slot;
         let base = self.data.as_mut_ptr();
-        for i in 0..n {
+        for k in 0..n {
+            let i = first + k;
             self.namelens[i] = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            self.iovs[i] = libc::iovec {
-                // SAFETY: i < n <= capacity, so the offset stays inside `data`.
-                iov_base: unsafe { base.add(i * slot) }.cast(),
-                iov_len: slot,
+            self.offs[i] = headroom;
+            self.iovs[k] = libc::iovec {
+                // SAFETY: i < capacity and headroom + room <= slot, so the range stays inside
+                // `data`.
+                iov_base: unsafe { base.add(i * slot + headroom) }.cast(),
+                iov_len: room,
             };
-            let h = &mut self.hdrs[i].msg_hdr;
+            let h = &mut self.hdrs[k].msg_hdr;
             h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = self.namelens[i];
-            h.msg_iov = &mut self.iovs[i];
+            h.msg_iov = &mut self.iovs[k];
             h.msg_iovlen = 1;
             h.msg_control = std::ptr::null_mut();
             h.msg_controllen = 0;
             h.msg_flags = 0;
-            self.hdrs[i].msg_len = 0;
+            self.hdrs[k].msg_len = 0;
         }
         loop {
             // SAFETY: hdrs[..n] describe n buffers of `slot` bytes and n address buffers of
@@ -139,9 +204,12 @@ impl Batch {
             };
             if r >= 0 {
                 let got = r as usize;
-                for i in 0..got {
-                    self.lens[i] = (self.hdrs[i].msg_len as usize).min(slot);
-                    self.namelens[i] = self.hdrs[i].msg_hdr.msg_namelen;
+                for k in 0..got {
+                    let i = first + k;
+                    let h = &self.hdrs[k];
+                    self.lens[i] = (h.msg_len as usize).min(room);
+                    self.namelens[i] = h.msg_hdr.msg_namelen;
+                    self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
                 }
                 return Ok(got);
             }
@@ -165,10 +233,11 @@ impl Batch {
         let slot = self.slot;
         let base = self.data.as_mut_ptr();
         for i in 0..n {
+            let off = self.offs[i].min(slot);
             self.iovs[i] = libc::iovec {
-                // SAFETY: i < n <= capacity, so the offset stays inside `data`.
-                iov_base: unsafe { base.add(i * slot) }.cast(),
-                iov_len: self.lens[i].min(slot),
+                // SAFETY: i < n <= capacity and off <= slot, so the offset stays inside `data`.
+                iov_base: unsafe { base.add(i * slot + off) }.cast(),
+                iov_len: self.lens[i].min(slot - off),
             };
             let h = &mut self.hdrs[i].msg_hdr;
             if to_addr {
@@ -184,6 +253,43 @@ impl Batch {
             h.msg_controllen = 0;
             h.msg_flags = 0;
         }
+        self.send_prepared(fd, n)
+    }
+
+    /// Send the datagrams in the buffers listed in `which`, each to its address (from the
+    /// receive, or [`Batch::set_addr`]), with as few `sendmmsg` calls as possible. Returns
+    /// (sent, failed) as [`Batch::send`] does.
+    pub fn send_some(&mut self, fd: RawFd, which: &[u16]) -> (usize, usize) {
+        let n = which.len().min(self.capacity());
+        let slot = self.slot;
+        let base = self.data.as_mut_ptr();
+        let mut k = 0;
+        for &i in which.iter() {
+            let i = usize::from(i);
+            if i >= self.capacity() || k >= n {
+                continue;
+            }
+            let off = self.offs[i].min(slot);
+            self.iovs[k] = libc::iovec {
+                // SAFETY: i < capacity and off <= slot: inside `data`.
+                iov_base: unsafe { base.add(i * slot + off) }.cast(),
+                iov_len: self.lens[i].min(slot - off),
+            };
+            let h = &mut self.hdrs[k].msg_hdr;
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.namelens[i];
+            h.msg_iov = &mut self.iovs[k];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            k += 1;
+        }
+        self.send_prepared(fd, k)
+    }
+
+    /// `sendmmsg` over `hdrs[..n]`, already filled in.
+    fn send_prepared(&mut self, fd: RawFd, n: usize) -> (usize, usize) {
         let (mut sent, mut failed, mut i) = (0usize, 0usize, 0usize);
         while i < n {
             // SAFETY: hdrs[i..n] were filled above and point into buffers owned by self.
@@ -268,8 +374,7 @@ fn to_storage(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     }
 }
 
-/// Inverse of `to_storage` (tests only).
-#[cfg(test)]
+/// Inverse of `to_storage`: `None` for a family other than IPv4 and IPv6.
 fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
     match s.ss_family as libc::c_int {
