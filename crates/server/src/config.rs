@@ -826,10 +826,7 @@ impl Config {
                 .max_allocations_per_user
                 .or(f.max_allocations_per_user)
                 .unwrap_or(d.max_allocations_per_user),
-            udp_workers: args
-                .udp_workers
-                .or(f.udp_workers)
-                .unwrap_or(d.udp_workers),
+            udp_workers: args.udp_workers.or(f.udp_workers).unwrap_or(d.udp_workers),
             max_lifetime: args
                 .max_lifetime
                 .or(f.max_lifetime)

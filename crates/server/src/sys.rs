@@ -17,6 +17,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+const STORAGE_LEN: libc::socklen_t = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
 /// Largest number of datagrams moved by one `recvmmsg`/`sendmmsg` call.
 pub const MAX_BATCH: usize = 64;
 
@@ -36,11 +38,20 @@ pub struct Batch {
     namelens: Box<[libc::socklen_t]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
+    /// Receive descriptors: `rhdrs[i]` always describes buffer `i` (address `names[i]`, data
+    /// `riovs[i]`), so a receive only passes a pointer; the kernel's outputs are reset after each
+    /// receive. Pointers go into boxed slices that are never reallocated, so they stay valid when
+    /// the `Batch` moves.
+    rhdrs: Box<[libc::mmsghdr]>,
+    riovs: Box<[libc::iovec]>,
+    /// (headroom, tailroom) that `riovs` are laid out for.
+    layout: Option<(usize, usize)>,
 }
 
-// SAFETY: the raw pointers inside `iovs` and `hdrs` are only written and read inside `recv` and
-// `send`, which rebuild them from `&mut self` first; moving the Batch to another thread cannot
-// leave a pointer that is dereferenced later.
+// SAFETY: the raw pointers inside `iovs`, `hdrs`, `riovs` and `rhdrs` point only into the boxed
+// slices owned by this Batch (whose heap memory never moves), and are only dereferenced by the
+// kernel during calls made through `&mut self`; moving the Batch to another thread keeps them
+// valid.
 unsafe impl Send for Batch {}
 
 impl Batch {
@@ -52,16 +63,29 @@ impl Batch {
         let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
         let zero_iov: libc::iovec = unsafe { mem::zeroed() };
         let zero_hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+        let mut names = vec![zero_name; n].into_boxed_slice();
+        let mut riovs = vec![zero_iov; n].into_boxed_slice();
+        let mut rhdrs = vec![zero_hdr; n].into_boxed_slice();
+        for i in 0..n {
+            let h = &mut rhdrs[i].msg_hdr;
+            h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = STORAGE_LEN;
+            h.msg_iov = &mut riovs[i];
+            h.msg_iovlen = 1;
+        }
         Batch {
             slot,
             data: vec![0u8; n * slot].into_boxed_slice(),
             offs: vec![0usize; n].into_boxed_slice(),
             lens: vec![0usize; n].into_boxed_slice(),
             truncated: vec![false; n].into_boxed_slice(),
-            names: vec![zero_name; n].into_boxed_slice(),
+            names,
             namelens: vec![0; n].into_boxed_slice(),
             iovs: vec![zero_iov; n].into_boxed_slice(),
             hdrs: vec![zero_hdr; n].into_boxed_slice(),
+            rhdrs,
+            riovs,
+            layout: None,
         }
     }
 
@@ -169,47 +193,41 @@ impl Batch {
         if n == 0 {
             return Ok(0);
         }
-        let base = self.data.as_mut_ptr();
-        for k in 0..n {
-            let i = first + k;
-            self.namelens[i] = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            self.offs[i] = headroom;
-            self.iovs[k] = libc::iovec {
-                // SAFETY: i < capacity and headroom + room <= slot, so the range stays inside
-                // `data`.
-                iov_base: unsafe { base.add(i * slot + headroom) }.cast(),
-                iov_len: room,
-            };
-            let h = &mut self.hdrs[k].msg_hdr;
-            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = self.namelens[i];
-            h.msg_iov = &mut self.iovs[k];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-            self.hdrs[k].msg_len = 0;
+        if self.layout != Some((headroom, tailroom)) {
+            let base = self.data.as_mut_ptr();
+            for (i, iov) in self.riovs.iter_mut().enumerate() {
+                *iov = libc::iovec {
+                    // SAFETY: i < capacity and headroom + room <= slot, so the range stays
+                    // inside `data`.
+                    iov_base: unsafe { base.add(i * slot + headroom) }.cast(),
+                    iov_len: room,
+                };
+            }
+            self.layout = Some((headroom, tailroom));
         }
         loop {
-            // SAFETY: hdrs[..n] describe n buffers of `slot` bytes and n address buffers of
-            // sockaddr_storage size, all owned by self and alive for the call.
+            // SAFETY: rhdrs[first..first + n] describe buffers `first..first + n` of `room` bytes
+            // and their sockaddr_storage address buffers, all owned by self and alive for the
+            // call; first + n <= capacity.
             let r = unsafe {
                 libc::recvmmsg(
                     fd,
-                    self.hdrs.as_mut_ptr(),
+                    self.rhdrs.as_mut_ptr().add(first),
                     n as libc::c_uint,
                     flags,
                     std::ptr::null_mut(),
                 )
             };
             if r >= 0 {
-                let got = r as usize;
-                for k in 0..got {
-                    let i = first + k;
-                    let h = &self.hdrs[k];
+                let got = (r as usize).min(n);
+                for i in first..first + got {
+                    let h = &mut self.rhdrs[i];
                     self.lens[i] = (h.msg_len as usize).min(room);
+                    self.offs[i] = headroom;
                     self.namelens[i] = h.msg_hdr.msg_namelen;
                     self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                    // Ready for the next receive.
+                    h.msg_hdr.msg_namelen = STORAGE_LEN;
                 }
                 return Ok(got);
             }

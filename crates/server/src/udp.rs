@@ -188,14 +188,7 @@ impl UdpWorker {
                 let token = epoll.token(e);
                 if token & LISTENER != 0 {
                     let li = (token & !LISTENER) as usize;
-                    self.client_batch(
-                        st,
-                        now,
-                        li,
-                        &mut from_clients,
-                        &mut replies,
-                        &mut counters,
-                    );
+                    self.client_batch(st, now, li, &mut from_clients, &mut replies, &mut counters);
                 } else {
                     let id = RelayId(token as u32);
                     self.peer_batch(st, now, id, &mut to_clients, &mut counters);
@@ -321,12 +314,11 @@ impl UdpWorker {
                 c.dropped_malformed += 1;
                 continue;
             }
-            let Some(from) = q.batch.addr(i) else { continue };
+            let Some(from) = q.batch.addr(i) else {
+                continue;
+            };
             let len = q.batch.len(i);
-            let Some(o) = st
-                .turn
-                .handle_peer(now, id, from, q.batch.slot_mut(i), len)
-            else {
+            let Some(o) = st.turn.handle_peer(now, id, from, q.batch.slot_mut(i), len) else {
                 continue;
             };
             // Allocations of this shard all belong to UDP clients of its listener sockets.

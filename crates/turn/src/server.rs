@@ -3,12 +3,12 @@
 use crate::auth::{AuthFailure, Credentials, NonceIssuer};
 use crate::filter::PeerFilter;
 use crate::group::{Group, Reservation};
-use std::sync::Arc;
 use icebreaker_stun::{
     attr, method, write_channel_data_header, ChannelData, Class, Error as StunError, Family,
     Message, MessageType, MessageWriter, TransactionId, CHANNEL_MAX, CHANNEL_MIN,
 };
 use std::collections::HashMap as StdHashMap;
+use std::sync::Arc;
 
 /// Maps on the packet path hash with foldhash (randomly seeded per process): several times
 /// cheaper than SipHash, and keys that clients choose are only inserted after authentication.
@@ -404,7 +404,11 @@ impl Allocation {
 
 /// The relay sockets of a new allocation (by family slot), its reservation token, and the
 /// ADDRESS-ERROR-CODE of a failed additional family.
-type BoundRelays = ([Option<(RelayId, SocketAddr)>; 2], Option<[u8; 8]>, Option<u16>);
+type BoundRelays = (
+    [Option<(RelayId, SocketAddr)>; 2],
+    Option<[u8; 8]>,
+    Option<u16>,
+);
 
 /// The TURN server. One instance owns the allocations it is given packets for.
 #[derive(Debug)]
@@ -1321,9 +1325,7 @@ impl Server {
             self.cfg.group.remove_live_relay(canonical_addr(*addr));
             relays.release(*id);
         }
-        self.cfg
-            .group
-            .release(crate::auth::quota_key(&a.username));
+        self.cfg.group.release(crate::auth::quota_key(&a.username));
         self.free.push(i);
         self.stats.allocations = self.by_tuple.len() as u64;
     }

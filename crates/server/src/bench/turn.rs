@@ -37,8 +37,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::hist::Histogram;
 use super::setup::{self, Session, SetupError, SOCKET_BUFFER};
-use crate::sys::{self, Batch, Epoll};
 use crate::client::turn::Credentials;
+use crate::sys::{self, Batch, Epoll};
 
 /// Bytes of the payload header: timestamp, sequence number, client index, run id.
 pub const MIN_PAYLOAD: usize = 24;

@@ -22,7 +22,10 @@ fn per_user_quota_holds_across_shards() {
     let mut c2 = Client::alice("203.0.113.50:40001");
     a.allocate(&mut c1);
     b.signed(&mut c2, |c| c.allocate_req()).assert_error(486);
-    assert!(b.relays.requests.is_empty(), "nothing bound for the refused one");
+    assert!(
+        b.relays.requests.is_empty(),
+        "nothing bound for the refused one"
+    );
     a.refresh(&mut c1, Some(0)).assert_success();
     b.signed(&mut c2, |c| c.allocate_req()).assert_success();
     assert_eq!(a.server.config().group.allocations(), 1);
@@ -72,8 +75,15 @@ fn reservation_made_on_one_shard_is_redeemed_on_another() {
     r.assert_success();
     assert!(!r.has(attr::RESERVATION_TOKEN));
     assert_eq!(r.relayed(), vec![sa(&format!("127.0.0.1:{}", port + 1))]);
-    assert!(b.relays.requests.is_empty(), "no new bind for a reservation");
-    assert_eq!(b.relays.claimed.len(), 1, "the reserved socket moved to shard b");
+    assert!(
+        b.relays.requests.is_empty(),
+        "no new bind for a reservation"
+    );
+    assert_eq!(
+        b.relays.claimed.len(),
+        1,
+        "the reserved socket moved to shard b"
+    );
     assert_eq!(a.relays.requests.len(), reserved);
     // Single use, on either shard.
     let mut c3 = Client::alice("203.0.113.50:40002");
@@ -81,7 +91,11 @@ fn reservation_made_on_one_shard_is_redeemed_on_another() {
         .assert_error(508);
     // Shard a's timer no longer owns it.
     a.tick(40);
-    assert!(a.relays.released.iter().all(|id| !b.relays.claimed.contains(id)));
+    assert!(a
+        .relays
+        .released
+        .iter()
+        .all(|id| !b.relays.claimed.contains(id)));
     // Shard b releases it with its allocation.
     b.refresh(&mut c2, Some(0)).assert_success();
     assert_eq!(b.relays.released, b.relays.claimed);
