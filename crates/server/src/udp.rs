@@ -35,7 +35,7 @@ use crate::relay::{Binder, RelayPool, RelayTable};
 use crate::sys::{Batch, Epoll};
 
 /// Datagrams moved per `recvmmsg`/`sendmmsg`.
-const BATCH: usize = 32;
+const BATCH: usize = crate::sys::MAX_BATCH;
 /// Largest datagram accepted from a UDP client (larger ones are dropped as malformed).
 pub(crate) const UDP_CLIENT_MTU: usize = 8192;
 /// Largest datagram relayed from a peer (larger ones are dropped).

@@ -10,6 +10,7 @@ const WS_READ_BUFFER: usize = 4 * 1024;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use futures_util::SinkExt;
 use icebreaker_signal::{parse_client, ClientMessage, ErrorCode, ProtoError, RateLimiter};
 
 use super::{
@@ -153,15 +154,27 @@ impl Conn {
             return Ok(false);
         };
         let batch = self.svc.collect(att, self.sent).map_err(Some)?;
-        for text in batch.unsequenced {
-            if !self.write(Message::text(text)).await {
-                return Err(None);
-            }
+        let last = batch.messages.last().map(|(seq, _)| *seq);
+        if batch.unsequenced.is_empty() && last.is_none() {
+            return Ok(batch.more);
         }
-        for (seq, text) in batch.messages {
-            if !self.write(Message::text(text)).await {
-                return Err(None);
+        // Every message of the batch is framed into the write buffer, then one flush: one
+        // system call for the lot instead of one per message.
+        let socket = &mut self.socket;
+        let send_all = async move {
+            for text in batch.unsequenced {
+                socket.feed(Message::text(text)).await?;
             }
+            for (_, text) in batch.messages {
+                socket.feed(Message::text(text)).await?;
+            }
+            socket.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, send_all).await {
+            Ok(Ok(())) => {}
+            _ => return Err(None),
+        }
+        if let Some(seq) = last {
             self.sent = seq;
         }
         Ok(batch.more)
