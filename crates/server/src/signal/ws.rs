@@ -6,7 +6,9 @@ use std::time::Instant;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 
 /// Read buffer of a WebSocket connection (it grows for larger messages up to the size limit).
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// 2 KiB keeps an idle connection under 8 KiB of RSS and still takes ~8 ICE-candidate-sized
+/// messages per read (docs/BENCHMARKS.md: 1 KiB cost a fifth of the max relay rate).
+const WS_READ_BUFFER: usize = 2 * 1024;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
