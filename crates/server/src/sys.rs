@@ -3,7 +3,7 @@
 //! `recvmmsg`/`sendmmsg` (many datagrams per system call), `epoll` (one thread waiting on many
 //! client sockets), `getrusage` (our own CPU time) and a SIGINT/SIGTERM flag.
 //!
-//! This is the only module of the benchmark with `unsafe` code. Every `unsafe` block is a single
+//! This is the only module of the server crate with `unsafe` code. Every `unsafe` block is a single
 //! FFI call (or the zero-initialisation of a plain C struct) whose pointer arguments point into
 //! buffers owned by the caller for the duration of the call; lengths passed to the kernel never
 //! exceed the buffers they describe. The kernel writes at most `msg_namelen` bytes of address and
@@ -604,6 +604,51 @@ mod tests {
         let mut buf = [0u8; 64];
         let (n, from) = tx.recv_from(&mut buf).expect("echo");
         assert_eq!((n, from), (10, to));
+    }
+
+    #[test]
+    fn receive_with_headroom_into_later_slots_then_send_some() {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let to = rx.local_addr().expect("addr");
+        let from = tx.local_addr().expect("addr");
+        for (i, len) in [3usize, 40, 60].into_iter().enumerate() {
+            tx.send_to(&vec![i as u8 + 1; len], to).expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // Slots of 64 bytes, 8 of headroom, 4 of tailroom: 52 bytes of room; the 60-byte
+        // datagram is cut short and says so.
+        let mut b = Batch::new(8, 64);
+        let got = b.recv_into(rx.as_raw_fd(), 2, 8, 8, 4).expect("recv");
+        assert_eq!(got, 3);
+        assert_eq!(b.msg(2), &[1, 1, 1]);
+        assert_eq!(b.msg(3).len(), 40);
+        assert!(!b.truncated(2) && !b.truncated(3));
+        assert!(b.truncated(4));
+        assert_eq!(b.addr(2), Some(from));
+        // Headers go in front, in place.
+        b.slot_mut(3)[4..8].copy_from_slice(b"HEAD");
+        b.set_range(3, 4, 44);
+        b.set_addr(3, from);
+        b.set_addr(2, from);
+        assert_eq!(
+            b.send_some(rx.as_raw_fd(), &[3, 2, 99]),
+            (2, 0),
+            "99 is skipped"
+        );
+        tx.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let (n, _) = tx.recv_from(&mut buf).expect("first");
+        assert_eq!(&buf[..4], b"HEAD");
+        assert_eq!(n, 44);
+        let (n, _) = tx.recv_from(&mut buf).expect("second");
+        assert_eq!(&buf[..n], &[1, 1, 1]);
+        // A second receive reuses the descriptors (address lengths reset).
+        tx.send_to(b"again", to).expect("send");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(b.recv_into(rx.as_raw_fd(), 0, 8, 8, 4).expect("recv"), 1);
+        assert_eq!((b.msg(0), b.addr(0)), (&b"again"[..], Some(from)));
     }
 
     #[test]
