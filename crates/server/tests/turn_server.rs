@@ -6,28 +6,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use icebreaker::client::turn::{AllocateOptions, Credentials, Incoming, Transport, TurnClient};
+use icebreaker::client::turn::{AllocateOptions, Credentials, Transport, TurnClient};
 use icebreaker::client::turn_check::{self, TurnCheckArgs};
 
 async fn client(server: SocketAddr, t: Transport, c: Option<Credentials>) -> TurnClient {
     TurnClient::connect(server, options(t, c))
         .await
         .expect("connect")
-}
-
-/// Receive the next data message (ChannelData or Data indication) within 3 s.
-async fn recv_data(c: &mut TurnClient) -> Vec<u8> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match c.recv_timeout(left).await.expect("recv") {
-            Some(Incoming::ChannelData { data, .. }) | Some(Incoming::Data { data, .. }) => {
-                return data.to_vec()
-            }
-            Some(Incoming::Stun(_)) => continue,
-            None => panic!("no data within 3 s"),
-        }
-    }
 }
 
 #[tokio::test]

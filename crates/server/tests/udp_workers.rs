@@ -5,10 +5,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::*;
-use icebreaker::client::turn::{AllocateOptions, Credentials, Incoming, Transport, TurnClient};
+use icebreaker::client::turn::{AllocateOptions, Credentials, Transport, TurnClient};
 
 /// Enough workers that clients on different ports almost surely land on different shards.
 const WORKERS: usize = 4;
@@ -23,20 +22,6 @@ async fn udp_client(server: SocketAddr, c: Credentials) -> TurnClient {
     TurnClient::connect(server, options(Transport::Udp, Some(c)))
         .await
         .expect("connect")
-}
-
-async fn recv_data(c: &mut TurnClient) -> Vec<u8> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match c.recv_timeout(left).await.expect("recv") {
-            Some(Incoming::ChannelData { data, .. }) | Some(Incoming::Data { data, .. }) => {
-                return data.to_vec()
-            }
-            Some(Incoming::Stun(_)) => continue,
-            None => panic!("no data within 3 s"),
-        }
-    }
 }
 
 #[tokio::test]

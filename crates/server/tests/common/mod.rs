@@ -5,7 +5,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use icebreaker::client::turn::{ClientOptions, Credentials, TlsOptions, Transport};
+use icebreaker::client::turn::{
+    ClientOptions, Credentials, Incoming, TlsOptions, Transport, TurnClient,
+};
 use icebreaker::config::Config;
 use icebreaker::serve::{start, Running};
 
@@ -147,3 +149,18 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 pub mod signal;
+
+/// Receive the next data message (ChannelData or Data indication) within 3 s.
+pub async fn recv_data(c: &mut TurnClient) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.recv_timeout(left).await.expect("recv") {
+            Some(Incoming::ChannelData { data, .. }) | Some(Incoming::Data { data, .. }) => {
+                return data.to_vec()
+            }
+            Some(Incoming::Stun(_)) => continue,
+            None => panic!("no data within 3 s"),
+        }
+    }
+}
