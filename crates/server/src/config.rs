@@ -659,6 +659,10 @@ fn parse_external_ip(s: &str) -> Result<ExternalIp, String> {
     })
 }
 
+/// Most UDP worker threads `udp_workers` may ask for (each is a thread with its own sockets).
+pub const MAX_UDP_WORKERS: usize = 1024;
+
+/// `NAME:PASSWORD`, split at the first `:` (passwords may contain `:`).
 fn parse_user(s: &str) -> Result<(String, String), String> {
     s.split_once(':')
         .map(|(n, p)| (n.to_string(), p.to_string()))
@@ -1142,6 +1146,12 @@ impl Config {
     }
 
     fn check_limits(&self, c: &mut Checker) {
+        if self.udp_workers > MAX_UDP_WORKERS {
+            c.error(format!(
+                "udp_workers is {}; use at most {MAX_UDP_WORKERS} (0 = one per CPU core)",
+                self.udp_workers
+            ));
+        }
         if self.max_allocations == 0 {
             c.error("max_allocations is 0, so every Allocate would fail; use at least 1 (default 10000)");
         }
@@ -1858,6 +1868,9 @@ log_format = "json"
         let mut c = valid();
         c.max_allocations_per_user = 0;
         assert!(has(&c, Severity::Error, "max_allocations_per_user is 0"));
+        c.udp_workers = MAX_UDP_WORKERS + 1;
+        assert!(has(&c, Severity::Error, "udp_workers is"));
+        c.udp_workers = 0;
         c.max_allocations_per_user = 20_000;
         assert!(has(&c, Severity::Warning, "never be reached"));
     }

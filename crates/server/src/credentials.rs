@@ -18,10 +18,15 @@ pub struct RestCredentials {
     pub expires_at: u64,
 }
 
-/// Make credentials for `user` valid for `ttl` seconds from `now_unix`.
+/// Make credentials for `user` valid for `ttl` seconds from `now_unix`: the username is
+/// `EXPIRY:USER`, or just `EXPIRY` for an empty user (both forms of the TURN REST draft).
 pub fn rest_credentials(secret: &str, user: &str, ttl: u32, now_unix: u64) -> RestCredentials {
     let expires_at = now_unix.saturating_add(u64::from(ttl));
-    let username = format!("{expires_at}:{user}");
+    let username = if user.is_empty() {
+        expires_at.to_string()
+    } else {
+        format!("{expires_at}:{user}")
+    };
     let mut out = [0u8; 28];
     let password =
         icebreaker_stun::rest_password(secret.as_bytes(), &username, &mut out).to_owned();

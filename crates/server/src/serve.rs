@@ -327,7 +327,8 @@ fn default_route_ip() -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
-fn udp_listener(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<StdUdpSocket> {
+/// A UDP listener socket; several bind the same address (`SO_REUSEPORT`), one per worker.
+fn udp_listener(addr: SocketAddr) -> anyhow::Result<StdUdpSocket> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
@@ -337,9 +338,7 @@ fn udp_listener(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<StdUdpSock
     if addr.is_ipv6() {
         sock.set_only_v6(false).ok();
     }
-    if reuse_port {
-        sock.set_reuse_port(true)?;
-    }
+    sock.set_reuse_port(true)?;
     let _ = sock.set_recv_buffer_size(LISTENER_BUFFER);
     let _ = sock.set_send_buffer_size(LISTENER_BUFFER);
     sock.set_nonblocking(true)?;
@@ -444,13 +443,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // The TCP listener picks the port when 0 is asked for; UDP then binds the same port.
         let t = tcp_listener(*addr)?;
         let bound = t.local_addr()?;
-        let mut local = bound;
-        for (w, list) in udp_listeners.iter_mut().enumerate() {
-            let s = udp_listener(if w == 0 { bound } else { local }, true)?;
-            local = s.local_addr()?;
-            list.push((local, s));
+        for list in udp_listeners.iter_mut() {
+            list.push((bound, udp_listener(bound)?));
         }
-        turn_addrs.push(local);
+        turn_addrs.push(bound);
         tcp.push((t, Transport::Tcp));
     }
     let mut turns_addrs = Vec::new();
@@ -726,22 +722,17 @@ fn relay_one(
     let out = {
         let mut st = shared.state.lock();
         let st = &mut *st;
-        st.turn.handle_peer(t, id, from, buf, n).map(|o| {
-            let stream = if o.client.transport.is_stream() {
-                st.streams.get(&o.client).cloned()
-            } else {
-                None
-            };
-            (o, stream)
-        })
+        // This shard only holds allocations of TCP/TLS clients.
+        st.turn
+            .handle_peer(t, id, from, buf, n)
+            .map(|o| (st.streams.get(&o.client).cloned(), o.range))
     };
-    let Some((o, stream)) = out else {
+    let Some((stream, range)) = out else {
         return RelayStep::Handled;
     };
-    let Some(bytes) = buf.get(o.range.clone()) else {
+    let Some(bytes) = buf.get(range) else {
         return RelayStep::Handled;
     };
-    // This shard only holds allocations of TCP/TLS clients.
     match stream {
         Some(w) => {
             stream_buf.clear();

@@ -248,62 +248,50 @@ impl Batch {
     /// socket that is full, the rest of the batch is counted as failed.
     pub fn send(&mut self, fd: RawFd, n: usize, to_addr: bool) -> (usize, usize) {
         let n = n.min(self.capacity());
-        let slot = self.slot;
-        let base = self.data.as_mut_ptr();
         for i in 0..n {
-            let off = self.offs[i].min(slot);
-            self.iovs[i] = libc::iovec {
-                // SAFETY: i < n <= capacity and off <= slot, so the offset stays inside `data`.
-                iov_base: unsafe { base.add(i * slot + off) }.cast(),
-                iov_len: self.lens[i].min(slot - off),
-            };
-            let h = &mut self.hdrs[i].msg_hdr;
-            if to_addr {
-                h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-                h.msg_namelen = self.namelens[i];
-            } else {
-                h.msg_name = std::ptr::null_mut();
-                h.msg_namelen = 0;
-            }
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
+            self.describe_send(i, i, to_addr);
         }
         self.send_prepared(fd, n)
     }
 
     /// Send the datagrams in the buffers listed in `which`, each to its address (from the
-    /// receive, or [`Batch::set_addr`]), with as few `sendmmsg` calls as possible. Returns
-    /// (sent, failed) as [`Batch::send`] does.
+    /// receive, or [`Batch::set_addr`]), with as few `sendmmsg` calls as possible. Indices past
+    /// the capacity are skipped. Returns (sent, failed) as [`Batch::send`] does.
     pub fn send_some(&mut self, fd: RawFd, which: &[u16]) -> (usize, usize) {
-        let n = which.len().min(self.capacity());
-        let slot = self.slot;
-        let base = self.data.as_mut_ptr();
         let mut k = 0;
-        for &i in which.iter() {
+        for &i in which {
             let i = usize::from(i);
-            if i >= self.capacity() || k >= n {
-                continue;
+            if i < self.capacity() && k < self.capacity() {
+                self.describe_send(k, i, true);
+                k += 1;
             }
-            let off = self.offs[i].min(slot);
-            self.iovs[k] = libc::iovec {
-                // SAFETY: i < capacity and off <= slot: inside `data`.
-                iov_base: unsafe { base.add(i * slot + off) }.cast(),
-                iov_len: self.lens[i].min(slot - off),
-            };
-            let h = &mut self.hdrs[k].msg_hdr;
-            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = self.namelens[i];
-            h.msg_iov = &mut self.iovs[k];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-            k += 1;
         }
         self.send_prepared(fd, k)
+    }
+
+    /// Point send descriptor `k` at the datagram in buffer `i`, addressed to `names[i]` when
+    /// `to_addr` (else to the connected peer). `k` and `i` must be below the capacity.
+    fn describe_send(&mut self, k: usize, i: usize, to_addr: bool) {
+        let slot = self.slot;
+        let off = self.offs[i].min(slot);
+        self.iovs[k] = libc::iovec {
+            // SAFETY: i < capacity and off <= slot, so the offset stays inside `data`.
+            iov_base: unsafe { self.data.as_mut_ptr().add(i * slot + off) }.cast(),
+            iov_len: self.lens[i].min(slot - off),
+        };
+        let h = &mut self.hdrs[k].msg_hdr;
+        if to_addr {
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.namelens[i];
+        } else {
+            h.msg_name = std::ptr::null_mut();
+            h.msg_namelen = 0;
+        }
+        h.msg_iov = &mut self.iovs[k];
+        h.msg_iovlen = 1;
+        h.msg_control = std::ptr::null_mut();
+        h.msg_controllen = 0;
+        h.msg_flags = 0;
     }
 
     /// `sendmmsg` over `hdrs[..n]`, already filled in.

@@ -40,7 +40,8 @@ fn open(path: &Path, what: &str) -> anyhow::Result<BufReader<File>> {
     Ok(BufReader::new(file))
 }
 
-fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+/// The PEM certificates in `path` (a chain, or CA certificates); at least one.
+pub(crate) fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let mut reader = open(path, "certificate")?;
     let certs = rustls_pemfile::certs(&mut reader)
         .collect::<Result<Vec<_>, _>>()

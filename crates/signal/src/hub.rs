@@ -496,13 +496,11 @@ impl<S: RoomStore> Hub<S> {
             return None;
         }
         let key = *self.by_digest.get(&token_digest(token))?;
-        let s = self.sessions.get(&key)?;
-        // Redundant after a digest match, but cheap and independent of the map.
-        if s.token.matches(token) && s.digest == token_digest(s.token.as_str()) {
-            Some(key)
-        } else {
-            None
-        }
+        // Constant-time comparison of the token itself, independent of the digest map.
+        self.sessions
+            .get(&key)
+            .filter(|s| s.token.matches(token))
+            .map(|_| key)
     }
 
     /// Resumes a session: checks the token and that every message after `last_seq` is still held
@@ -517,16 +515,11 @@ impl<S: RoomStore> Hub<S> {
         last_seq: u64,
         ice_servers: impl FnOnce(&str) -> Value,
     ) -> Result<Attached, ProtoError> {
-        let key = self.lookup(token).ok_or_else(|| {
-            ProtoError::new(
-                ErrorCode::ResumeFailed,
-                "unknown or expired session (join again)",
-            )
-        })?;
+        let key = self.lookup(token).ok_or_else(ProtoError::resume_failed)?;
         self.check_replay(key, last_seq)?;
         let (peer, room) = match self.sessions.get(&key) {
             Some(s) => (s.peer.clone(), s.room.clone()),
-            None => return Err(resume_failed()),
+            None => return Err(ProtoError::resume_failed()),
         };
         let peers: Vec<PeerInfo> = {
             let mut v = Vec::new();
@@ -552,7 +545,10 @@ impl<S: RoomStore> Hub<S> {
     }
 
     fn check_replay(&self, key: SessionKey, last_seq: u64) -> Result<(), ProtoError> {
-        let s = self.sessions.get(&key).ok_or_else(resume_failed)?;
+        let s = self
+            .sessions
+            .get(&key)
+            .ok_or_else(ProtoError::resume_failed)?;
         if s.outbox.can_replay_after(last_seq) {
             Ok(())
         } else {
@@ -577,7 +573,10 @@ impl<S: RoomStore> Hub<S> {
         self.check_replay(key, last_seq)?;
         let stream = StreamId(self.next_stream);
         self.next_stream += 1;
-        let s = self.sessions.get_mut(&key).ok_or_else(resume_failed)?;
+        let s = self
+            .sessions
+            .get_mut(&key)
+            .ok_or_else(ProtoError::resume_failed)?;
         s.outbox.ack(last_seq);
         s.stream = Some(stream);
         if let Some(d) = s.deadline.take() {
@@ -705,7 +704,10 @@ impl<S: RoomStore> Hub<S> {
         key: SessionKey,
         after: u64,
     ) -> Result<impl Iterator<Item = (u64, &str)> + '_, ProtoError> {
-        let s = self.sessions.get(&key).ok_or_else(resume_failed)?;
+        let s = self
+            .sessions
+            .get(&key)
+            .ok_or_else(ProtoError::resume_failed)?;
         s.outbox
             .replay_after(after)
             .map_err(|g| ProtoError::new(ErrorCode::ResumeFailed, format!("{g} (join again)")))
@@ -736,13 +738,6 @@ impl<S: RoomStore> Hub<S> {
             rooms: self.store.room_count(),
         }
     }
-}
-
-fn resume_failed() -> ProtoError {
-    ProtoError::new(
-        ErrorCode::ResumeFailed,
-        "unknown or expired session (join again)",
-    )
 }
 
 /// `now + grace`, saturating far in the future instead of panicking on an absurd grace.

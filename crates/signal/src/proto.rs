@@ -128,6 +128,14 @@ impl ProtoError {
         }
     }
 
+    /// `resume_failed`: the session token is unknown, or its session has ended.
+    pub fn resume_failed() -> Self {
+        Self::new(
+            ErrorCode::ResumeFailed,
+            "unknown or expired session (join again)",
+        )
+    }
+
     /// Sets the `ref` (the `id` of the message this answers).
     pub fn with_id(mut self, id: Option<String>) -> Self {
         self.id = id;

@@ -103,13 +103,18 @@ impl Outbox {
 
     /// Like [`Outbox::push`], but the buffer may exceed its limits by this one message instead
     /// of dropping the oldest: used for `resumed`, which must not evict the replay it ends.
+    /// What came before it still keeps to both limits, so repeated resumes cannot pile up
+    /// `resumed` messages past the byte cap.
     pub fn push_over_limit(&mut self, msg: &Encoded) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let text = msg.with_seq(seq);
-        self.bytes += text.len();
+        let newest = text.len();
+        self.bytes += newest;
         self.buf.push_back(text.into_boxed_str());
-        while self.buf.len() > self.limit + 1 {
+        while self.buf.len() > self.limit.saturating_add(1)
+            || (self.bytes - newest > self.max_bytes && self.buf.len() > 1)
+        {
             self.drop_front();
         }
         seq

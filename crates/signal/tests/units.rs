@@ -63,6 +63,23 @@ fn outbox_byte_cap() {
 }
 
 #[test]
+fn outbox_over_limit_pushes_cannot_pile_up_past_the_byte_cap() {
+    // Each resume queues a `resumed` over the limits; a client resuming in a loop must not
+    // keep them all.
+    let mut o = Outbox::with_max_bytes(1000, 70);
+    let one = pong(0).with_seq(1).len();
+    for i in 0..50 {
+        o.push_over_limit(&pong(i));
+        assert!(o.bytes() <= 70 + one, "{} bytes after {i}", o.bytes());
+    }
+    assert_eq!(o.last_seq(), 50);
+    // The newest is always kept, even when it alone passes the cap.
+    let mut tight = Outbox::with_max_bytes(1000, 1);
+    tight.push_over_limit(&pong(7));
+    assert_eq!(tight.replay_after(0).unwrap().count(), 1);
+}
+
+#[test]
 fn session_tokens() {
     let mut rng = StdRng::seed_from_u64(1);
     let a = SessionToken::generate(&mut rng);

@@ -97,7 +97,8 @@ impl PeerFilter {
     }
 
     fn is_own(&self, ip: IpAddr) -> bool {
-        ip.is_loopback() || self.own_ips.contains(&ip)
+        // 0.0.0.0 and :: as a destination reach this host.
+        ip.is_loopback() || ip.is_unspecified() || self.own_ips.contains(&ip)
     }
 
     /// Check a peer transport address. `is_live_relay` tells whether an address in the relay
@@ -301,6 +302,18 @@ mod tests {
             Err(Denied::OwnService)
         );
         assert_eq!(f.check(sa("127.0.0.1:22"), |_| true), Ok(()));
+    }
+
+    #[test]
+    fn unspecified_address_reaches_our_services_even_with_an_allow_everything_rule() {
+        let f = PeerFilter::new()
+            .allow("0.0.0.0/0".parse().expect("net"))
+            .allow("::/0".parse().expect("net"))
+            .service_port(3478);
+        for s in ["0.0.0.0:3478", "[::]:3478", "[::ffff:0.0.0.0]:3478"] {
+            let a: SocketAddr = s.parse().expect("addr");
+            assert_eq!(f.check(a, |_| false), Err(Denied::OwnService), "{s}");
+        }
     }
 
     #[test]

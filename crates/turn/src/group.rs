@@ -11,8 +11,8 @@
 //! - the counter that makes reservation tokens unique.
 //!
 //! Every [`crate::Config`] made by [`crate::Config::new`] has its own group; servers built from
-//! clones of one `Config` share it. Nothing here is touched per relayed packet: allocations,
-//! reservations and permission checks only.
+//! clones of one `Config` share it. Nothing here is touched per relayed packet except the
+//! live-relay lookup (a read lock) for data sent to an address in the relay range.
 
 use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
 use std::net::SocketAddr;
@@ -26,10 +26,35 @@ type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
 
 /// A port held by EVEN-PORT's R bit until an Allocate redeems its token, or it expires.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Reservation {
     pub relay: (RelayId, SocketAddr),
     pub expires: Instant,
+    /// Quota key of the user who made it.
+    pub user: Box<str>,
+}
+
+#[derive(Debug, Default)]
+struct Reservations {
+    by_token: HashMap<[u8; 8], Reservation>,
+    per_user: HashMap<Box<str>, usize>,
+}
+
+impl Reservations {
+    fn take(&mut self, token: &[u8; 8]) -> Option<Reservation> {
+        let r = self.by_token.remove(token)?;
+        if let Some(n) = self.per_user.get_mut(&r.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_user.remove(&r.user);
+            }
+        }
+        Some(r)
+    }
+
+    fn fits(&self, user: &str, max: usize, max_user: usize) -> bool {
+        self.by_token.len() < max && self.per_user.get(user).copied().unwrap_or(0) < max_user
+    }
 }
 
 #[derive(Debug, Default)]
@@ -43,7 +68,7 @@ struct Counts {
 pub struct Group {
     counts: Mutex<Counts>,
     live_relays: RwLock<HashSet<SocketAddr>>,
-    reservations: Mutex<HashMap<[u8; 8], Reservation>>,
+    reservations: Mutex<Reservations>,
     tokens: AtomicU64,
 }
 
@@ -65,7 +90,7 @@ impl Group {
 
     /// Reservations held across all shards.
     pub fn reservations(&self) -> usize {
-        lock(&self.reservations).len()
+        lock(&self.reservations).by_token.len()
     }
 
     /// Count one more allocation for `user`, unless that would pass a limit: `Err(486)` for the
@@ -123,36 +148,46 @@ impl Group {
         self.tokens.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Hold a reservation, unless `max` are held already.
-    pub(crate) fn reserve(&self, token: [u8; 8], r: Reservation, max: usize) -> bool {
+    /// Hold a reservation, unless `max` are held already in all or `max_user` by its user
+    /// (each holds a bound port for 30 s: one user must not take the whole range).
+    pub(crate) fn reserve(
+        &self,
+        token: [u8; 8],
+        r: Reservation,
+        max: usize,
+        max_user: usize,
+    ) -> bool {
         let mut m = lock(&self.reservations);
-        if m.len() >= max {
+        if !m.fits(&r.user, max, max_user) {
             return false;
         }
-        m.insert(token, r);
+        *m.per_user.entry(r.user.clone()).or_insert(0) += 1;
+        m.by_token.insert(token, r);
         true
     }
 
-    /// Whether another reservation fits under `max`.
-    pub(crate) fn can_reserve(&self, max: usize) -> bool {
-        lock(&self.reservations).len() < max
+    /// Whether another reservation by `user` fits under the limits of [`Group::reserve`].
+    pub(crate) fn can_reserve(&self, user: &str, max: usize, max_user: usize) -> bool {
+        lock(&self.reservations).fits(user, max, max_user)
     }
 
     /// Take the reservation of `token`.
     pub(crate) fn redeem(&self, token: &[u8; 8]) -> Option<Reservation> {
-        lock(&self.reservations).remove(token)
+        lock(&self.reservations).take(token)
     }
 
     /// Remove the reservations that expired by `now` (or all of them), calling `f` on each.
     pub(crate) fn sweep(&self, now: Option<Instant>, mut f: impl FnMut(Reservation)) {
-        let mut gone = Vec::new();
-        lock(&self.reservations).retain(|_, r| {
-            let keep = now.is_some_and(|n| r.expires > n);
-            if !keep {
-                gone.push(*r);
-            }
-            keep
-        });
+        let gone: Vec<Reservation> = {
+            let mut m = lock(&self.reservations);
+            let expired: Vec<[u8; 8]> = m
+                .by_token
+                .iter()
+                .filter(|(_, r)| now.is_none_or(|n| r.expires <= n))
+                .map(|(t, _)| *t)
+                .collect();
+            expired.iter().filter_map(|t| m.take(t)).collect()
+        };
         // Released outside the lock: the caller closes sockets.
         for r in gone {
             f(r);

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// [`Server::handle_peer`] can prepend the ChannelData header or the Data indication header in place.
 pub const PEER_HEADROOM: usize = 48;
 
+// The largest header `handle_peer` writes in front of a datagram: a Data indication with an IPv6
+// XOR-PEER-ADDRESS (STUN header 20 + attribute 4 + 20) and the DATA attribute header (4).
+const _: () = assert!(20 + (4 + 20) + 4 <= PEER_HEADROOM);
+
 /// Permission lifetime (RFC 8656 §9).
 const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 /// Channel binding lifetime (RFC 8656 §12).
@@ -402,6 +406,18 @@ impl Allocation {
     }
 }
 
+/// What an Allocate asks of its relay sockets.
+#[derive(Clone, Copy)]
+struct RelayAsk<'a> {
+    token: Option<[u8; 8]>,
+    even: Option<bool>,
+    family: Option<Family>,
+    additional: Option<Family>,
+    dont_fragment: bool,
+    /// Quota key of the user (reservations count per user too).
+    user: &'a str,
+}
+
 /// The relay sockets of a new allocation (by family slot), its reservation token, and the
 /// ADDRESS-ERROR-CODE of a failed additional family.
 type BoundRelays = (
@@ -665,10 +681,22 @@ impl Server {
             .and_then(|a| a.as_ref())
             .filter(|a| a.permitted(peer.ip(), now.mono))
             .and_then(|a| a.relay_for(peer.ip()));
+        let wire = self.wire_peer(peer);
+        // The relay-range exception was granted for a live allocation: once that allocation is
+        // gone, its port is an ordinary local port again, whatever permission or channel the
+        // client still holds for it.
+        if relay.is_some()
+            && self.cfg.filter.is_relay_addr(wire)
+            && !self.cfg.group.is_live_relay(canonical_addr(wire))
+            && self.check_peer(peer).is_err()
+        {
+            self.stats.peer_denied += 1;
+            return ClientOutput::None;
+        }
         match relay {
             Some(relay) => ClientOutput::Forward {
                 relay,
-                peer: self.wire_peer(peer),
+                peer: wire,
                 data,
             },
             None => {
@@ -990,7 +1018,15 @@ impl Server {
                 self.cfg.max_allocations_per_user,
             )
             .map_err(|code| Reject::signed(code, signer))?;
-        let bound = self.bind_relays(now, msg, token, even, requested_family, additional, relays);
+        let ask = RelayAsk {
+            token,
+            even,
+            family: requested_family,
+            additional,
+            dont_fragment: msg.dont_fragment(),
+            user: quota_key,
+        };
+        let bound = self.bind_relays(now, &ask, relays);
         let (slots, new_token, address_error) = match bound {
             Ok(b) => b,
             Err(code) => {
@@ -1034,19 +1070,21 @@ impl Server {
 
     /// The relay sockets of a new allocation: the reserved one of `token`, or freshly bound
     /// ones (with a reservation of the next port for EVEN-PORT's R bit). Errors are codes.
-    #[allow(clippy::too_many_arguments)]
     fn bind_relays(
         &mut self,
         now: Now,
-        msg: &Message<'_>,
-        token: Option<[u8; 8]>,
-        even: Option<bool>,
-        requested_family: Option<Family>,
-        additional: Option<Family>,
+        ask: &RelayAsk<'_>,
         relays: &mut dyn RelayProvider,
     ) -> Result<BoundRelays, u16> {
         let group = self.cfg.group.clone();
-        let dont_fragment = msg.dont_fragment();
+        let RelayAsk {
+            token,
+            even,
+            family: requested_family,
+            additional,
+            dont_fragment,
+            user,
+        } = *ask;
         let mut slots: [Option<(RelayId, SocketAddr)>; 2] = [None, None];
         let mut new_token = None;
         let mut address_error = None;
@@ -1060,7 +1098,8 @@ impl Server {
         } else {
             // Each reservation holds a bound socket for 30 s and is not an allocation: bound
             // them like allocations, so that allocate-reserve-delete loops cannot pile them up.
-            if even == Some(true) && !group.can_reserve(self.cfg.max_allocations) {
+            let (max, max_user) = (self.cfg.max_allocations, self.cfg.max_allocations_per_user);
+            if even == Some(true) && !group.can_reserve(user, max, max_user) {
                 return Err(508);
             }
             let family = requested_family.unwrap_or(Family::V4);
@@ -1080,8 +1119,9 @@ impl Server {
                 let r = Reservation {
                     relay: reserved,
                     expires: now.mono + RESERVATION_LIFETIME,
+                    user: user.into(),
                 };
-                if group.reserve(t, r, self.cfg.max_allocations) {
+                if group.reserve(t, r, max, max_user) {
                     new_token = Some(t);
                 } else {
                     // Another shard took the last reservation since the check above.
@@ -1291,6 +1331,13 @@ impl Server {
         };
         // RFC 8656 §11.2: a number is bound to one peer and a peer to one number, also during the
         // five minutes after a binding expires.
+        // The binding also installs a permission: it counts against the same cap as
+        // CreatePermission's.
+        if a.permissions.len() >= MAX_PERMISSIONS
+            && !a.permissions.iter().any(|p| p.ip == peer.ip())
+        {
+            return Err(Reject::signed(508, signer));
+        }
         let by_number = a.channels.iter().position(|c| c.number == number);
         let by_peer = a.channels.iter().position(|c| c.peer == peer);
         match (by_number, by_peer) {

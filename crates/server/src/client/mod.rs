@@ -108,13 +108,20 @@ pub fn fmt_ms(d: Duration) -> String {
     }
 }
 
-/// Parse a positive number of seconds (command-line `--timeout`).
+/// Longest `--timeout` accepted: deadlines are `Instant::now() + timeout`, which must not
+/// overflow.
+const MAX_TIMEOUT_SECS: f64 = 3600.0;
+
+/// Parse a positive number of seconds, at most an hour (command-line `--timeout`).
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if v.is_nan() || v <= 0.0 {
         return Err("must be greater than 0".into());
+    }
+    if v > MAX_TIMEOUT_SECS {
+        return Err(format!("must be at most {MAX_TIMEOUT_SECS} seconds"));
     }
     Duration::try_from_secs_f64(v).map_err(|e| e.to_string())
 }
@@ -152,5 +159,7 @@ mod tests {
         assert!(parse_secs("-1").is_err());
         assert!(parse_secs("NaN").is_err());
         assert!(parse_secs("x").is_err());
+        assert!(parse_secs("1e19").is_err(), "would overflow a deadline");
+        assert!(parse_secs("3600").is_ok());
     }
 }

@@ -26,9 +26,9 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use icebreaker_stun::{
     self as codec, attr, method, Class, Family, Message, MessageType, MessageWriter, TransactionId,
@@ -121,19 +121,14 @@ impl Credentials {
         match self {
             Credentials::LongTerm { username, password } => (username.clone(), password.clone()),
             Credentials::Rest { secret, user, ttl } => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                let expiry = now.saturating_add(*ttl).as_secs();
-                let username = if user.is_empty() {
-                    expiry.to_string()
-                } else {
-                    format!("{expiry}:{user}")
-                };
-                let mut out = [0u8; 28];
-                let password =
-                    codec::rest_password(secret.as_bytes(), &username, &mut out).to_owned();
-                (username, password)
+                let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
+                let c = crate::credentials::rest_credentials(
+                    secret,
+                    user,
+                    ttl,
+                    crate::credentials::now_unix(),
+                );
+                (c.username, c.password)
             }
         }
     }
@@ -1129,24 +1124,6 @@ const SYSTEM_CA_FILES: &[&str] = &[
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
 ];
 
-fn load_pem_certs(
-    path: &Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TurnError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| TurnError::Tls(format!("cannot open {}: {e}", path.display())))?;
-    let mut reader = io::BufReader::new(file);
-    let certs = rustls_pemfile::certs(&mut reader)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TurnError::Tls(format!("cannot read {}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(TurnError::Tls(format!(
-            "no PEM certificates in {}",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
 /// Build the rustls client configuration for `tls` (aws-lc-rs provider).
 pub fn tls_client_config(tls: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, TurnError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -1170,7 +1147,8 @@ pub fn tls_client_config(tls: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, 
             })?,
         };
         let mut roots = rustls::RootCertStore::empty();
-        let (added, _ignored) = roots.add_parsable_certificates(load_pem_certs(&path)?);
+        let certs = crate::tls::load_certs(&path).map_err(|e| TurnError::Tls(format!("{e:#}")))?;
+        let (added, _ignored) = roots.add_parsable_certificates(certs);
         if added == 0 {
             return Err(TurnError::Tls(format!(
                 "no usable CA certificates in {}",
@@ -1248,6 +1226,7 @@ impl rustls::client::danger::ServerCertVerifier for InsecureVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     #[test]
     fn rest_username_shape() {

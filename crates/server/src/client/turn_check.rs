@@ -125,6 +125,8 @@ impl TurnCheckArgs {
     fn credentials(&self) -> anyhow::Result<Credentials> {
         match (&self.user, &self.secret) {
             (Some(user), None) => {
+                // Split at the last ':': REST user names (`EXPIRY:USER`) contain one, so a
+                // pair handed out by `/api/ice-servers` can be checked as `EXPIRY:USER:PASS`.
                 let (username, password) = user
                     .rsplit_once(':')
                     .ok_or_else(|| anyhow!("--user must be NAME:PASS"))?;

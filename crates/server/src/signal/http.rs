@@ -400,7 +400,7 @@ pub(super) async fn poll(
             }
             Ok(_) => {}
             Err(super::End::Gone) => {
-                return error_response(&super::resume_failed(), None);
+                return error_response(&ProtoError::resume_failed(), None);
             }
             Err(_) => return json_response(StatusCode::OK, "[]".to_string()),
         }

@@ -61,8 +61,6 @@ pub struct SignalSettings {
     pub origins: Vec<String>,
     /// Key protecting `/api/ice-servers`.
     pub api_key: Option<String>,
-    /// Grace period in seconds (for `joined`).
-    pub grace: Duration,
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
     pub sse_keepalive: Duration,
@@ -77,7 +75,6 @@ impl SignalSettings {
             burst: rate * 2.0,
             origins: c.signal_origins.clone(),
             api_key: c.api_key.clone(),
-            grace: Duration::from_secs(u64::from(c.signal_grace)),
             ws_ping_interval: WS_PING_INTERVAL,
             ws_idle_timeout: WS_IDLE_TIMEOUT,
             sse_keepalive: SSE_KEEPALIVE,
@@ -116,9 +113,8 @@ struct SessionIo {
     notify: Arc<Notify>,
     /// `Host` of the request that opened the session (for `iceServers`).
     host: Option<String>,
-    /// No stream was ever attached (HTTP join not yet followed by a stream).
-    fresh: bool,
-    /// Transport of the last stream attached.
+    /// Transport of the last stream attached (`None`: none yet, an HTTP join not yet followed
+    /// by a stream).
     last_kind: Option<Kind>,
     /// Bumped by [`SignalService::force_close`]: streams opened before close.
     epoch: u64,
@@ -337,7 +333,6 @@ impl SignalService {
             SessionIo {
                 notify: Arc::new(Notify::new()),
                 host,
-                fresh: true,
                 last_kind: None,
                 epoch: 0,
                 limiter: RateLimiter::new(self.settings.rate, self.settings.burst),
@@ -355,20 +350,29 @@ impl SignalService {
         let (key, resume, last_seq, token) = match how {
             Open::Joined(key) => (key, false, 0, None),
             Open::Resume { token, last_seq } => {
-                let key = inner.hub.lookup(token).ok_or_else(resume_failed)?;
+                let key = inner
+                    .hub
+                    .lookup(token)
+                    .ok_or_else(ProtoError::resume_failed)?;
                 (key, true, last_seq, Some(token))
             }
             Open::Sse { token, last_seq } => {
-                let key = inner.hub.lookup(token).ok_or_else(resume_failed)?;
-                let fresh = inner.io.get(&key).is_some_and(|io| io.fresh);
+                let key = inner
+                    .hub
+                    .lookup(token)
+                    .ok_or_else(ProtoError::resume_failed)?;
+                let fresh = inner.io.get(&key).is_some_and(|io| io.last_kind.is_none());
                 (key, !(fresh && last_seq == 0), last_seq, Some(token))
             }
             Open::Poll { token, last_seq } => {
-                let key = inner.hub.lookup(token).ok_or_else(resume_failed)?;
+                let key = inner
+                    .hub
+                    .lookup(token)
+                    .ok_or_else(ProtoError::resume_failed)?;
                 let cont = inner
                     .io
                     .get(&key)
-                    .is_some_and(|io| io.fresh || io.last_kind == Some(Kind::Poll));
+                    .is_some_and(|io| matches!(io.last_kind, None | Some(Kind::Poll)));
                 (key, !cont, last_seq, Some(token))
             }
         };
@@ -389,7 +393,6 @@ impl SignalService {
                 "the session has no I/O state",
             ));
         };
-        io.fresh = false;
         io.last_kind = Some(kind);
         Ok(Attachment {
             svc: self.clone(),
@@ -457,13 +460,6 @@ impl SignalService {
         inner.wake();
         seq
     }
-}
-
-fn resume_failed() -> ProtoError {
-    ProtoError::new(
-        ErrorCode::ResumeFailed,
-        "unknown or expired session (join again)",
-    )
 }
 
 /// The `Host` header's value, if any.

@@ -48,17 +48,17 @@ pub(super) async fn ws_handler(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
+            let (svc_rate, svc_burst) = (svc.settings.rate, svc.settings.burst);
             let mut conn = Conn {
                 svc,
                 socket,
                 host,
                 att: None,
                 sent: 0,
-                limiter: RateLimiter::new(0.0, 0.0),
+                limiter: RateLimiter::new(svc_rate, svc_burst),
                 bad_in_a_row: 0,
                 last_heard: Instant::now(),
             };
-            conn.limiter = RateLimiter::new(conn.svc.settings.rate, conn.svc.settings.burst);
             conn.run().await;
         })
 }
@@ -204,19 +204,14 @@ impl Conn {
     }
 
     async fn on_frame(&mut self, m: Message) -> Next {
-        let text = match m {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                return self
-                    .refuse(ProtoError::new(
-                        ErrorCode::BadMessage,
-                        "binary frames are not supported; send JSON text frames",
-                    ))
-                    .await
-            }
-            Message::Ping(_) | Message::Pong(_) => return Next::Continue,
+        match m {
+            // Answers to our pings; the close handshake.
+            Message::Pong(_) => return Next::Continue,
             Message::Close(_) => return Next::Drop,
-        };
+            // Everything a client sends on its own counts against its rate, also what is
+            // refused below (binary frames) and pings (each one makes us write a pong).
+            Message::Text(_) | Message::Binary(_) | Message::Ping(_) => {}
+        }
         if !self.limiter.allow(Instant::now()) {
             let e = ProtoError::new(ErrorCode::RateLimited, "too many messages; slow down");
             match &self.att {
@@ -235,6 +230,18 @@ impl Conn {
                 Next::Continue
             };
         }
+        let text = match m {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                return self
+                    .refuse(ProtoError::new(
+                        ErrorCode::BadMessage,
+                        "binary frames are not supported; send JSON text frames",
+                    ))
+                    .await
+            }
+            _ => return Next::Continue,
+        };
         let msg = match parse_client(text.as_str(), self.svc.settings.max_message) {
             Ok(m) => m,
             Err(e) => return self.refuse(e).await,

@@ -187,3 +187,24 @@ fn expired_channel_may_be_rebound_to_the_same_peer() {
     env.channel_bind(&mut c, 0x4001, sa(PEER)).assert_success();
     assert!(forwards(&mut env, &c, 0x4001));
 }
+
+#[test]
+fn channel_bind_to_a_new_peer_counts_against_the_permission_cap() {
+    let mut env = Env::new();
+    let mut c = Client::alice("203.0.113.50:40000");
+    env.allocate(&mut c);
+    let peers = (1..=255u8)
+        .map(|n| sa(&format!("198.51.100.{n}:4000")))
+        .chain([sa("203.0.113.1:4000")]);
+    for p in peers {
+        env.create_permission(&mut c, p).assert_success();
+    }
+    env.create_permission(&mut c, sa("203.0.113.2:4000"))
+        .assert_error(508);
+    // The binding would install the 257th permission.
+    env.channel_bind(&mut c, 0x4000, sa("203.0.113.2:4000"))
+        .assert_error(508);
+    // A peer that already has a permission can still get a channel.
+    env.channel_bind(&mut c, 0x4001, sa("198.51.100.9:4000"))
+        .assert_success();
+}

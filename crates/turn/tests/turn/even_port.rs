@@ -160,3 +160,28 @@ fn reservations_are_bounded_like_allocations() {
     env.signed(&mut c, |c| c.allocate_req().even_port(false))
         .assert_success();
 }
+
+#[test]
+fn reservations_are_bounded_per_user_too() {
+    // One user looping allocate-reserve-delete must not hold the whole port range.
+    let mut cfg = config();
+    cfg.max_allocations_per_user = 2;
+    let mut env = Env::with(cfg);
+    let mut c = Client::alice("203.0.113.50:40000");
+    for _ in 0..2 {
+        env.signed(&mut c, |c| c.allocate_req().even_port(true))
+            .assert_success();
+        env.refresh(&mut c, Some(0)).assert_success();
+    }
+    env.signed(&mut c, |c| c.allocate_req().even_port(true))
+        .assert_error(508);
+    // Another user still can.
+    let mut b = Client::bob("203.0.113.60:40000");
+    let r = env.signed(&mut b, |c| c.allocate_req().even_port(true));
+    r.assert_success();
+    assert!(r.reservation_token().is_some());
+    // Expired reservations give the user room again.
+    env.tick(31);
+    env.signed(&mut c, |c| c.allocate_req().even_port(true))
+        .assert_success();
+}

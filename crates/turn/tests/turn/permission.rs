@@ -178,6 +178,27 @@ fn relaying_between_two_allocations_on_our_relay_range_needs_no_allow_rule() {
 }
 
 #[test]
+fn data_to_a_relay_address_stops_when_its_allocation_ends() {
+    // The channel and permission outlive b's allocation; the relay port behind them is then an
+    // ordinary loopback port, which the default filter refuses.
+    let mut env = Env::new();
+    let mut a = Client::alice("203.0.113.50:40000");
+    let mut b = Client::bob("203.0.113.60:40000");
+    env.allocate(&mut a);
+    let (_, addr_b) = env.allocate_relay(&mut b);
+    env.channel_bind(&mut a, 0x4000, addr_b).assert_success();
+    assert!(matches!(
+        env.raw(a.tuple, &channel_data(0x4000, b"x")),
+        Out::Forward { .. }
+    ));
+    env.refresh(&mut b, Some(0)).assert_success();
+    let denied = env.server.stats().peer_denied;
+    assert!(env.raw(a.tuple, &channel_data(0x4000, b"x")).is_none());
+    assert!(env.raw(a.tuple, &send_indication(addr_b, b"x")).is_none());
+    assert_eq!(env.server.stats().peer_denied, denied + 2);
+}
+
+#[test]
 fn relay_range_is_not_open_without_relay_configuration() {
     let mut cfg = config();
     cfg.filter = PeerFilter::new();
