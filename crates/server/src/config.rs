@@ -46,6 +46,13 @@ pub const DEFAULT_SIGNAL_RATE: u32 = 50;
 pub const DEFAULT_SIGNAL_MAX_ROOMS: usize = 10_000;
 pub const DEFAULT_SIGNAL_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_SIGNAL_ROOM_CAPACITY: usize = 50;
+pub const DEFAULT_ALLOCATION_RATE_PER_IP: u32 = 100;
+pub const DEFAULT_UNAUTH_REPLY_BUDGET: u32 = 32768;
+pub const DEFAULT_UNAUTH_REPLY_PER_SOURCE: u32 = 2000;
+pub const DEFAULT_CONN_RATE_PER_IP: u32 = 200;
+pub const DEFAULT_MAX_CONNS_PER_IP: usize = 1000;
+pub const DEFAULT_JOIN_RATE_PER_IP: u32 = 100;
+pub const DEFAULT_DRAIN_TIMEOUT: u32 = 600;
 
 /// Default SOFTWARE attribute value: `Icebreaker <version>`.
 pub fn default_software() -> String {
@@ -286,7 +293,8 @@ pub struct ServeArgs {
     )]
     pub signal_token_secret: Option<String>,
 
-    /// Signaling: browser Origin allowed to connect, e.g. https://app.example.org (repeatable) [default: any]
+    /// Signaling: browser Origin allowed to connect, e.g. https://app.example.org, or * for any
+    /// (repeatable) [default: the server's own origin only]
     #[arg(
         long = "signal-origin",
         env = "ICEBREAKER_SIGNAL_ORIGINS",
@@ -303,6 +311,52 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
+
+    /// New TURN allocations per second per client address (an IPv4 address, an IPv6 /64), burst ten times that; 0 = no limit [default: 100]
+    #[arg(long, env = "ICEBREAKER_ALLOCATION_RATE_PER_IP", value_name = "N")]
+    pub allocation_rate_per_ip: Option<u32>,
+
+    /// Bytes per second of UDP answers to unauthenticated requests over all sources, besides half the bytes those requests bring; 0 = no limit [default: 32768]
+    #[arg(long, env = "ICEBREAKER_UNAUTH_REPLY_BUDGET", value_name = "N")]
+    pub unauth_reply_budget: Option<u32>,
+
+    /// Bytes of UDP answers to unauthenticated requests per client address per 10 seconds; 0 = no limit [default: 2000]
+    #[arg(long, env = "ICEBREAKER_UNAUTH_REPLY_PER_SOURCE", value_name = "N")]
+    pub unauth_reply_per_source: Option<u32>,
+
+    /// New TCP/TLS connections per second per client address on the TURN and HTTP listeners, burst ten times that; 0 = no limit [default: 200]
+    #[arg(long, env = "ICEBREAKER_CONN_RATE_PER_IP", value_name = "N")]
+    pub conn_rate_per_ip: Option<u32>,
+
+    /// Open TCP/TLS connections per client address on the TURN and HTTP listeners; 0 = no limit [default: 1000]
+    #[arg(long, env = "ICEBREAKER_MAX_CONNS_PER_IP", value_name = "N")]
+    pub max_conns_per_ip: Option<usize>,
+
+    /// Signaling joins per second per client address, burst ten times that; 0 = no limit [default: 100]
+    #[arg(long, env = "ICEBREAKER_JOIN_RATE_PER_IP", value_name = "N")]
+    pub join_rate_per_ip: Option<u32>,
+
+    /// Seconds a drain waits for allocations and signaling sessions to end before the process exits [default: 600]
+    #[arg(long, env = "ICEBREAKER_DRAIN_TIMEOUT", value_name = "N")]
+    pub drain_timeout: Option<u32>,
+
+    /// TURN ALTERNATE-SERVER (IP:PORT): while draining, new Allocates get 300 Try Alternate
+    /// pointing there [default: none, 403 while draining]
+    #[arg(long, env = "ICEBREAKER_ALTERNATE_SERVER", value_name = "ADDR")]
+    pub alternate_server: Option<String>,
+
+    /// Bearer token required by /metrics and /admin/* [default: none]
+    #[arg(
+        long,
+        env = "ICEBREAKER_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// A separate listener for /metrics and /admin/* (they then leave http_listen) [default: none]
+    #[arg(long, env = "ICEBREAKER_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
 }
 
 /// The TOML file. Same keys as the flags, with underscores.
@@ -342,6 +396,16 @@ struct FileConfig {
     signal_token_secret: Option<String>,
     signal_origins: Option<Vec<String>>,
     api_key: Option<String>,
+    allocation_rate_per_ip: Option<u32>,
+    unauth_reply_budget: Option<u32>,
+    unauth_reply_per_source: Option<u32>,
+    conn_rate_per_ip: Option<u32>,
+    max_conns_per_ip: Option<usize>,
+    join_rate_per_ip: Option<u32>,
+    drain_timeout: Option<u32>,
+    alternate_server: Option<String>,
+    admin_token: Option<String>,
+    admin_listen: Option<String>,
 }
 
 /// The resolved configuration. `Config::default()` is the configuration with no flags, no
@@ -389,6 +453,19 @@ pub struct Config {
     pub signal_origins: Vec<String>,
     /// Key protecting `/api/ice-servers`; `None` = open.
     pub api_key: Option<String>,
+    pub allocation_rate_per_ip: u32,
+    pub unauth_reply_budget: u32,
+    pub unauth_reply_per_source: u32,
+    pub conn_rate_per_ip: u32,
+    pub max_conns_per_ip: usize,
+    pub join_rate_per_ip: u32,
+    pub drain_timeout: u32,
+    /// ALTERNATE-SERVER for 300 Try Alternate while draining.
+    pub alternate_server: Option<SocketAddr>,
+    /// Token for /metrics and /admin/*; `None` = no token.
+    pub admin_token: Option<String>,
+    /// Separate listener for /metrics and /admin/*.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -427,6 +504,16 @@ impl Default for Config {
             signal_token_secret: None,
             signal_origins: Vec::new(),
             api_key: None,
+            allocation_rate_per_ip: DEFAULT_ALLOCATION_RATE_PER_IP,
+            unauth_reply_budget: DEFAULT_UNAUTH_REPLY_BUDGET,
+            unauth_reply_per_source: DEFAULT_UNAUTH_REPLY_PER_SOURCE,
+            conn_rate_per_ip: DEFAULT_CONN_RATE_PER_IP,
+            max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
+            join_rate_per_ip: DEFAULT_JOIN_RATE_PER_IP,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            alternate_server: None,
+            admin_token: None,
+            admin_listen: None,
         }
     }
 }
@@ -479,6 +566,19 @@ impl fmt::Debug for Config {
             )
             .field("signal_origins", &self.signal_origins)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("allocation_rate_per_ip", &self.allocation_rate_per_ip)
+            .field("unauth_reply_budget", &self.unauth_reply_budget)
+            .field("unauth_reply_per_source", &self.unauth_reply_per_source)
+            .field("conn_rate_per_ip", &self.conn_rate_per_ip)
+            .field("max_conns_per_ip", &self.max_conns_per_ip)
+            .field("join_rate_per_ip", &self.join_rate_per_ip)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("alternate_server", &self.alternate_server)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("admin_listen", &self.admin_listen)
             .finish()
     }
 }
@@ -690,8 +790,11 @@ fn parse_string(s: &str) -> Result<String, String> {
 /// in lower case (origins compare case-insensitively in scheme and host).
 pub fn parse_origin(s: &str) -> Result<String, String> {
     const HOW: &str =
-        "is not an origin; write SCHEME://HOST[:PORT] without a path, such as https://app.example.org";
+        "is not an origin; write SCHEME://HOST[:PORT] without a path, such as https://app.example.org (or * for any)";
     let s = s.trim();
+    if s == "*" {
+        return Ok("*".into());
+    }
     let (scheme, rest) = s.split_once("://").ok_or_else(|| HOW.to_string())?;
     let scheme_ok = !scheme.is_empty()
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -886,6 +989,47 @@ impl Config {
                 )
                 .unwrap_or(d.signal_origins),
             api_key: args.api_key.clone().or(f.api_key),
+            allocation_rate_per_ip: args
+                .allocation_rate_per_ip
+                .or(f.allocation_rate_per_ip)
+                .unwrap_or(d.allocation_rate_per_ip),
+            unauth_reply_budget: args
+                .unauth_reply_budget
+                .or(f.unauth_reply_budget)
+                .unwrap_or(d.unauth_reply_budget),
+            unauth_reply_per_source: args
+                .unauth_reply_per_source
+                .or(f.unauth_reply_per_source)
+                .unwrap_or(d.unauth_reply_per_source),
+            conn_rate_per_ip: args
+                .conn_rate_per_ip
+                .or(f.conn_rate_per_ip)
+                .unwrap_or(d.conn_rate_per_ip),
+            max_conns_per_ip: args
+                .max_conns_per_ip
+                .or(f.max_conns_per_ip)
+                .unwrap_or(d.max_conns_per_ip),
+            join_rate_per_ip: args
+                .join_rate_per_ip
+                .or(f.join_rate_per_ip)
+                .unwrap_or(d.join_rate_per_ip),
+            drain_timeout: args
+                .drain_timeout
+                .or(f.drain_timeout)
+                .unwrap_or(d.drain_timeout),
+            alternate_server: l.one(
+                "alternate_server",
+                args.alternate_server.clone(),
+                f.alternate_server,
+                parse_socket_addr,
+            ),
+            admin_token: args.admin_token.clone().or(f.admin_token),
+            admin_listen: l.one(
+                "admin_listen",
+                args.admin_listen.clone(),
+                f.admin_listen,
+                parse_socket_addr,
+            ),
         };
         if l.problems.is_empty() {
             Ok(config)

@@ -2,34 +2,48 @@
 //! [`router`]).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use tower_layer::Layer;
 
+use crate::control::Control;
+use crate::gate::{Gate, GateSettings};
 use crate::metrics::Metrics;
 
 /// Shared state of the HTTP handlers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
-    /// Set when the server is shutting down gracefully: `/readyz` then answers 503 so load
-    /// balancers stop sending new clients while existing allocations finish.
-    pub draining: Arc<AtomicBool>,
+    /// Per-address limits and the drain switch (`/readyz` answers 503 while draining).
+    pub gate: Arc<Gate>,
     /// Signaling (`/ws`, `/signal/*`, `/api/ice-servers`); `None`: those routes answer 404.
     pub signal: Option<Arc<crate::signal::SignalService>>,
+    /// Drain and reload for `/admin/*`; `None`: those routes answer 404.
+    pub control: Option<Arc<Control>>,
+    /// Whether this listener serves `/metrics` and `/admin/*` (not when `admin_listen` moves
+    /// them to a listener of their own).
+    pub admin_here: bool,
 }
 
 impl HttpState {
+    /// State with the default limits and no signaling.
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        let gate = Gate::new(
+            GateSettings::from_config(&crate::config::Config::default()),
+            metrics.clone(),
+        );
         HttpState {
             metrics,
-            draining: Arc::new(AtomicBool::new(false)),
+            gate,
             signal: None,
+            control: None,
+            admin_here: true,
         }
     }
 
@@ -45,16 +59,177 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 
 /// All routes, with the state applied. Later features add theirs with `.merge(...)`/`.route(...)`.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
+    let r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(crate::web::routes())
-        .merge(crate::signal::routes())
+        .merge(crate::signal::routes());
+    let r = if state.admin_here {
+        r.merge(admin_routes())
+    } else {
+        r
+    };
+    r.with_state(state)
+}
+
+/// The routes of the admin listener (`admin_listen`): metrics, health and `/admin/*`.
+pub fn admin_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(admin_routes())
         .with_state(state)
 }
 
-async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+fn admin_routes() -> Router<HttpState> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/admin/status", get(admin_status))
+        .route("/admin/drain", post(admin_drain))
+        .route("/admin/reload", post(admin_reload))
+}
+
+/// The client address of a connection, when the listener recorded it.
+pub type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// The client's IP address, if known.
+pub fn client_ip(c: &Client) -> Option<std::net::IpAddr> {
+    c.as_ref().map(|Extension(ConnectInfo(a))| a.ip())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// `/metrics` and `/admin/*`: with `admin_token` set, the token is required; without, metrics
+/// are open and `/admin/*` answers loopback clients only.
+fn authorize(
+    state: &HttpState,
+    headers: &HeaderMap,
+    client: &Client,
+    admin: bool,
+) -> Result<(), Box<Response>> {
+    let verdict = state
+        .control
+        .as_ref()
+        .and_then(|c| c.admin_token_ok(bearer(headers)));
+    match verdict {
+        Some(true) => Ok(()),
+        Some(false) => Err(Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid admin token is required (Authorization: Bearer TOKEN)\n",
+            )
+                .into_response(),
+        )),
+        None if !admin => Ok(()),
+        None => {
+            if client_ip(client).is_some_and(|ip| ip.is_loopback()) {
+                Ok(())
+            } else {
+                Err(Box::new(
+                    (
+                        StatusCode::FORBIDDEN,
+                        "admin endpoints answer loopback clients only unless admin_token is set\n",
+                    )
+                        .into_response(),
+                ))
+            }
+        }
+    }
+}
+
+async fn admin_status(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    client: Client,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, &client, true) {
+        return *r;
+    }
+    let Some(control) = &state.control else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let sessions = state.signal.as_ref().map(|s| s.stats());
+    let body = serde_json::json!({
+        "draining": control.draining().is_some(),
+        "drain_remaining_secs": control.draining().map(|d| d.saturating_duration_since(std::time::Instant::now()).as_secs()),
+        "allocations": control.allocations(),
+        "signal_sessions": sessions.as_ref().map_or(0, |s| s.sessions),
+        "signal_sessions_attached": sessions.as_ref().map_or(0, |s| s.attached),
+        "signal_rooms": sessions.as_ref().map_or(0, |s| s.rooms),
+        "open_connections": state.gate.open_connections(),
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn admin_drain(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    client: Client,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, &client, true) {
+        return *r;
+    }
+    let Some(control) = &state.control else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let deadline = control.drain();
+    tracing::info!("drain requested over /admin/drain");
+    let body = serde_json::json!({
+        "draining": true,
+        "deadline_secs": deadline.saturating_duration_since(std::time::Instant::now()).as_secs(),
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn admin_reload(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    client: Client,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, &client, true) {
+        return *r;
+    }
+    let Some(control) = &state.control else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (status, body) = match control.reload().await {
+        Ok(changes) => (
+            StatusCode::OK,
+            serde_json::json!({ "reloaded": true, "changes": changes }),
+        ),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            serde_json::json!({ "reloaded": false, "error": e }),
+        ),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap, client: Client) -> Response {
+    if let Err(r) = authorize(&state, &headers, &client, false) {
+        return *r;
+    }
     if let Some(signal) = &state.signal {
         let st = signal.stats();
         let m = &state.metrics;
@@ -69,6 +244,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         state.metrics.encode(),
     )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -76,7 +252,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.draining.load(Ordering::Relaxed) {
+    if state.gate.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else {
         (StatusCode::OK, "ready")
@@ -94,8 +270,19 @@ pub async fn serve_http(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let gate = state.gate.clone();
+    serve_router(listener, router(state), gate, tls, shutdown).await
+}
+
+/// Serve `app` on `listener` (see [`serve_http`]); every connection is admitted by `gate` first.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    gate: Arc<Gate>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr().ok();
-    let app = router(state);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
@@ -110,9 +297,15 @@ pub async fn serve_http(
             },
             _ = &mut shutdown => return Ok(()),
         };
-        let app = app.clone();
+        // Over the address's connection rate or open-connection limit: closed at once.
+        let Some(slot) = gate.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
+        let app = Extension(ConnectInfo(peer)).layer(app.clone());
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = stream.set_nodelay(true);
             if let Some(acceptor) = acceptor {
                 let mut first = [0u8; 1];
@@ -137,8 +330,10 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How long a connection may take to send its first byte and finish a TLS handshake.
 const TLS_SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn serve_connection<S>(stream: S, app: Router)
-where
+async fn serve_connection<S>(
+    stream: S,
+    app: axum::middleware::AddExtension<Router, ConnectInfo<SocketAddr>>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let service = hyper_util::service::TowerToHyperService::new(app);
@@ -200,7 +395,7 @@ mod tests {
         );
         assert!(r.contains("icebreaker_turn_allocations 3"), "{r}");
 
-        state.draining.store(true, Ordering::Relaxed);
+        state.gate.set_draining(true);
         let r = get_raw(addr, "/readyz").await;
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
 

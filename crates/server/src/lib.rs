@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod credentials;
+pub mod gate;
 pub mod http;
 pub mod metrics;
 mod relay;

@@ -116,7 +116,10 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(icebreaker::serve::run(config))?;
+    // SIGHUP and /admin/reload read the flags, environment and file again.
+    let args = args.clone();
+    let load = Box::new(move || Config::load(&args).map_err(|e| e.to_string()));
+    runtime.block_on(icebreaker::serve::run(config, load))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -33,6 +33,69 @@ impl TransportLabel {
     }
 }
 
+/// Why a client was refused or not answered by a limit (`reason` label of
+/// `icebreaker_refusals_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A UDP answer to an unauthenticated request not sent: it would pass the reply budget.
+    TurnUnauthReplyBudget,
+    /// Allocate refused by the per-address allocation rate (486).
+    TurnAllocateRate,
+    /// Allocate refused by the user's quota (486).
+    TurnUserQuota,
+    /// Allocate refused by the server's capacity (508).
+    TurnCapacity,
+    /// Allocate refused while draining (300 / 508).
+    TurnDraining,
+    /// TCP/TLS connection closed at once: over the address's connection rate.
+    ConnRate,
+    /// TCP/TLS connection closed at once: the address has too many open.
+    ConnsPerIp,
+    /// Signaling join refused by the per-address join rate.
+    JoinRate,
+    /// Signaling join refused while draining.
+    JoinDraining,
+    /// Signaling message refused by the per-connection message rate.
+    SignalRate,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 10] = [
+        Self::TurnUnauthReplyBudget,
+        Self::TurnAllocateRate,
+        Self::TurnUserQuota,
+        Self::TurnCapacity,
+        Self::TurnDraining,
+        Self::ConnRate,
+        Self::ConnsPerIp,
+        Self::JoinRate,
+        Self::JoinDraining,
+        Self::SignalRate,
+    ];
+    /// The TURN refusals in the order of `icebreaker_turn::Stats::REFUSALS`.
+    pub const TURN: [Refusal; 5] = [
+        Self::TurnUnauthReplyBudget,
+        Self::TurnAllocateRate,
+        Self::TurnUserQuota,
+        Self::TurnCapacity,
+        Self::TurnDraining,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TurnUnauthReplyBudget => "turn_unauth_reply_budget",
+            Self::TurnAllocateRate => "turn_allocate_rate",
+            Self::TurnUserQuota => "turn_user_quota",
+            Self::TurnCapacity => "turn_capacity",
+            Self::TurnDraining => "turn_draining",
+            Self::ConnRate => "conn_rate",
+            Self::ConnsPerIp => "conns_per_ip",
+            Self::JoinRate => "join_rate",
+            Self::JoinDraining => "join_draining",
+            Self::SignalRate => "signal_rate",
+        }
+    }
+}
+
 /// Why a request failed authentication (`reason` label of `icebreaker_turn_auth_failures_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -195,6 +258,10 @@ pub struct Metrics {
     pub signal_sessions_attached: Gauge,
     /// `icebreaker_signal_rooms`: signaling rooms.
     pub signal_rooms: Gauge,
+    /// `icebreaker_refusals_total{reason}`, indexed like [`Refusal::ALL`].
+    pub refusals: [Counter; 10],
+    /// `icebreaker_draining`: 1 while the server drains.
+    pub draining: Gauge,
 }
 
 /// Counter families are registered without the `_total` suffix (prometheus-client appends it to
@@ -209,6 +276,7 @@ const COUNTER_NAMES: [&str; 7] = [
     "icebreaker_turn_dropped_packets",
 ];
 const PEER_DENIED: &str = "icebreaker_turn_peer_denied";
+const REFUSALS: &str = "icebreaker_refusals";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -339,8 +407,24 @@ impl Metrics {
             signal_rooms.clone(),
         );
 
+        let fam = Family::<Labels1, Counter>::default();
+        registry.register(
+            REFUSALS,
+            "Clients refused or not answered by a limit, by reason",
+            fam.clone(),
+        );
+        let refusals = Refusal::ALL.map(|r| fam.get_or_create(&[("reason", r.as_str())]).clone());
+        let draining = Gauge::default();
+        registry.register(
+            "icebreaker_draining",
+            "1 while the server drains (no new allocations or joins)",
+            draining.clone(),
+        );
+
         Metrics {
             registry,
+            refusals,
+            draining,
             allocations,
             permissions,
             channels,
@@ -374,6 +458,12 @@ impl Metrics {
     #[inline]
     pub fn auth_failure(&self, reason: AuthFailure) {
         self.auth_failures[reason as usize].inc();
+    }
+
+    /// Count one refusal.
+    #[inline]
+    pub fn refused(&self, reason: Refusal) {
+        self.refusals[reason as usize].inc();
     }
 
     /// Count one dropped packet.
@@ -435,7 +525,7 @@ fn counter_meta_line(line: &str) -> Option<String> {
         .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)))?;
     let (prefix, rest) = rest;
     let (name, tail) = rest.split_once(' ')?;
-    if COUNTER_NAMES.contains(&name) || name == PEER_DENIED {
+    if COUNTER_NAMES.contains(&name) || name == PEER_DENIED || name == REFUSALS {
         Some(format!("{prefix}{name}_total {tail}"))
     } else {
         None

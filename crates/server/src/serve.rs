@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use icebreaker_turn::{
-    ClientOutput, Credentials, ExternalMap, FiveTuple, Now, PeerFilter, RelayId, RelayProvider,
-    Stats, Transport, PEER_HEADROOM,
+    ClientOutput, Credentials, ExternalMap, FiveTuple, Now, PeerFilter, Rate, RelayId,
+    RelayProvider, Stats, Transport, PEER_HEADROOM,
 };
 use parking_lot::Mutex;
 use rand::Rng;
@@ -31,6 +31,8 @@ use tokio::sync::{watch, Mutex as AsyncMutex};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::control::{Control, ReloadResult};
+use crate::gate::{Gate, GateSettings};
 use crate::http::{serve_http, HttpState};
 use crate::metrics::{
     AuthFailure as MAuth, Direction, DropReason, Metrics, TransportLabel, ERROR_CODES,
@@ -95,6 +97,7 @@ struct Shared {
     pool: Arc<RelayPool>,
     group: Arc<icebreaker_turn::Group>,
     metrics: Arc<Metrics>,
+    gate: Arc<Gate>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -253,6 +256,15 @@ pub struct Running {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     signal: Arc<crate::signal::SignalService>,
+    /// Drain, reload and the admin token.
+    pub control: Arc<Control>,
+    reload_rx:
+        Option<tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<ReloadResult>>>,
+    certs: Option<Arc<crate::tls::CertStore>>,
+    /// The configuration in force (replaced by reloads).
+    config: Mutex<Config>,
+    relay: RelaySettings,
+    service: Vec<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -285,6 +297,107 @@ impl Running {
 
     /// The signaling service (tests: force-close streams, read counters).
     #[doc(hidden)]
+    /// Calls still running: allocations on every shard plus signaling sessions with a
+    /// connection attached (what a drain waits for).
+    pub fn calls(&self) -> usize {
+        self.shared.group.allocations() + self.signal.stats().attached
+    }
+
+    /// Apply a newly loaded configuration without dropping anything: the certificate, TURN
+    /// credentials, secrets, limits and peer policy, signaling limits and keys, the per-address
+    /// limits, the drain timeout and the admin token. Returns the settings that changed; settings
+    /// that need a restart are listed as such and keep their old values.
+    pub fn reload(&self, mut new: Config) -> ReloadResult {
+        let problems = new.check();
+        if let Some(p) = problems.iter().find(|p| p.is_error()) {
+            return Err(format!(
+                "the new configuration has mistakes, nothing changed: {}",
+                p.message
+            ));
+        }
+        let mut old = self.config.lock();
+        // A secret generated at start (no credentials configured) stays while none are.
+        if new.users.is_empty() && new.turn_secrets.is_empty() {
+            new.turn_secrets = old.turn_secrets.clone();
+        }
+        let mut changes = Vec::new();
+        macro_rules! restart_only {
+            ($($f:ident),*) => {$(
+                if new.$f != old.$f {
+                    changes.push(format!("{} (needs a restart; unchanged)", stringify!($f)));
+                    new.$f = old.$f.clone();
+                }
+            )*};
+        }
+        restart_only!(
+            turn_listen,
+            turns_listen,
+            http_listen,
+            admin_listen,
+            relay_ip,
+            relay_ports,
+            external_ip,
+            udp_workers,
+            log,
+            log_format
+        );
+        if let (Some(store), Some(cert), Some(key)) = (&self.certs, &new.tls_cert, &new.tls_key) {
+            store
+                .reload(cert, key)
+                .map_err(|e| format!("{e:#}; nothing changed"))?;
+            changes.push("tls certificate (read again)".into());
+        }
+        macro_rules! changed {
+            ($($f:ident),*) => {$(
+                if new.$f != old.$f {
+                    changes.push(stringify!($f).to_string());
+                }
+            )*};
+        }
+        changed!(
+            realm,
+            users,
+            turn_secrets,
+            allow_peer,
+            deny_peer,
+            max_allocations,
+            max_allocations_per_user,
+            max_lifetime,
+            default_lifetime,
+            nonce_lifetime,
+            credential_ttl,
+            software,
+            signal_grace,
+            signal_replay_limit,
+            signal_max_message,
+            signal_rate,
+            signal_max_rooms,
+            signal_max_sessions,
+            signal_room_capacity,
+            signal_token_secret,
+            signal_origins,
+            api_key,
+            allocation_rate_per_ip,
+            unauth_reply_budget,
+            unauth_reply_per_source,
+            conn_rate_per_ip,
+            max_conns_per_ip,
+            join_rate_per_ip,
+            alternate_server,
+            drain_timeout,
+            admin_token
+        );
+        let tc = turn_config(&new, &self.relay, &self.service);
+        self.shared.each_shard(|turn, _| turn.reload(&tc));
+        self.signal.reload(&new);
+        self.shared.gate.set(GateSettings::from_config(&new));
+        self.control
+            .set_drain_timeout(Duration::from_secs(u64::from(new.drain_timeout)));
+        self.control.set_admin_token(new.admin_token.clone());
+        *old = new;
+        Ok(changes)
+    }
+
     pub fn signal(&self) -> &Arc<crate::signal::SignalService> {
         &self.signal
     }
@@ -365,6 +478,41 @@ fn tcp_listener(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(TcpListener::from_std(sock.into())?)
 }
 
+/// `n` a second with a burst of ten times that; 0 = no limit.
+pub(crate) fn rate_times_ten(n: u32) -> Rate {
+    if n == 0 {
+        return Rate::UNLIMITED;
+    }
+    Rate {
+        per_sec: n,
+        burst: n.saturating_mul(10),
+    }
+}
+
+/// The TURN limits of `config`: allocations per address, unauthenticated reply bytes overall
+/// (burst: half a second's worth) and per source (per 10 s).
+pub(crate) fn turn_limits(config: &Config) -> (Rate, Rate, Rate) {
+    let overall = match config.unauth_reply_budget {
+        0 => Rate::UNLIMITED,
+        n => Rate {
+            per_sec: n,
+            burst: (n / 2).max(2048),
+        },
+    };
+    let per_source = match config.unauth_reply_per_source {
+        0 => Rate::UNLIMITED,
+        n => Rate {
+            per_sec: (n / 10).max(1),
+            burst: n,
+        },
+    };
+    (
+        rate_times_ten(config.allocation_rate_per_ip),
+        overall,
+        per_source,
+    )
+}
+
 /// Build the sans-IO server's configuration from ours.
 fn turn_config(
     config: &Config,
@@ -384,6 +532,11 @@ fn turn_config(
     tc.max_lifetime = config.max_lifetime;
     tc.max_allocations = config.max_allocations;
     tc.max_allocations_per_user = config.max_allocations_per_user;
+    let (alloc, reply, per_source) = turn_limits(config);
+    tc.allocate_rate = alloc;
+    tc.unauth_reply_rate = reply;
+    tc.unauth_reply_per_source = per_source;
+    tc.alternate_server = config.alternate_server;
     tc.relay_ports = relay.ports;
     tc.relay_ips = relay.v4.iter().chain(relay.v6.iter()).copied().collect();
     let mut external = ExternalMap::default();
@@ -451,12 +604,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let mut turns_addrs = Vec::new();
     // One certificate for TURNS and for HTTPS/WSS on the HTTP listener.
-    let tls_config = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls::load_server_config(cert, key)?),
+    let (tls_config, certs) = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (c, store) = crate::tls::load_server_config(cert, key)?;
+            (Some(c), Some(store))
+        }
         _ if !config.turns_listen.is_empty() => {
             anyhow::bail!("--turns-listen needs --tls-cert and --tls-key")
         }
-        _ => None,
+        _ => (None, None),
     };
     let tls = if config.turns_listen.is_empty() {
         None
@@ -473,18 +629,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot bind HTTP {}", config.http_listen))?;
     let http_addr = http_listener.local_addr()?;
+    let admin_listener = match config.admin_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot bind the admin listener {a}"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = match &admin_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
 
     let mut service = turn_addrs.clone();
     service.extend(&turns_addrs);
     service.push(http_addr);
+    service.extend(admin_addr);
     let tc = turn_config(&config, &settings, &service);
     if tc.credentials.is_empty() {
         tracing::warn!(
             "no --user and no --turn-secret: STUN Binding only, every Allocate gets 401"
         );
     }
-    let pool = Arc::new(RelayPool::new(settings));
+    let pool = Arc::new(RelayPool::new(settings.clone()));
     let group = tc.group.clone();
+    let gate = Gate::new(GateSettings::from_config(&config), metrics.clone());
+    let (control, reload_rx) = Control::new(
+        gate.clone(),
+        group.clone(),
+        metrics.clone(),
+        Duration::from_secs(u64::from(config.drain_timeout)),
+        config.admin_token.clone(),
+    );
     let udp_shards: Vec<Arc<UdpShard>> = (0..workers)
         .map(|_| Arc::new(UdpShard::new(icebreaker_turn::Server::new(tc.clone()))))
         .collect();
@@ -498,6 +675,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pool: pool.clone(),
         group,
         metrics: metrics.clone(),
+        gate: gate.clone(),
         shutdown: shutdown.clone(),
     });
 
@@ -541,10 +719,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             ttl: config.credential_ttl,
             warned: Default::default(),
         },
+        gate.clone(),
         shutdown.clone(),
     );
     tasks.push(signal.spawn_ticker());
-    let http_state = HttpState::new(metrics.clone()).with_signal(signal.clone());
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        gate: gate.clone(),
+        signal: Some(signal.clone()),
+        control: Some(control.clone()),
+        admin_here: admin_listener.is_none(),
+    };
+    if let Some(listener) = admin_listener {
+        let app = crate::http::admin_router(http_state.clone());
+        let mut admin_shutdown = shutdown.clone();
+        let (gate, tls) = (gate.clone(), http_tls.clone());
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = admin_shutdown.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::http::serve_router(listener, app, gate, tls, stop).await {
+                tracing::error!("{e:#}");
+            }
+        }));
+    }
     let mut http_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let stop = async move {
@@ -562,6 +760,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         relay_ips: v4.iter().chain(v6.iter()).copied().collect(),
         metrics,
         signal,
+        control,
+        reload_rx: Some(reload_rx),
+        certs,
+        config: Mutex::new(config),
+        relay: settings,
+        service,
         shared,
         stop,
         tasks,
@@ -571,7 +775,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 /// `icebreaker serve`: start, print what it listens on, run until SIGINT/SIGTERM.
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: Config,
+    load: Box<dyn Fn() -> Result<Config, String> + Send + Sync>,
+) -> anyhow::Result<()> {
     let (lo, hi) = config.relay_ports;
     // On embedded defaults there is no credential at all: make a REST secret for this run, so
     // that TURN works out of the box and the banner can say how to use it.
@@ -592,7 +799,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    let running = start(config).await?;
+    let mut running = start(config).await?;
     println!("Icebreaker {} is running", env!("CARGO_PKG_VERSION"));
     for a in &running.turn {
         println!("  STUN/TURN   udp+tcp {a}");
@@ -633,30 +840,81 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         println!("    icebreaker credentials --secret {secret} --user me");
     }
     tracing::info!(turn = ?running.turn, turns = ?running.turns, http = %running.http, "serving");
-    shutdown_signal().await;
+    let result = serve_until_stopped(&mut running, &*load).await;
     tracing::info!("shutting down");
     running.shutdown().await;
-    Ok(())
+    result
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Serve until told to stop: SIGINT stops at once; SIGTERM (or `POST /admin/drain`) drains —
+/// nothing new is accepted and the process exits when the last call ends or `drain_timeout`
+/// passes (a second SIGTERM stops at once); SIGHUP (or `POST /admin/reload`) reloads.
+async fn serve_until_stopped(
+    running: &mut Running,
+    load: &(dyn Fn() -> Result<Config, String> + Send + Sync),
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut reloads = running
+        .reload_rx
+        .take()
+        .context("the serve loop runs once")?;
+    let control = running.control.clone();
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT: stopping now");
+                return Ok(());
             }
-            Err(_) => std::future::pending::<()>().await,
+            _ = term.recv() => {
+                if control.draining().is_some() {
+                    tracing::info!("SIGTERM again: stopping now");
+                    return Ok(());
+                }
+                let deadline = control.drain();
+                tracing::info!(
+                    calls = running.calls(),
+                    deadline_secs = deadline.saturating_duration_since(std::time::Instant::now()).as_secs(),
+                    "SIGTERM: draining (no new allocations or joins; exiting when the last call ends)"
+                );
+            }
+            _ = hup.recv() => {
+                let r = load().and_then(|c| running.reload(c));
+                log_reload("SIGHUP", &r);
+            }
+            Some(answer) = reloads.recv() => {
+                let r = load().and_then(|c| running.reload(c));
+                log_reload("/admin/reload", &r);
+                let _ = answer.send(r);
+            }
+            _ = check.tick() => {
+                if let Some(deadline) = control.draining() {
+                    let calls = running.calls();
+                    if calls == 0 {
+                        tracing::info!("drained: no call left, stopping");
+                        return Ok(());
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        tracing::warn!(calls, "drain deadline passed, stopping with calls still running");
+                        return Ok(());
+                    }
+                }
+            }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    }
+}
+
+fn log_reload(what: &str, r: &ReloadResult) {
+    match r {
+        Ok(changes) if changes.is_empty() => {
+            tracing::info!("{what}: configuration reloaded, nothing changed")
+        }
+        Ok(changes) => {
+            tracing::info!(changed = %changes.join(", "), "{what}: configuration reloaded")
+        }
+        Err(e) => tracing::error!("{what}: reload failed: {e}"),
     }
 }
 
@@ -789,10 +1047,16 @@ async fn accept_task(
             }
         };
         let Some(local) = local else { return };
+        // Over the address's connection rate or open-connection limit: closed at once.
+        let Some(slot) = shared.gate.admit(from.ip()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let tuple = FiveTuple {
                 client: from,
                 server: local,
@@ -955,4 +1219,7 @@ fn publish(m: &Metrics, s: &Stats, last: &Stats) {
     m.dropped_packets[DropReason::NoPermission as usize]
         .inc_by(s.dropped_no_permission - last.dropped_no_permission);
     m.peer_denied.inc_by(s.peer_denied - last.peer_denied);
+    for (i, r) in crate::metrics::Refusal::TURN.iter().enumerate() {
+        m.refusals[*r as usize].inc_by(s.refused[i] - last.refused[i]);
+    }
 }

@@ -8,30 +8,73 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// The server certificate, swappable while the server runs (SIGHUP reloads it): every new
+/// handshake uses the certificate current at that moment; connections made before keep theirs.
+#[derive(Debug)]
+pub struct CertStore {
+    current: parking_lot::RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    /// Read `cert` and `key` again and use them from the next handshake on. On error the old
+    /// certificate stays.
+    pub fn reload(&self, cert: &Path, key: &Path) -> anyhow::Result<()> {
+        let ck = load_certified_key(cert, key)?;
+        *self.current.write() = Arc::new(ck);
+        Ok(())
+    }
+
+    /// The certificate in use (its leaf, DER), for tests and logs.
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        self.current.read().cert.first().cloned()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn load_certified_key(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
+    let certs = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    CertifiedKey::from_der(certs, key_der, &provider()).with_context(|| {
+        format!(
+            "TLS certificate {} and private key {} cannot be used together \
+             (does the key belong to the certificate?)",
+            cert.display(),
+            key.display()
+        )
+    })
+}
 
 /// Load a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1) and
-/// build a rustls server configuration using the aws-lc-rs provider.
+/// build a rustls server configuration using the aws-lc-rs provider: TLS 1.2 and 1.3 only, the
+/// certificate in a [`CertStore`] so that it can be replaced later.
 ///
 /// Errors name the file and say what is wrong with it: missing/unreadable, no certificate or key
 /// inside, malformed PEM, or a key that does not belong to the certificate.
-pub fn load_server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let certs = load_certs(cert)?;
-    let key_der = load_key(key)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("the aws-lc-rs crypto provider does not support the default TLS versions")?
+pub fn load_server_config(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<CertStore>)> {
+    let store = Arc::new(CertStore {
+        current: parking_lot::RwLock::new(Arc::new(load_certified_key(cert, key)?)),
+    });
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("the aws-lc-rs crypto provider does not support TLS 1.2 and 1.3")?
         .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .with_context(|| {
-            format!(
-                "TLS certificate {} and private key {} cannot be used together \
-                 (does the key belong to the certificate?)",
-                cert.display(),
-                key.display()
-            )
-        })?;
-    Ok(Arc::new(config))
+        .with_cert_resolver(store.clone());
+    Ok((Arc::new(config), store))
 }
 
 fn open(path: &Path, what: &str) -> anyhow::Result<BufReader<File>> {
@@ -111,8 +154,18 @@ mod tests {
         let (cert, key) = generate();
         let c = dir.write("cert.pem", &cert);
         let k = dir.write("key.pem", &key);
-        let cfg = load_server_config(&c, &k).unwrap();
+        let (cfg, store) = load_server_config(&c, &k).unwrap();
         assert!(cfg.alpn_protocols.is_empty());
+        let first = store.leaf().unwrap();
+        // Reload: a new certificate is used; a broken one leaves the old in place.
+        let (cert2, key2) = generate();
+        let c2 = dir.write("cert2.pem", &cert2);
+        let k2 = dir.write("key2.pem", &key2);
+        store.reload(&c2, &k2).unwrap();
+        let second = store.leaf().unwrap();
+        assert_ne!(first, second);
+        assert!(store.reload(&c, &k2).is_err());
+        assert_eq!(store.leaf().unwrap(), second);
     }
 
     #[test]

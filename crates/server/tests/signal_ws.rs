@@ -491,3 +491,35 @@ async fn origin_allow_list() {
     assert_eq!(r.json()["code"], "forbidden");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn by_default_only_the_servers_own_origin_may_connect() {
+    // Cross-site WebSocket hijacking: a page on another site cannot open a signaling session
+    // in the visitor's browser unless signal_origins lists it.
+    let srv = common::server(common::config(false)).await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let connect = |origin: String| {
+        let mut req = format!("ws://{}/ws", srv.http)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    match connect("https://evil.example".into()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    let (mut w, _) = connect(format!("http://{}", srv.http)).await.unwrap();
+    send(&mut w, json!({"type": "join", "room": "own"})).await;
+    assert_eq!(recv(&mut w).await["type"], "joined");
+    let r = http(
+        srv.http,
+        "POST",
+        "/signal/join",
+        &[("Origin", "http://localhost:1")],
+        r#"{"type":"join","room":"own"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    srv.shutdown().await;
+}

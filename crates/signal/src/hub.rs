@@ -184,6 +184,13 @@ impl<S: RoomStore> Hub<S> {
         &self.config
     }
 
+    /// Replace the configuration (reload). Rooms and sessions stay: limits apply to what comes
+    /// next (a room above a lowered capacity keeps its members, a new grace period applies to
+    /// the next disconnect).
+    pub fn set_config(&mut self, config: HubConfig) {
+        self.config = config;
+    }
+
     /// The room store.
     pub fn store(&self) -> &S {
         &self.store

@@ -54,6 +54,8 @@ pub enum ErrorCode {
     UnknownPeer,
     /// Unknown or expired session token, or the replay no longer holds the messages.
     ResumeFailed,
+    /// The server drains (it is about to stop): join another one.
+    Draining,
     /// A bug.
     Internal,
 }
@@ -74,6 +76,7 @@ impl ErrorCode {
             ErrorCode::AlreadyJoined => "already_joined",
             ErrorCode::UnknownPeer => "unknown_peer",
             ErrorCode::ResumeFailed => "resume_failed",
+            ErrorCode::Draining => "draining",
             ErrorCode::Internal => "internal",
         }
     }
@@ -95,7 +98,7 @@ impl ErrorCode {
             ErrorCode::RoomFull | ErrorCode::UnknownPeer => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
-            ErrorCode::ServerFull => 503,
+            ErrorCode::ServerFull | ErrorCode::Draining => 503,
             ErrorCode::Internal => 500,
         }
     }

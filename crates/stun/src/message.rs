@@ -404,6 +404,16 @@ impl<'a> Message<'a> {
         self.xor_addrs(attr::XOR_PEER_ADDRESS)
     }
 
+    /// ALTERNATE-SERVER (300 Try Alternate), if present.
+    pub fn alternate_server(&self) -> Result<Option<SocketAddr>, Error> {
+        match self.get(attr::ALTERNATE_SERVER) {
+            None => Ok(None),
+            Some(a) => decode_address(a.value)
+                .map(Some)
+                .map_err(|_| Error::BadAttributeValue(attr::ALTERNATE_SERVER)),
+        }
+    }
+
     /// MAPPED-ADDRESS.
     pub fn mapped_address(&self) -> Result<Option<SocketAddr>, Error> {
         match self.get(attr::MAPPED_ADDRESS) {

@@ -161,6 +161,21 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// [`Credentials::keys`] for a new allocation at `now_unix`: a REST username that has
+    /// expired is refused before any key is derived (a forged one costs no HMAC).
+    pub fn keys_at(&self, username: &str, now_unix: u64) -> Result<Keys, AuthFailure> {
+        if !self.users.contains_key(username) {
+            if let Some(expiry) = rest_expiry(username) {
+                if expiry <= now_unix && !self.secrets.is_empty() {
+                    return Err(AuthFailure::Expired);
+                }
+            }
+        }
+        self.keys(username)
+    }
+}
+
 /// The key a username's allocations are counted under for the per-user quota: the user id of a
 /// REST username (`<expiry>:<user>` or `<user>:<expiry>`), the whole name otherwise.
 pub fn quota_key(username: &str) -> &str {

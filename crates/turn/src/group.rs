@@ -15,11 +15,12 @@
 //! live-relay lookup (a read lock) for data sent to an address in the relay range.
 
 use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
+use crate::limit::{prefix_key, Budget, Rate, RateTable};
 use crate::server::RelayId;
 
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
@@ -63,6 +64,25 @@ struct Counts {
     per_user: HashMap<Box<str>, usize>,
 }
 
+/// Slots of the per-source tables (fixed memory: 16 bytes each).
+const SOURCE_SLOTS: usize = 16_384;
+
+/// Limits on what unauthenticated and new clients get (fixed memory, see [`crate::limit`]).
+#[derive(Debug, Default)]
+struct Guard {
+    /// Unauthenticated reply bytes per source prefix.
+    replies: Option<RateTable>,
+    /// Unauthenticated reply bytes over all sources.
+    pool: Budget,
+    /// New allocations per source prefix.
+    allocations: Option<RateTable>,
+}
+
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x1ceb_ea4e_u64)
+}
+
 /// State shared by the shards of one TURN service (see the module documentation).
 #[derive(Debug, Default)]
 pub struct Group {
@@ -70,6 +90,8 @@ pub struct Group {
     live_relays: RwLock<HashSet<SocketAddr>>,
     reservations: Mutex<Reservations>,
     tokens: AtomicU64,
+    guard: Mutex<Guard>,
+    draining: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,6 +103,17 @@ impl Group {
     /// A group with nothing in it.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Drain (or stop draining): new allocations are refused (300 Try Alternate with the
+    /// configured alternate server, 508 without), everything that exists keeps running.
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the group drains.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Allocations held across all shards.
@@ -141,6 +174,81 @@ impl Group {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(&addr)
+    }
+
+    /// Whether an unauthenticated UDP reply of `out` bytes to `ip`, answering a request of `inp`
+    /// bytes, fits the per-source and the overall reply budgets; takes it from both if so. Half
+    /// the request's bytes are credited to both budgets either way, so a flood gets back at most
+    /// half of what it sends (beyond the small bursts). A source that proved it receives our
+    /// answers (a valid nonce) is not limited.
+    pub(crate) fn unauth_reply(
+        &self,
+        now: Instant,
+        ip: IpAddr,
+        inp: usize,
+        out: usize,
+        per_source: Rate,
+        overall: Rate,
+    ) -> bool {
+        let mut g = lock(&self.guard);
+        let earn = u32::try_from(inp / 2).unwrap_or(u32::MAX);
+        let cost = u32::try_from(out).unwrap_or(u32::MAX);
+        if per_source.is_limited() {
+            let table = g
+                .replies
+                .get_or_insert_with(|| RateTable::new(SOURCE_SLOTS, random_seed()));
+            let key = prefix_key(ip);
+            if table.is_valid(key, now) {
+                return true;
+            }
+            if !table.take_earning(key, now, per_source, earn, cost) {
+                if overall.is_limited() {
+                    g.pool.earn(now, overall, u64::from(earn));
+                }
+                return false;
+            }
+        }
+        if !overall.is_limited() {
+            return true;
+        }
+        g.pool.earn(now, overall, u64::from(earn));
+        g.pool.spend(now, overall, out as u64)
+    }
+
+    /// An authenticated request of `inp` bytes from `ip`: its nonce proves the address receives
+    /// our answers (unlimited for `valid_secs`), and its bytes pay back the challenge it was
+    /// sent into the overall budget.
+    pub(crate) fn authenticated_request(
+        &self,
+        now: Instant,
+        ip: IpAddr,
+        inp: usize,
+        per_source: Rate,
+        overall: Rate,
+        valid_secs: u64,
+    ) {
+        let mut g = lock(&self.guard);
+        if overall.is_limited() {
+            g.pool.earn(now, overall, inp as u64);
+        }
+        if per_source.is_limited() {
+            let table = g
+                .replies
+                .get_or_insert_with(|| RateTable::new(SOURCE_SLOTS, random_seed()));
+            table.validate(prefix_key(ip), now, per_source, valid_secs);
+        }
+    }
+
+    /// Whether `ip` may create another allocation now under `rate` (per address prefix).
+    pub(crate) fn allocation_rate(&self, now: Instant, ip: IpAddr, rate: Rate) -> bool {
+        if !rate.is_limited() {
+            return true;
+        }
+        let mut g = lock(&self.guard);
+        let table = g
+            .allocations
+            .get_or_insert_with(|| RateTable::new(SOURCE_SLOTS / 4, random_seed()));
+        table.take(prefix_key(ip), now, rate, 1)
     }
 
     /// A number never handed out before by this group (reservation tokens).

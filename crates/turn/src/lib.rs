@@ -14,12 +14,14 @@
 pub mod auth;
 pub mod filter;
 pub mod group;
+pub mod limit;
 mod server;
 
 pub use auth::{AuthFailure, Credentials, NonceIssuer};
 pub use filter::{Denied, PeerFilter};
 pub use group::Group;
 pub use icebreaker_stun::Family;
+pub use limit::{Rate, RateTable};
 pub use server::{
     ClientOutput, Config, ExternalMap, FiveTuple, Now, PeerOutput, RelayBinding, RelayError,
     RelayId, RelayProvider, RelayRequest, Server, Stats, Transport, PEER_HEADROOM,

@@ -3,6 +3,7 @@
 use crate::auth::{AuthFailure, Credentials, NonceIssuer};
 use crate::filter::PeerFilter;
 use crate::group::{Group, Reservation};
+use crate::limit::Rate;
 use icebreaker_stun::{
     attr, method, write_channel_data_header, ChannelData, Class, Error as StunError, Family,
     Message, MessageType, MessageWriter, TransactionId, CHANNEL_MAX, CHANNEL_MIN,
@@ -215,6 +216,19 @@ pub struct Config {
     pub max_allocations: usize,
     /// Most allocations at once per username.
     pub max_allocations_per_user: usize,
+    /// New allocations per second per client address prefix (an IPv4 address, an IPv6 /64);
+    /// beyond it Allocate gets 486. [`Rate::UNLIMITED`] for none.
+    pub allocate_rate: Rate,
+    /// Bytes of unauthenticated UDP replies (Binding answers, challenges, errors) per client
+    /// address prefix: a spoofed flood aimed at one victim gets at most this much back.
+    pub unauth_reply_per_source: Rate,
+    /// Bytes of unauthenticated UDP replies over all sources: refilled at `per_sec`, plus half
+    /// of every unauthenticated request's bytes and all of every authenticated request's bytes,
+    /// up to `burst`. A flood from many spoofed sources gets back less than it sends.
+    pub unauth_reply_rate: Rate,
+    /// Where new allocations are sent (300 Try Alternate) while the group drains
+    /// ([`Group::set_draining`]); without one they get 508.
+    pub alternate_server: Option<SocketAddr>,
     /// State shared with the other shards built from clones of this configuration (quotas,
     /// live relay addresses, reservations).
     pub group: Arc<Group>,
@@ -236,6 +250,19 @@ impl Config {
             max_lifetime: 3600,
             max_allocations: 10_000,
             max_allocations_per_user: 100,
+            allocate_rate: Rate {
+                per_sec: 100,
+                burst: 1000,
+            },
+            unauth_reply_per_source: Rate {
+                per_sec: 200,
+                burst: 2000,
+            },
+            unauth_reply_rate: Rate {
+                per_sec: 32_768,
+                burst: 16_384,
+            },
+            alternate_server: None,
             group: Arc::new(Group::new()),
         }
     }
@@ -249,7 +276,7 @@ pub struct Stats {
     /// Send indications received.
     pub send_indications: u64,
     /// Error responses by code, see [`Stats::ERROR_CODES`]; the last slot counts other codes.
-    pub errors: [u64; 13],
+    pub errors: [u64; 14],
     /// Authentication failures by [`AuthFailure::ALL`] index.
     pub auth_failures: [u64; 8],
     /// Allocations created.
@@ -270,11 +297,25 @@ pub struct Stats {
     pub permissions: u64,
     /// Current number of channels (gauge, updated on the timer).
     pub channels: u64,
+    /// Requests refused or not answered by a limit, by [`Stats::REFUSALS`] index.
+    pub refused: [u64; 5],
 }
 
 impl Stats {
     /// The error codes counted individually, in slot order.
-    pub const ERROR_CODES: [u16; 12] = [400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
+    pub const ERROR_CODES: [u16; 13] = [
+        300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
+    ];
+    /// Refusal labels, in slot order: an unauthenticated UDP reply not sent because it would pass
+    /// the reply budget; an Allocate refused by the per-address allocation rate, by the user's
+    /// quota (486), by the server's capacity (508), or because the server drains (300/508).
+    pub const REFUSALS: [&'static str; 5] = [
+        "unauth_reply_budget",
+        "allocate_rate",
+        "user_quota",
+        "capacity",
+        "draining",
+    ];
     /// Method labels, in slot order.
     pub const METHODS: [&'static str; 6] = [
         "binding",
@@ -295,6 +336,7 @@ impl Stats {
         add(&mut self.requests, &other.requests);
         add(&mut self.errors, &other.errors);
         add(&mut self.auth_failures, &other.auth_failures);
+        add(&mut self.refused, &other.refused);
         self.send_indications += other.send_indications;
         self.allocations_created += other.allocations_created;
         self.allocations_expired += other.allocations_expired;
@@ -546,6 +588,31 @@ impl Server {
         self.cfg.credentials = credentials;
     }
 
+    /// Take the reloadable settings of `cfg` (a configuration re-read while running):
+    /// credentials, SOFTWARE, lifetimes, quotas, rates, the peer filter, the external mapping
+    /// and the alternate server. The nonce key, the relay addresses and ports and the group stay:
+    /// nonces issued before stay valid, and every allocation keeps running with the key it was
+    /// created with.
+    pub fn reload(&mut self, cfg: &Config) {
+        let c = &mut self.cfg;
+        c.credentials = cfg.credentials.clone();
+        c.software = cfg.software.clone();
+        c.filter = cfg.filter.clone();
+        c.external = cfg.external.clone();
+        c.default_lifetime = cfg.default_lifetime;
+        c.max_lifetime = cfg.max_lifetime;
+        c.max_allocations = cfg.max_allocations;
+        c.max_allocations_per_user = cfg.max_allocations_per_user;
+        c.allocate_rate = cfg.allocate_rate;
+        c.unauth_reply_rate = cfg.unauth_reply_rate;
+        c.unauth_reply_per_source = cfg.unauth_reply_per_source;
+        c.alternate_server = cfg.alternate_server;
+        if c.nonce_lifetime != cfg.nonce_lifetime {
+            c.nonce_lifetime = cfg.nonce_lifetime;
+            self.nonces = NonceIssuer::new(c.nonce_key, c.nonce_lifetime);
+        }
+    }
+
     /// Number of live allocations.
     pub fn allocation_count(&self) -> usize {
         self.by_tuple.len()
@@ -622,7 +689,13 @@ impl Server {
         match msg.class() {
             Class::Request => {
                 self.stats.requests[method_slot(msg.method())] += 1;
-                let len = self.request(now, &tuple, &msg, out, relays);
+                let (len, signed) = self.request(now, &tuple, &msg, out, relays);
+                if tuple.transport == Transport::Udp
+                    && !self.udp_reply_allowed(now, &tuple, packet.len(), len, signed)
+                {
+                    self.stats.refused[0] += 1;
+                    return ClientOutput::None;
+                }
                 if len == 0 {
                     ClientOutput::None
                 } else {
@@ -635,6 +708,42 @@ impl Server {
             }
             _ => ClientOutput::None,
         }
+    }
+
+    /// The amplification guard for UDP: a reply that is not signed goes to a source nobody has
+    /// verified (it may be spoofed), so it must fit the unauthenticated reply budgets. Signed
+    /// replies answer authenticated requests, whose bytes pay into the overall budget.
+    fn udp_reply_allowed(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        inp: usize,
+        out: usize,
+        signed: bool,
+    ) -> bool {
+        let group = &self.cfg.group;
+        if signed {
+            group.authenticated_request(
+                now.mono,
+                tuple.client.ip(),
+                inp,
+                self.cfg.unauth_reply_per_source,
+                self.cfg.unauth_reply_rate,
+                self.cfg.nonce_lifetime,
+            );
+            return true;
+        }
+        if out == 0 {
+            return true;
+        }
+        group.unauth_reply(
+            now.mono,
+            tuple.client.ip(),
+            inp,
+            out,
+            self.cfg.unauth_reply_per_source,
+            self.cfg.unauth_reply_rate,
+        )
     }
 
     fn client_channel_data<'p>(
@@ -758,7 +867,8 @@ impl Server {
         self.forward(now, i, peer, data)
     }
 
-    /// Handle a request; returns the length of the reply written into `out` (0: no reply).
+    /// Handle a request; returns the length of the reply written into `out` (0: no reply) and
+    /// whether the request was authenticated (the reply is signed).
     fn request(
         &mut self,
         now: Now,
@@ -766,18 +876,19 @@ impl Server {
         msg: &Message<'_>,
         out: &mut [u8],
         relays: &mut dyn RelayProvider,
-    ) -> usize {
+    ) -> (usize, bool) {
         let mut unknown = [0u16; 8];
         let n = msg.unknown_comprehension_required(known_attribute, &mut unknown);
         if n > 0 {
             self.stats.error(420);
             let unknown = &unknown[..n.min(unknown.len())];
-            return self.write_error(now, out, msg, tuple, &Reject::plain(420), |w| {
+            let len = self.write_error(now, out, msg, tuple, &Reject::plain(420), |w| {
                 w.unknown_attributes(unknown)
             });
+            return (len, false);
         }
         if msg.method() == method::BINDING {
-            return self.binding(out, msg, tuple);
+            return (self.binding(out, msg, tuple), false);
         }
         let result = match msg.method() {
             method::ALLOCATE => self.allocate(now, tuple, msg, out, relays),
@@ -787,7 +898,7 @@ impl Server {
             _ => Err(Reject::plain(400)),
         };
         match result {
-            Ok(len) => len,
+            Ok(len) => (len, true),
             Err(rej) => {
                 tracing::debug!(
                     client = %tuple.client,
@@ -796,7 +907,11 @@ impl Server {
                     "request refused"
                 );
                 self.stats.error(rej.code);
-                self.write_error(now, out, msg, tuple, &rej, |_| Ok(()))
+                let signed = rej.key.is_some();
+                (
+                    self.write_error(now, out, msg, tuple, &rej, |_| Ok(())),
+                    signed,
+                )
             }
         }
     }
@@ -808,7 +923,11 @@ impl Server {
             let mut w = MessageWriter::new(out, typ, msg.transaction_id())?;
             w.xor_address(attr::XOR_MAPPED_ADDRESS, tuple.client)?;
             self.software_unauthenticated(&mut w, tuple, req_len)?;
-            w.fingerprint()?;
+            // FINGERPRINT when the request had one (multiplexed with other protocols, as in
+            // ICE): a bare request gets the smallest answer.
+            if msg.has_fingerprint() {
+                w.fingerprint()?;
+            }
             Ok(w.finish())
         })();
         r.unwrap_or(0)
@@ -848,6 +967,9 @@ impl Server {
         let r = (|| -> Result<usize, StunError> {
             let mut w = MessageWriter::new(out, typ, msg.transaction_id())?;
             w.error_code(rej.code, reason(rej.code))?;
+            if let (300, Some(alt)) = (rej.code, self.cfg.alternate_server) {
+                w.address(attr::ALTERNATE_SERVER, alt)?;
+            }
             extra(&mut w)?;
             if rej.challenge {
                 w.attr(attr::REALM, self.cfg.credentials.realm().as_bytes())?;
@@ -863,7 +985,9 @@ impl Server {
                 }
                 None => self.software_unauthenticated(&mut w, tuple, req_len)?,
             }
-            w.fingerprint()?;
+            if rej.key.is_some() || msg.has_fingerprint() {
+                w.fingerprint()?;
+            }
             Ok(w.finish())
         })();
         r.unwrap_or(0)
@@ -920,7 +1044,8 @@ impl Server {
                 Err(_) => Err(self.challenge(AuthFailure::BadIntegrity)),
             };
         }
-        let keys = match self.cfg.credentials.keys(username) {
+        // Expiry first: a forged REST username must not cost a key derivation per secret.
+        let keys = match self.cfg.credentials.keys_at(username, now.unix) {
             Ok(k) => k,
             Err(f) => return Err(self.challenge(f)),
         };
@@ -931,9 +1056,6 @@ impl Server {
         else {
             return Err(self.challenge(AuthFailure::BadIntegrity));
         };
-        if keys.expiry.is_some_and(|e| e <= now.unix) {
-            return Err(self.challenge(AuthFailure::Expired));
-        }
         Ok((username, Signer { key, kind }))
     }
 
@@ -970,6 +1092,16 @@ impl Server {
         relays: &mut dyn RelayProvider,
     ) -> Result<usize, Reject> {
         let existing = self.live_alloc(now, tuple, relays);
+        if existing.is_none() && self.cfg.group.is_draining() {
+            // Before authentication, like coturn: the client is sent on its way in one round trip.
+            self.stats.refused[4] += 1;
+            let code = if self.cfg.alternate_server.is_some() {
+                300
+            } else {
+                508
+            };
+            return Err(Reject::plain(code));
+        }
         let (username, signer) = self.authenticate(now, tuple, msg, existing)?;
         if let Some(i) = existing {
             // A retransmission of the Allocate that created it gets the same answer.
@@ -1011,13 +1143,20 @@ impl Server {
         // REST usernames carry an expiry: the quota is per user id, not per credential.
         let quota_key = crate::auth::quota_key(username);
         let group = self.cfg.group.clone();
+        if !group.allocation_rate(now.mono, tuple.client.ip(), self.cfg.allocate_rate) {
+            self.stats.refused[1] += 1;
+            return Err(Reject::signed(486, signer));
+        }
         group
             .acquire(
                 quota_key,
                 self.cfg.max_allocations,
                 self.cfg.max_allocations_per_user,
             )
-            .map_err(|code| Reject::signed(code, signer))?;
+            .map_err(|code| {
+                self.stats.refused[if code == 486 { 2 } else { 3 }] += 1;
+                Reject::signed(code, signer)
+            })?;
         let ask = RelayAsk {
             token,
             even,

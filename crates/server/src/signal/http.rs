@@ -83,13 +83,14 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProtoError> {
 pub(super) async fn join(
     State(state): State<HttpState>,
     headers: HeaderMap,
+    client: crate::http::Client,
     body: Body,
 ) -> Response {
     let svc = match service(&state, &headers) {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let max = svc.settings.max_message;
+    let max = svc.settings().max_message;
     let body = match read_body(body, max).await {
         Ok(b) => b,
         Err(e) => return error_response(&e, None),
@@ -111,7 +112,11 @@ pub(super) async fn join(
         }
         Err(e) => return error_response(&e, None),
     };
-    match svc.join(join, request_host(&headers)) {
+    match svc.join(
+        join,
+        request_host(&headers),
+        crate::http::client_ip(&client),
+    ) {
         Ok(j) => json_response(
             StatusCode::OK,
             serde_json::json!({ "session": j.session.as_str(), "peer": j.peer }).to_string(),
@@ -150,7 +155,7 @@ pub(super) async fn send(
             None,
         );
     };
-    let max = svc.settings.max_message;
+    let max = svc.settings().max_message;
     let limit = max.saturating_mul(SEND_BODY_MESSAGES);
     let refuse = |e: ProtoError| {
         let seq = svc.push_error(key, &e);
@@ -294,7 +299,7 @@ pub(super) async fn events(
         Ok(a) => a,
         Err(e) => return error_response(&e, None),
     };
-    let mut keepalive = tokio::time::interval(svc.settings.sse_keepalive);
+    let mut keepalive = tokio::time::interval(svc.settings().sse_keepalive);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.reset();
     let st = SseState {
@@ -431,7 +436,7 @@ pub(super) async fn ice_servers(
             serde_json::json!({ "error": code, "message": message }).to_string(),
         )
     };
-    if let Some(expected) = &svc.settings.api_key {
+    if let Some(expected) = &svc.settings().api_key {
         let given = params
             .get("key")
             .map(String::as_str)
@@ -470,7 +475,7 @@ pub(super) async fn ice_servers(
         None => format!("{:08x}", rand::random::<u32>()),
     };
     match svc
-        .ice
+        .ice()
         .rest_response(request_host(&headers).as_deref(), &user)
     {
         Some(r) => json_response(

@@ -100,6 +100,21 @@ pub fn hub_config(c: &Config) -> HubConfig {
     }
 }
 
+/// Whether `origin` (`scheme://host[:port]`, lower case) names the host `host` (a `Host`
+/// header, lower case), default ports ignored on both sides.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let default = match scheme {
+        "http" | "ws" => ":80",
+        "https" | "wss" => ":443",
+        _ => return false,
+    };
+    let strip = |h: &str| h.strip_suffix(default).unwrap_or(h).to_string();
+    strip(rest) == strip(host)
+}
+
 /// Which transport a stream uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -147,15 +162,16 @@ impl Inner {
 /// The signaling service: the hub, the transports' shared state, and the ICE configuration.
 pub struct SignalService {
     inner: Mutex<Inner>,
-    settings: SignalSettings,
-    ice: IceConfig,
+    settings: parking_lot::RwLock<Arc<SignalSettings>>,
+    ice: parking_lot::RwLock<Arc<IceConfig>>,
+    gate: Arc<crate::gate::Gate>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for SignalService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignalService")
-            .field("settings", &self.settings.max_message)
+            .field("settings", &self.settings().max_message)
             .finish_non_exhaustive()
     }
 }
@@ -219,26 +235,49 @@ enum Open<'a> {
 }
 
 impl SignalService {
-    pub fn new(config: &Config, ice: IceConfig, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(
+        config: &Config,
+        ice: IceConfig,
+        gate: Arc<crate::gate::Gate>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
         Arc::new(SignalService {
             inner: Mutex::new(Inner {
                 hub: Hub::new(hub_config(config)),
                 io: HashMap::new(),
             }),
-            settings: SignalSettings::from_config(config),
-            ice,
+            settings: parking_lot::RwLock::new(Arc::new(SignalSettings::from_config(config))),
+            ice: parking_lot::RwLock::new(Arc::new(ice)),
+            gate,
             shutdown,
         })
     }
 
     /// The transports' settings.
-    pub fn settings(&self) -> &SignalSettings {
-        &self.settings
+    pub fn settings(&self) -> Arc<SignalSettings> {
+        self.settings.read().clone()
+    }
+
+    /// Take the reloadable settings of `config`: limits, origins, keys, room tokens, the REST
+    /// secret and credential lifetime handed out in `iceServers`. Sessions and rooms stay.
+    pub fn reload(&self, config: &Config) {
+        *self.settings.write() = Arc::new(SignalSettings::from_config(config));
+        self.inner.lock().hub.set_config(hub_config(config));
+        let old = self.ice();
+        *self.ice.write() = Arc::new(IceConfig {
+            turn: old.turn.clone(),
+            turns: old.turns.clone(),
+            external: old.external,
+            relay_ip: old.relay_ip,
+            secret: config.turn_secrets.first().cloned(),
+            ttl: config.credential_ttl,
+            warned: Default::default(),
+        });
     }
 
     /// The ICE configuration.
-    pub fn ice(&self) -> &IceConfig {
-        &self.ice
+    pub fn ice(&self) -> Arc<IceConfig> {
+        self.ice.read().clone()
     }
 
     /// Live sessions, attached sessions, rooms.
@@ -290,11 +329,10 @@ impl SignalService {
         }
     }
 
-    /// `Ok` unless origins are configured and the request's `Origin` is not among them.
+    /// The browser Origin check (cross-site WebSocket hijacking): requests without `Origin`
+    /// (not browsers) pass; with `signal_origins` set, the Origin must be listed (`*` = any);
+    /// without, it must be the page's own origin (its host and port are the request's `Host`).
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), ProtoError> {
-        if self.settings.origins.is_empty() {
-            return Ok(());
-        }
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
@@ -304,18 +342,28 @@ impl SignalService {
             .trim()
             .trim_end_matches('/')
             .to_ascii_lowercase();
-        if self.settings.origins.contains(&origin) {
+        let settings = self.settings();
+        let ok = if settings.origins.is_empty() {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.trim().to_ascii_lowercase());
+            host.is_some_and(|h| same_origin(&origin, &h))
+        } else {
+            settings.origins.iter().any(|o| o == "*" || *o == origin)
+        };
+        if ok {
             Ok(())
         } else {
             Err(ProtoError::new(
                 ErrorCode::Forbidden,
-                "this Origin is not allowed to use signaling",
+                "this Origin is not allowed to use signaling (see signal_origins)",
             ))
         }
     }
 
     fn ice_json(&self, host: Option<&str>, peer: &str) -> serde_json::Value {
-        self.ice.ice_servers_json(host, peer)
+        self.ice().ice_servers_json(host, peer)
     }
 
     /// Join: creates the session (detached, grace running). Returns its key, token and peer id.
@@ -323,7 +371,22 @@ impl SignalService {
         &self,
         join: Join,
         host: Option<String>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<icebreaker_signal::Joined, ProtoError> {
+        match self.gate.join(client) {
+            Ok(()) => {}
+            Err(crate::metrics::Refusal::JoinDraining) => return Err(ProtoError::new(
+                ErrorCode::Draining,
+                "this server is draining and takes no new joins; join again to reach another one",
+            )),
+            Err(_) => {
+                return Err(ProtoError::new(
+                    ErrorCode::RateLimited,
+                    "too many joins from this address; wait a moment",
+                ))
+            }
+        }
+        let settings = self.settings();
         let mut inner = self.inner.lock();
         let joined = inner.hub.join(Instant::now(), now_unix(), join, |peer| {
             self.ice_json(host.as_deref(), peer)
@@ -335,7 +398,7 @@ impl SignalService {
                 host,
                 last_kind: None,
                 epoch: 0,
-                limiter: RateLimiter::new(self.settings.rate, self.settings.burst),
+                limiter: RateLimiter::new(settings.rate, settings.burst),
             },
         );
         inner.wake();

@@ -32,8 +32,10 @@ fn transport_limit(max_message: usize) -> usize {
 pub(super) async fn ws_handler(
     State(state): State<HttpState>,
     headers: HeaderMap,
+    client: crate::http::Client,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let client = crate::http::client_ip(&client);
     let Some(svc) = state.signal.clone() else {
         return not_enabled();
     };
@@ -41,18 +43,19 @@ pub(super) async fn ws_handler(
         return error_response(&e, None);
     }
     let host = request_host(&headers);
-    let limit = transport_limit(svc.settings.max_message);
+    let limit = transport_limit(svc.settings().max_message);
     // A small read buffer: the default (128 KiB, zero-filled before each read) would cost every
     // idle connection 128 KiB of RSS and every message a 128 KiB memory clear.
     ws.read_buffer_size(WS_READ_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
-            let (svc_rate, svc_burst) = (svc.settings.rate, svc.settings.burst);
+            let (svc_rate, svc_burst) = (svc.settings().rate, svc.settings().burst);
             let mut conn = Conn {
                 svc,
                 socket,
                 host,
+                client,
                 att: None,
                 sent: 0,
                 limiter: RateLimiter::new(svc_rate, svc_burst),
@@ -76,6 +79,7 @@ struct Conn {
     svc: Arc<SignalService>,
     socket: WebSocket,
     host: Option<String>,
+    client: Option<std::net::IpAddr>,
     att: Option<Attachment>,
     /// Last `seq` written to the socket.
     sent: u64,
@@ -87,7 +91,7 @@ struct Conn {
 impl Conn {
     async fn run(&mut self) {
         let svc = self.svc.clone();
-        let mut ping = tokio::time::interval(svc.settings.ws_ping_interval);
+        let mut ping = tokio::time::interval(svc.settings().ws_ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let shutdown = shutdown_signal(svc.shutdown.clone());
@@ -126,7 +130,7 @@ impl Conn {
                     None => Next::Drop,
                 },
                 _ = ping.tick() => {
-                    if self.last_heard.elapsed() >= svc.settings.ws_idle_timeout {
+                    if self.last_heard.elapsed() >= svc.settings().ws_idle_timeout {
                         Next::Drop
                     } else if self.write(Message::Ping(Default::default())).await {
                         Next::Continue
@@ -242,7 +246,7 @@ impl Conn {
             }
             _ => return Next::Continue,
         };
-        let msg = match parse_client(text.as_str(), self.svc.settings.max_message) {
+        let msg = match parse_client(text.as_str(), self.svc.settings().max_message) {
             Ok(m) => m,
             Err(e) => return self.refuse(e).await,
         };
@@ -292,7 +296,7 @@ impl Conn {
         let opened = match msg {
             ClientMessage::Join(j) => self
                 .svc
-                .join(j, self.host.clone())
+                .join(j, self.host.clone(), self.client)
                 .and_then(|joined| self.svc.open(Open::Joined(joined.key), Kind::WebSocket)),
             ClientMessage::Resume(r) => self.svc.open(
                 Open::Resume {

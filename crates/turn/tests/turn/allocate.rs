@@ -118,7 +118,7 @@ fn allocate_again_on_same_five_tuple_is_437() {
     );
     assert_eq!(env.relays.requests.len(), 1);
     assert_eq!(env.server.allocation_count(), 1);
-    assert_eq!(env.server.stats().errors[4], 1, "437 counted");
+    assert_eq!(env.server.stats().errors[5], 1, "437 counted");
 }
 
 #[test]

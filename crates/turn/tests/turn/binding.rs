@@ -27,7 +27,9 @@ fn binding_ipv6_client() {
 }
 
 #[test]
-fn binding_without_fingerprint_in_request_still_answered_with_fingerprint() {
+fn binding_is_answered_with_fingerprint_only_when_the_request_has_one() {
+    // A bare request gets the smallest answer (amplification toward spoofed sources); ICE
+    // checks, which carry FINGERPRINT to be told apart from media, get it back.
     let mut env = Env::new();
     let c = Client::alice("203.0.113.50:40000");
     let mut req = Req::request(method::BINDING);
@@ -35,6 +37,10 @@ fn binding_without_fingerprint_in_request_still_answered_with_fingerprint() {
     let r = env.call(c.tuple, &req);
     r.assert_success();
     assert_eq!(r.mapped(), Some(c.tuple.client));
+    assert!(!r.msg().has_fingerprint());
+    assert_eq!(r.0.len(), 32, "header + XOR-MAPPED-ADDRESS");
+    let r = env.call(c.tuple, &Req::request(method::BINDING));
+    assert!(r.msg().has_fingerprint() && r.msg().check_fingerprint());
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod expiry;
 mod external;
 mod family;
 mod fuzz;
+mod limits;
 mod permission;
 mod quota;
 mod refresh;

@@ -57,7 +57,7 @@ fn total_quota_is_508() {
     assert!(r.integrity_ok(&c.key()));
     assert_eq!(env.server.allocation_count(), 2);
     assert_eq!(env.relays.requests.len(), 2);
-    assert_eq!(env.server.stats().errors[11], 1, "508 counted");
+    assert_eq!(env.server.stats().errors[12], 1, "508 counted");
 }
 
 #[test]

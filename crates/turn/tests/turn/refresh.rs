@@ -93,7 +93,7 @@ fn refresh_with_a_different_valid_username_is_441() {
     let r = env.call(bob.tuple, &bob.req(method::REFRESH).lifetime(0));
     r.assert_error(441);
     assert_eq!(env.server.allocation_count(), 1);
-    assert_eq!(env.server.stats().errors[7], 1, "441 counted");
+    assert_eq!(env.server.stats().errors[8], 1, "441 counted");
 }
 
 #[test]
