@@ -154,6 +154,11 @@ impl Gate {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Count a refusal decided elsewhere (signaling's per-connection message rate).
+    pub fn count(&self, r: Refusal) {
+        self.metrics.refused(r);
+    }
+
     /// Open connections counted now (all addresses).
     pub fn open_connections(&self) -> usize {
         self.conns.lock().open.values().map(|&n| n as usize).sum()

@@ -196,10 +196,11 @@ pub(super) async fn send(
                 )
             }
             Some(false) => {
+                svc.gate.count(crate::metrics::Refusal::SignalRate);
                 return refuse(ProtoError::new(
                     ErrorCode::RateLimited,
                     "too many messages; slow down",
-                ))
+                ));
             }
             Some(true) => {}
         }

@@ -164,7 +164,7 @@ pub struct SignalService {
     inner: Mutex<Inner>,
     settings: parking_lot::RwLock<Arc<SignalSettings>>,
     ice: parking_lot::RwLock<Arc<IceConfig>>,
-    gate: Arc<crate::gate::Gate>,
+    pub(crate) gate: Arc<crate::gate::Gate>,
     shutdown: watch::Receiver<bool>,
 }
 

@@ -217,6 +217,7 @@ impl Conn {
             Message::Text(_) | Message::Binary(_) | Message::Ping(_) => {}
         }
         if !self.limiter.allow(Instant::now()) {
+            self.svc.gate.count(crate::metrics::Refusal::SignalRate);
             let e = ProtoError::new(ErrorCode::RateLimited, "too many messages; slow down");
             match &self.att {
                 Some(att) => {
