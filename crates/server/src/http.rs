@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -89,12 +89,20 @@ fn admin_routes() -> Router<HttpState> {
         .route("/admin/reload", post(admin_reload))
 }
 
-/// The client address of a connection, when the listener recorded it.
-pub type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
+/// What the listener knows of a connection: the client address, and its place under the
+/// per-address connection limit (an upgraded WebSocket keeps it until it closes).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub addr: SocketAddr,
+    pub slot: Arc<crate::gate::ConnSlot>,
+}
+
+/// The connection of a request, when the listener recorded it.
+pub type Client = Option<Extension<ConnInfo>>;
 
 /// The client's IP address, if known.
 pub fn client_ip(c: &Client) -> Option<std::net::IpAddr> {
-    c.as_ref().map(|Extension(ConnectInfo(a))| a.ip())
+    c.as_ref().map(|Extension(info)| info.addr.ip())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -302,10 +310,13 @@ pub async fn serve_router(
             drop(stream);
             continue;
         };
-        let app = Extension(ConnectInfo(peer)).layer(app.clone());
+        let app = Extension(ConnInfo {
+            addr: peer,
+            slot: Arc::new(slot),
+        })
+        .layer(app.clone());
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let _ = stream.set_nodelay(true);
             if let Some(acceptor) = acceptor {
                 let mut first = [0u8; 1];
@@ -330,10 +341,8 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How long a connection may take to send its first byte and finish a TLS handshake.
 const TLS_SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn serve_connection<S>(
-    stream: S,
-    app: axum::middleware::AddExtension<Router, ConnectInfo<SocketAddr>>,
-) where
+async fn serve_connection<S>(stream: S, app: axum::middleware::AddExtension<Router, ConnInfo>)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let service = hyper_util::service::TowerToHyperService::new(app);

@@ -35,6 +35,8 @@ pub(super) async fn ws_handler(
     client: crate::http::Client,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // The connection's place under the per-address limit goes with the WebSocket.
+    let slot = client.as_ref().map(|c| c.0.slot.clone());
     let client = crate::http::client_ip(&client);
     let Some(svc) = state.signal.clone() else {
         return not_enabled();
@@ -50,6 +52,7 @@ pub(super) async fn ws_handler(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             let (svc_rate, svc_burst) = (svc.settings().rate, svc.settings().burst);
             let mut conn = Conn {
                 svc,

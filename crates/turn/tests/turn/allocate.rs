@@ -227,3 +227,29 @@ fn unknown_method_request_is_400() {
     r.assert_error(400);
     assert_eq!(env.server.stats().requests[5], 1);
 }
+
+#[test]
+fn duplicate_attributes_the_first_one_counts() {
+    // RFC 8489 §14: a repeated attribute is ignored after its first occurrence.
+    let mut env = Env::new();
+    let mut c = Client::alice("203.0.113.60:40000");
+    env.challenge(&mut c);
+    let r = env.call(
+        c.tuple,
+        &c.req(method::ALLOCATE)
+            .transport(17)
+            .transport(6)
+            .lifetime(300)
+            .lifetime(3600),
+    );
+    r.assert_success();
+    assert_eq!(
+        r.lifetime(),
+        Some(600),
+        "first LIFETIME (300, raised to the default)"
+    );
+    let mut d = Client::alice("203.0.113.61:40000");
+    env.challenge(&mut d);
+    env.call(d.tuple, &d.req(method::ALLOCATE).transport(6).transport(17))
+        .assert_error(442);
+}

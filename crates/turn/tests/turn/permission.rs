@@ -254,3 +254,33 @@ fn permission_is_refreshed_by_a_second_create_permission() {
     env.tick(50); // 300 s after the refresh
     assert!(env.peer(rid, sa(PEER), b"x").is_none());
 }
+
+#[test]
+fn denied_peers_in_every_ipv6_spelling_are_403() {
+    // A dual-stack allocation, so that the peer filter (not the family check) answers.
+    let mut env = Env::new();
+    let mut c = Client::alice("203.0.113.50:40000");
+    env.signed(&mut c, |c| {
+        c.allocate_req()
+            .additional_family(icebreaker_stun::Family::V6)
+    })
+    .assert_success();
+    for bad in [
+        "[::1]:9000",                  // loopback
+        "[::]:5000",                   // unspecified
+        "[fe80::1]:9000",              // link-local
+        "[fc00::1]:9000",              // unique local
+        "[ff02::1]:9000",              // multicast
+        "[::ffff:169.254.169.254]:80", // IPv4-mapped metadata address
+        "[::127.0.0.1]:9000",          // IPv4-compatible loopback
+        "[64:ff9b::7f00:1]:9000",      // NAT64 of 127.0.0.1
+        "[64:ff9b::a01:203]:9000",     // NAT64 of 10.1.2.3
+        "[2002:7f00:1::1]:9000",       // 6to4 of 127.0.0.1
+        "[2002:c0a8:1::1]:9000",       // 6to4 of 192.168.0.1
+    ] {
+        let r = env.create_permission(&mut c, sa(bad));
+        assert_eq!(r.code(), Some(403), "{bad}");
+        let r = env.channel_bind(&mut c, 0x4001, sa(bad));
+        assert_eq!(r.code(), Some(403), "{bad}");
+    }
+}
