@@ -1,6 +1,7 @@
 //! `icebreaker bench`: load generators for the TURN relay and STUN Binding, the null-relay
-//! ceiling, and signaling over WebSocket (see `docs/BENCHMARKS.md`, `bench/compare` and
-//! `bench/compare-signal`).
+//! ceiling, signaling over WebSocket (see `docs/BENCHMARKS.md`, `bench/compare` and
+//! `bench/compare-signal`), and the fault soak of both at once (`docs/SECURITY.md`,
+//! `bench/soak`).
 //!
 //! The data paths run on plain OS threads with non-blocking std sockets, `epoll` and
 //! `recvmmsg`/`sendmmsg` ([`sys`], the only module with `unsafe`); control transactions are
@@ -11,6 +12,7 @@
 pub mod hist;
 pub mod setup;
 pub mod signal;
+pub mod soak;
 pub mod stun;
 pub mod turn;
 
@@ -25,6 +27,7 @@ use crate::client::turn::Credentials;
 pub use signal::{
     format_signal, run_signal, SignalBench, SignalLoad, SignalProtocol, SignalReport,
 };
+pub use soak::{format_soak, run_soak, SoakBench, SoakReport};
 pub use stun::{run_stun, StunBench, StunReport};
 pub use turn::{run_turn, Load, StepResult, TurnBench, TurnReport};
 
@@ -45,6 +48,107 @@ pub enum BenchCommand {
     Stun(StunArgs),
     /// Signaling over WebSocket: N clients in rooms of K relaying messages (Icebreaker or socket.io)
     Signal(SignalArgs),
+    /// Soak with faults: TURN allocations relaying and signaling clients in rooms for a long
+    /// run, with random disconnects, resumes and re-allocations; fails on any lost allocation,
+    /// lost or duplicated message, dead server or growing server RSS
+    Soak(SoakArgs),
+}
+
+/// `icebreaker bench soak`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("creds").args(["user", "secret"])))]
+pub struct SoakArgs {
+    /// TURN server HOST:PORT (UDP)
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<String>,
+    /// The server's HTTP listener for signaling, http://HOST:PORT
+    #[arg(long, value_name = "URL")]
+    pub http: Option<String>,
+    /// Static TURN credentials NAME:PASS
+    #[arg(long, value_name = "NAME:PASS")]
+    pub user: Option<String>,
+    /// TURN REST shared secret
+    #[arg(
+        long,
+        value_name = "S",
+        env = "ICEBREAKER_BENCH_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Option<String>,
+    /// TURN allocations held and relaying (0: signaling only)
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub allocations: usize,
+    /// Signaling clients, a multiple of --room-size (0: TURN only)
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub clients: usize,
+    /// Members per signaling room
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    pub room_size: usize,
+    /// Seconds of load (1..=86400)
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub duration: u64,
+    /// ChannelData packets per second per allocation
+    #[arg(long, default_value_t = 10.0, value_name = "PPS")]
+    pub pkt_rate: f64,
+    /// TURN payload bytes per packet (28..=1200)
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    pub size: usize,
+    /// Application messages per second per signaling client (each followed by a ping)
+    #[arg(long, default_value_t = 1.0, value_name = "MSGS")]
+    pub msg_rate: f64,
+    /// Padding bytes in each signaling message
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    pub msg_size: usize,
+    /// Random faults per allocation and per signaling client per minute (Poisson): TURN pause,
+    /// re-allocate or abandon; signaling connection cut by FIN, RST or abandoned open, then
+    /// resumed. 0: none
+    #[arg(long, default_value_t = 1.0, value_name = "PER_MIN")]
+    pub disconnect_rate: f64,
+    /// Longest time offline after a signaling fault, ms (stays below half the server's grace)
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    pub max_offline_ms: u64,
+    /// Allocation LIFETIME requested, seconds (refreshed at half of it, at most every 120 s)
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub lifetime: u32,
+    /// An allocation with no echo for this many seconds while sending is lost
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub lost_after: f64,
+    /// Fail when the TURN round-trip loss exceeds this (percent)
+    #[arg(long, default_value_t = 1.0, value_name = "PCT")]
+    pub max_loss_pct: f64,
+    /// PID of the server on this machine: its RSS is sampled and judged, its death noticed
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Seconds between RSS samples [default: load / 60, 1..=5]
+    #[arg(long, value_name = "SECS")]
+    pub rss_every: Option<f64>,
+    /// Seconds of warm-up before the RSS baseline [default: min(120, load / 4)]
+    #[arg(long, value_name = "SECS")]
+    pub warmup: Option<u64>,
+    /// Seconds between progress rows [default: load / 10, 5..=60]
+    #[arg(long, value_name = "SECS")]
+    pub report_every: Option<u64>,
+    /// Longest wait for signaling messages under way after the load, seconds
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub drain: u64,
+    /// Seed of the fault schedule [default: random, printed]
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// TURN generator threads
+    #[arg(long, default_value_t = 2, value_name = "T")]
+    pub threads: usize,
+    /// Signaling client runtime threads
+    #[arg(long, default_value_t = 2, value_name = "T")]
+    pub signal_threads: usize,
+    /// Room name prefix
+    #[arg(long, default_value = "soak-", value_name = "P")]
+    pub room_prefix: String,
+    /// Print the report as JSON on stdout (progress goes to stderr)
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to FILE
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<std::path::PathBuf>,
 }
 
 /// `icebreaker bench signal`.
@@ -255,7 +359,99 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        BenchCommand::Soak(a) => {
+            let cfg = soak_config(&a)?;
+            let report = run_soak(&cfg)?;
+            if let Some(f) = &a.json_file {
+                std::fs::write(f, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", f.display()))?;
+            }
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", format_soak(&report));
+            }
+            Ok(if report.interrupted {
+                ExitCode::from(130)
+            } else if report.pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
+}
+
+/// Build the library configuration of `bench soak` from the command line.
+pub fn soak_config(a: &SoakArgs) -> anyhow::Result<SoakBench> {
+    let credentials = match (&a.user, &a.secret) {
+        (Some(u), _) => Some(long_term(u)?),
+        (None, Some(s)) if !s.is_empty() => Some(Credentials::Rest {
+            secret: s.clone(),
+            user: "soak".into(),
+            ttl: Duration::from_secs(48 * 3600),
+        }),
+        _ => None,
+    };
+    let server = match &a.server {
+        Some(s) if a.allocations > 0 => Some(resolve(s)?),
+        _ => None,
+    };
+    let finite = |v: f64, what: &str| {
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(anyhow::anyhow!("{what} must be a number"))
+        }
+    };
+    let lost_after = finite(a.lost_after, "--lost-after")?;
+    let rss_every = a
+        .rss_every
+        .map(|v| finite(v, "--rss-every"))
+        .transpose()?
+        .map(|v| Duration::from_secs_f64(v.clamp(0.2, 3600.0)));
+    let seed = a.seed.unwrap_or_else(rand::random);
+    Ok(SoakBench {
+        server,
+        http: a.http.clone().filter(|_| a.clients > 0),
+        credentials,
+        allocations: a.allocations,
+        clients: a.clients,
+        room_size: a.room_size,
+        duration: Duration::from_secs(a.duration),
+        pkt_rate: finite(a.pkt_rate, "--pkt-rate")?,
+        size: a.size,
+        msg_rate: finite(a.msg_rate, "--msg-rate")?,
+        msg_pad: a.msg_size,
+        disconnect_rate: finite(a.disconnect_rate, "--disconnect-rate")?,
+        max_offline: Duration::from_millis(a.max_offline_ms.min(3_600_000)),
+        lifetime: a.lifetime,
+        lost_after: Duration::from_secs_f64(lost_after.clamp(0.0, 3600.0)),
+        max_loss_pct: finite(a.max_loss_pct, "--max-loss-pct")?,
+        server_pid: a.server_pid,
+        rss_every,
+        warmup: a.warmup.map(|w| Duration::from_secs(w.min(86_400))),
+        report_every: a
+            .report_every
+            .map(|r| Duration::from_secs(r.clamp(1, 86_400))),
+        drain: Duration::from_secs(a.drain.min(3600)),
+        seed,
+        threads: a.threads.clamp(1, 64),
+        signal_threads: a.signal_threads.clamp(1, 16),
+        room_prefix: a.room_prefix.clone(),
+        verbose: true,
+    })
+}
+
+fn long_term(u: &str) -> anyhow::Result<Credentials> {
+    let (name, pass) = u
+        .split_once(':')
+        .filter(|(n, _)| !n.is_empty())
+        .context("--user must be NAME:PASS")?;
+    Ok(Credentials::LongTerm {
+        username: name.to_owned(),
+        password: pass.to_owned(),
+    })
 }
 
 /// Build the library configuration of `bench signal` from the command line.
@@ -310,16 +506,7 @@ fn resolve(s: &str) -> anyhow::Result<SocketAddr> {
 /// Build the library configuration from the command line.
 pub fn turn_config(a: &TurnArgs) -> anyhow::Result<TurnBench> {
     let credentials = match (&a.user, &a.secret) {
-        (Some(u), _) => {
-            let (name, pass) = u
-                .split_once(':')
-                .filter(|(n, _)| !n.is_empty())
-                .context("--user must be NAME:PASS")?;
-            Some(Credentials::LongTerm {
-                username: name.to_owned(),
-                password: pass.to_owned(),
-            })
-        }
+        (Some(u), _) => Some(long_term(u)?),
         (None, Some(s)) if !s.is_empty() => Some(Credentials::Rest {
             secret: s.clone(),
             user: "bench".into(),
@@ -539,6 +726,59 @@ mod tests {
         assert!(turn(&["--user", "a:b", "--rate", "1"]).is_err()); // no server
         assert!(turn(&["--server", "127.0.0.1", "--user", "nopass", "--rate", "1"]).is_err());
         assert!(turn(&["--null-relay", "--rate", "1", "--duration", "0"]).is_err());
+    }
+
+    fn soak(args: &[&str]) -> anyhow::Result<SoakBench> {
+        let mut v = vec!["bench", "soak"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v)?.command {
+            BenchCommand::Soak(a) => soak_config(&a),
+            _ => bail!("not soak"),
+        }
+    }
+
+    #[test]
+    fn soak_arguments() {
+        let c = soak(&[
+            "--server",
+            "127.0.0.1:3478",
+            "--http",
+            "http://127.0.0.1:8080",
+            "--user",
+            "alice:pw",
+            "--duration",
+            "45",
+            "--allocations",
+            "100",
+            "--clients",
+            "50",
+            "--disconnect-rate",
+            "2.5",
+            "--seed",
+            "42",
+            "--server-pid",
+            "7",
+        ])
+        .expect("parses");
+        assert_eq!((c.allocations, c.clients, c.room_size), (100, 50, 5));
+        assert_eq!(c.duration, Duration::from_secs(45));
+        assert_eq!(
+            (c.disconnect_rate, c.seed, c.server_pid),
+            (2.5, 42, Some(7))
+        );
+        assert!(matches!(c.credentials, Some(Credentials::LongTerm { .. })));
+        // Defaults: the soak.
+        let d = soak(&["--server", "127.0.0.1", "--secret", "s", "--http", "x:1"]).expect("parses");
+        assert_eq!((d.allocations, d.clients), (1000, 500));
+        assert_eq!(d.duration, Duration::from_secs(600));
+        assert!(matches!(d.credentials, Some(Credentials::Rest { .. })));
+        // Signaling only: no TURN server needed.
+        let s = soak(&["--http", "x:1", "--allocations", "0"]).expect("parses");
+        assert!(s.server.is_none() && s.credentials.is_none());
+        // Mistakes.
+        assert!(soak(&["--server", "127.0.0.1", "--user", "a:b", "--secret", "s"]).is_err());
+        assert!(soak(&["--server", "127.0.0.1", "--user", "nopass"]).is_err());
+        assert!(soak(&["--pkt-rate", "NaN"]).is_err());
     }
 
     fn signal(args: &[&str]) -> anyhow::Result<SignalBench> {

@@ -146,6 +146,8 @@ pub struct Session {
     nonce: Vec<u8>,
     key: Option<[u8; 16]>,
     timeout: Duration,
+    /// Data-phase datagrams (ChannelData) a control transaction read and skipped.
+    data_skipped: u64,
     sbuf: Box<[u8]>,
     rbuf: Box<[u8]>,
 }
@@ -181,6 +183,7 @@ impl Session {
             nonce: Vec::new(),
             key: None,
             timeout,
+            data_skipped: 0,
             sbuf: vec![0u8; 1024].into_boxed_slice(),
             rbuf: vec![0u8; 65_536].into_boxed_slice(),
         };
@@ -214,6 +217,12 @@ impl Session {
             Err(e) if lifetime == 0 && e.code() == Some(437) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Data-phase datagrams (not STUN: echoes still in flight) that control transactions read
+    /// and skipped since the last call; the counter starts over.
+    pub fn take_data_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.data_skipped)
     }
 
     /// Put the socket back into blocking mode for control transactions after the data phase.
@@ -348,7 +357,9 @@ impl Session {
                 };
                 let buf = &self.rbuf[..n];
                 if !codec::is_stun(buf) {
-                    continue; // ChannelData still in flight from the data phase
+                    // ChannelData still in flight from the data phase.
+                    self.data_skipped += 1;
+                    continue;
                 }
                 let Ok(msg) = Message::parse(buf) else {
                     continue;

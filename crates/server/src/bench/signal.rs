@@ -74,7 +74,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest connect phase, whatever the number of clients.
 const CONNECT_PHASE_LIMIT: Duration = Duration::from_secs(300);
 
-type Ws = WebSocketStream<TcpStream>;
+pub(super) type Ws = WebSocketStream<TcpStream>;
 
 /// The wire protocol the clients speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -862,7 +862,7 @@ async fn sleep_interruptible(d: Duration) {
     }
 }
 
-fn ws_config() -> WebSocketConfig {
+pub(super) fn ws_config() -> WebSocketConfig {
     // Small buffers: thousands of idle clients share this process, and tungstenite zero-fills
     // the free part of the read buffer before every read (128 KiB by default).
     WebSocketConfig::default()
@@ -903,7 +903,7 @@ async fn client_task(
     c.run(ws, phase).await;
 }
 
-async fn next_text(ws: &mut Ws) -> Result<String, String> {
+pub(super) async fn next_text(ws: &mut Ws) -> Result<String, String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
@@ -921,7 +921,7 @@ async fn next_text(ws: &mut Ws) -> Result<String, String> {
     }
 }
 
-async fn send_text(ws: &mut Ws, t: String) -> Result<(), String> {
+pub(super) async fn send_text(ws: &mut Ws, t: String) -> Result<(), String> {
     ws.send(Message::text(t))
         .await
         .map_err(|e| format!("websocket send: {e}"))
@@ -1028,7 +1028,7 @@ async fn connect_join(ctx: &Ctx, idx: usize) -> Result<(Ws, String), String> {
     }
 }
 
-fn truncate(s: &str) -> &str {
+pub(super) fn truncate(s: &str) -> &str {
     let mut end = s.len().min(120);
     while !s.is_char_boundary(end) {
         end -= 1;

@@ -51,7 +51,7 @@ const RATE_REACHED: f64 = 0.97;
 const SEND_BATCH: usize = 32;
 const RECV_BATCH: usize = 32;
 const FLOOD_BATCH: usize = 16;
-const CHANNEL: u16 = CHANNEL_MIN;
+pub(super) const CHANNEL: u16 = CHANNEL_MIN;
 const ALLOCATION_LIFETIME: u32 = 600;
 /// Control sessions are refreshed (Refresh + ChannelBind) before a step when older than this.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(120);
@@ -245,15 +245,17 @@ impl TurnReport {
 }
 
 /// Background threads (echo peer, null relay) and their shared state.
-struct Background {
+pub(super) struct Background {
     stop: Arc<AtomicBool>,
-    run: Arc<AtomicU32>,
-    peer_rx: Arc<AtomicU64>,
+    /// Run id: the echo peer counts the datagrams carrying it (payload bytes 20..24).
+    pub(super) run: Arc<AtomicU32>,
+    /// Datagrams of the current run the echo peer received.
+    pub(super) peer_rx: Arc<AtomicU64>,
     handles: Vec<JoinHandle<()>>,
 }
 
 impl Background {
-    fn new() -> Background {
+    pub(super) fn new() -> Background {
         Background {
             stop: Arc::new(AtomicBool::new(false)),
             run: Arc::new(AtomicU32::new(0)),
@@ -262,7 +264,7 @@ impl Background {
         }
     }
 
-    fn shutdown(&mut self) {
+    pub(super) fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.handles.drain(..) {
             let _ = h.join();
@@ -364,6 +366,7 @@ pub fn run_turn(cfg: &TurnBench) -> anyhow::Result<TurnReport> {
                 &creds,
                 cfg.clients,
                 peer,
+                ALLOCATION_LIFETIME,
                 cfg.setup_timeout,
             )?;
             log(
@@ -552,7 +555,7 @@ pub fn one_line(r: &StepResult) -> String {
     )
 }
 
-fn forbidden_hint(peer: SocketAddr) -> String {
+pub(super) fn forbidden_hint(peer: SocketAddr) -> String {
     format!(
         "the server refused the echo peer {peer} (403 Forbidden). Servers refuse loopback and \
          private peers by default: start Icebreaker with `--allow-peer 127.0.0.0/8` (coturn: \
@@ -560,12 +563,15 @@ fn forbidden_hint(peer: SocketAddr) -> String {
     )
 }
 
-fn setup_sessions(
+/// Allocate + ChannelBind `clients` sessions (up to 16 in parallel); on any failure every
+/// session made so far is released and the error explained.
+pub(super) fn setup_sessions(
     server: SocketAddr,
     local_ip: IpAddr,
     creds: &Credentials,
     clients: usize,
     peer: SocketAddr,
+    lifetime: u32,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Session>> {
     let workers = clients.clamp(1, SETUP_PARALLEL);
@@ -580,7 +586,7 @@ fn setup_sessions(
                         if sys::interrupted() {
                             break;
                         }
-                        let r = allocate_fresh(server, local_ip, creds, timeout);
+                        let r = allocate_fresh(server, local_ip, creds, lifetime, timeout);
                         let r = r.and_then(|mut sess| match sess.channel_bind(CHANNEL, peer) {
                             Ok(()) => Ok(sess),
                             Err(e) => {
@@ -648,17 +654,18 @@ fn setup_sessions(
 /// for that 5-tuple (a port the system reused from an earlier run whose allocation the server
 /// has not forgotten yet): try again from another port, keeping the refused sockets open until
 /// then so the system cannot hand out the same port again.
-fn allocate_fresh(
+pub(super) fn allocate_fresh(
     server: SocketAddr,
     local_ip: IpAddr,
     creds: &Credentials,
+    lifetime: u32,
     timeout: Duration,
 ) -> Result<Session, SetupError> {
     let mut refused = Vec::new();
     loop {
         let sock = setup::udp_socket(local_ip, Some(server)).map_err(SetupError::Io)?;
         let keep = sock.try_clone().map_err(SetupError::Io)?;
-        match Session::allocate(sock, creds, ALLOCATION_LIFETIME, timeout) {
+        match Session::allocate(sock, creds, lifetime, timeout) {
             Err(e) if e.code() == Some(437) && refused.len() < 4 => refused.push(keep),
             r => return r,
         }
@@ -677,7 +684,7 @@ fn maintain(sessions: &mut [Session], peer: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// Release every allocation (Refresh with LIFETIME 0), in parallel. Returns (released, failed).
-fn release(sessions: &mut Vec<Session>) -> (usize, usize) {
+pub(super) fn release(sessions: &mut Vec<Session>) -> (usize, usize) {
     if sessions.is_empty() {
         return (0, 0);
     }
@@ -865,23 +872,23 @@ fn data_phase(
     })
 }
 
-fn write_u64(b: &mut [u8], at: usize, v: u64) {
+pub(super) fn write_u64(b: &mut [u8], at: usize, v: u64) {
     if let Some(d) = b.get_mut(at..at + 8) {
         d.copy_from_slice(&v.to_be_bytes());
     }
 }
 
-fn write_u32(b: &mut [u8], at: usize, v: u32) {
+pub(super) fn write_u32(b: &mut [u8], at: usize, v: u32) {
     if let Some(d) = b.get_mut(at..at + 4) {
         d.copy_from_slice(&v.to_be_bytes());
     }
 }
 
-fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+pub(super) fn read_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn read_u32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
@@ -1109,7 +1116,7 @@ fn reuseport_socket(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
 }
 
 /// Start the echo peer; returns its address.
-fn start_echo_peer(
+pub(super) fn start_echo_peer(
     bg: &mut Background,
     ip: IpAddr,
     threads: usize,
