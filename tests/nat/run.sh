@@ -67,6 +67,9 @@ stop_pid() {
   local pid="$1"
   kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
+  # Icebreaker drains on SIGTERM; a second one stops it at once.
+  sleep 0.3
+  kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 30); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1

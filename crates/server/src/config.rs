@@ -52,7 +52,7 @@ pub const DEFAULT_UNAUTH_REPLY_PER_SOURCE: u32 = 2000;
 pub const DEFAULT_CONN_RATE_PER_IP: u32 = 200;
 pub const DEFAULT_MAX_CONNS_PER_IP: usize = 1000;
 pub const DEFAULT_JOIN_RATE_PER_IP: u32 = 100;
-pub const DEFAULT_DRAIN_TIMEOUT: u32 = 600;
+pub const DEFAULT_DRAIN_TIMEOUT: u32 = 60;
 
 /// Default SOFTWARE attribute value: `Icebreaker <version>`.
 pub fn default_software() -> String {
@@ -336,7 +336,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ICEBREAKER_JOIN_RATE_PER_IP", value_name = "N")]
     pub join_rate_per_ip: Option<u32>,
 
-    /// Seconds a drain waits for allocations and signaling sessions to end before the process exits [default: 600]
+    /// Seconds a drain waits for allocations and signaling sessions to end before the process exits [default: 60]
     #[arg(long, env = "ICEBREAKER_DRAIN_TIMEOUT", value_name = "N")]
     pub drain_timeout: Option<u32>,
 
