@@ -292,6 +292,10 @@ pub async fn serve_router(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().ok();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    // Answers over TLS tell browsers to stay on TLS (HSTS); plain HTTP answers cannot.
+    let app_tls = app
+        .clone()
+        .layer(axum::middleware::map_response(strict_transport_security));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -310,11 +314,12 @@ pub async fn serve_router(
             drop(stream);
             continue;
         };
-        let app = Extension(ConnInfo {
+        let info = ConnInfo {
             addr: peer,
             slot: Arc::new(slot),
-        })
-        .layer(app.clone());
+        };
+        let app_tls = Extension(info.clone()).layer(app_tls.clone());
+        let app = Extension(info).layer(app.clone());
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
@@ -323,7 +328,7 @@ pub async fn serve_router(
                 let sniff = tokio::time::timeout(TLS_SNIFF_TIMEOUT, stream.peek(&mut first)).await;
                 if matches!(sniff, Ok(Ok(1))) && first[0] == 0x16 {
                     match tokio::time::timeout(TLS_SNIFF_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, app).await,
+                        Ok(Ok(tls)) => serve_connection(tls, app_tls).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "HTTPS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "HTTPS handshake timed out"),
                     }
@@ -333,6 +338,14 @@ pub async fn serve_router(
             serve_connection(stream, app).await;
         });
     }
+}
+
+async fn strict_transport_security(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        header::HeaderValue::from_static("max-age=31536000"),
+    );
+    res
 }
 
 /// How long a client may take to send a request's headers.

@@ -253,3 +253,90 @@ async fn sessions_cannot_be_reached_by_what_others_see() {
     assert_eq!(r.status, 404);
     srv.shutdown().await;
 }
+
+/// `openssl s_client` against `addr` with extra `args`, sending `input`; (success, output).
+fn s_client(addr: SocketAddr, args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is installed (scripts/install-deps)");
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn tls_below_1_2_is_refused_and_pages_carry_security_headers() {
+    let cert = TestCert::new();
+    let mut cfg = config(false);
+    cfg.tls_cert = Some(cert.cert.clone());
+    cfg.tls_key = Some(cert.key.clone());
+    cfg.turns_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    let srv = server(cfg).await;
+    let (http, turns) = (srv.http, srv.turns[0]);
+    let results = tokio::task::spawn_blocking(move || {
+        let mut r = Vec::new();
+        for addr in [http, turns] {
+            // SECLEVEL=0 so that the client really offers the old versions.
+            for v in ["-tls1", "-tls1_1"] {
+                r.push((
+                    addr,
+                    v,
+                    s_client(addr, &[v, "-cipher", "DEFAULT:@SECLEVEL=0"], ""),
+                ));
+            }
+            for v in ["-tls1_2", "-tls1_3"] {
+                r.push((addr, v, s_client(addr, &[v, "-brief"], "")));
+            }
+        }
+        let page = s_client(
+            http,
+            &["-quiet"],
+            "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
+        (r, page)
+    })
+    .await
+    .unwrap();
+    for (addr, v, (ok, out)) in &results.0 {
+        let old = *v == "-tls1" || *v == "-tls1_1";
+        if old {
+            // The server answers the old ClientHello with an alert.
+            assert!(!ok && out.contains("alert"), "{addr} {v}: {out}");
+        } else {
+            assert!(
+                out.contains("Protocol version: TLSv1."),
+                "{addr} {v}: {out}"
+            );
+        }
+    }
+    let page = results.1 .1.to_ascii_lowercase();
+    assert!(page.contains("http/1.1 200"), "{page}");
+    for h in [
+        "strict-transport-security: max-age=",
+        "content-security-policy:",
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(page.contains(h), "{h} missing: {page}");
+    }
+    // Plain HTTP on the same port: the same headers but no HSTS.
+    let (_, plain) = http_get(srv.http, "/").await;
+    let plain = plain.to_ascii_lowercase();
+    assert!(plain.contains("content-security-policy:"), "{plain}");
+    assert!(!plain.contains("strict-transport-security"), "{plain}");
+    srv.shutdown().await;
+}

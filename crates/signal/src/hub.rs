@@ -151,6 +151,8 @@ pub struct Hub<S: RoomStore = MemoryRoomStore> {
     closed: Vec<(SessionKey, CloseReason)>,
     next_key: u64,
     next_stream: u64,
+    /// Sessions with a stream attached (kept as a count: `stats` must not walk every session).
+    attached: usize,
 }
 
 impl Hub<MemoryRoomStore> {
@@ -176,6 +178,7 @@ impl<S: RoomStore> Hub<S> {
             closed: Vec::new(),
             next_key: 1,
             next_stream: 1,
+            attached: 0,
         }
     }
 
@@ -585,7 +588,9 @@ impl<S: RoomStore> Hub<S> {
             .get_mut(&key)
             .ok_or_else(ProtoError::resume_failed)?;
         s.outbox.ack(last_seq);
-        s.stream = Some(stream);
+        if s.stream.replace(stream).is_none() {
+            self.attached += 1;
+        }
         if let Some(d) = s.deadline.take() {
             self.deadlines.remove(&(d, key));
         }
@@ -608,6 +613,7 @@ impl<S: RoomStore> Hub<S> {
             return false;
         }
         s.stream = None;
+        self.attached = self.attached.saturating_sub(1);
         let deadline = grace_deadline(now, self.config.grace);
         if let Some(old) = s.deadline.replace(deadline) {
             self.deadlines.remove(&(old, key));
@@ -643,6 +649,9 @@ impl<S: RoomStore> Hub<S> {
         let Some(s) = self.sessions.remove(&key) else {
             return false;
         };
+        if s.stream.is_some() {
+            self.attached = self.attached.saturating_sub(1);
+        }
         self.by_digest.remove(&s.digest);
         self.by_peer.remove(&s.peer);
         if let Some(d) = s.deadline {
@@ -737,11 +746,7 @@ impl<S: RoomStore> Hub<S> {
     pub fn stats(&self) -> HubStats {
         HubStats {
             sessions: self.sessions.len(),
-            attached: self
-                .sessions
-                .values()
-                .filter(|s| s.stream.is_some())
-                .count(),
+            attached: self.attached,
             rooms: self.store.room_count(),
         }
     }

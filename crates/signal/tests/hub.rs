@@ -669,3 +669,32 @@ fn client_message_ids() {
     assert_eq!(m.id(), Some("b"));
     assert!(matches!(m, ClientMessage::Broadcast(_)));
 }
+
+#[test]
+fn attached_count_follows_attach_detach_resume_and_leave() {
+    // `stats` is served to /metrics and the drain loop: a count, not a walk over sessions.
+    let mut h = hub(HubConfig::default());
+    let now = Instant::now();
+    let a = join(&mut h, now, "r");
+    let b = join(&mut h, now, "r");
+    assert_eq!(h.stats().attached, 2);
+    assert!(h.detach(now, b.key, b.att.stream));
+    assert!(!h.detach(now, b.key, b.att.stream), "twice is once");
+    assert_eq!(h.stats().attached, 1);
+    let again = h.attach(now, b.key, 0).unwrap();
+    let newer = h.attach(now, b.key, 0).unwrap();
+    assert_eq!(
+        h.stats().attached,
+        2,
+        "superseding a stream keeps one attached"
+    );
+    assert!(!h.detach(now, b.key, again.stream));
+    assert!(h.detach(now, b.key, newer.stream));
+    h.handle_timeout(now + Duration::from_secs(3600));
+    assert_eq!(h.stats().sessions, 1);
+    assert_eq!(h.stats().attached, 1);
+    let leave = parse_client(r#"{"type":"leave"}"#, 1024).unwrap();
+    h.handle(now, a.key, leave).unwrap();
+    assert_eq!(h.stats().attached, 0);
+    assert_eq!(h.stats().sessions, 0);
+}

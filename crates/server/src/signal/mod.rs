@@ -516,6 +516,28 @@ impl SignalService {
         r.map(|h| h == Handled::Left)
     }
 
+    /// [`SignalService::handle`] for a message read on the stream of `att`: dropped when that
+    /// stream has been superseded (a resume attached another one), so that a frame the old
+    /// connection still had buffered cannot overtake what the client sent on the new one.
+    fn handle_on(
+        &self,
+        att: &Attachment,
+        msg: icebreaker_signal::ClientMessage,
+    ) -> Result<bool, ProtoError> {
+        let mut inner = self.inner.lock();
+        let current = inner.hub.current_stream(att.key) == Some(att.stream)
+            && inner
+                .io
+                .get(&att.key)
+                .is_some_and(|io| io.epoch == att.epoch);
+        if !current {
+            return Ok(false);
+        }
+        let r = inner.hub.handle(Instant::now(), att.key, msg);
+        inner.wake();
+        r.map(|h| h == Handled::Left)
+    }
+
     /// Queue a transport-level refusal on a session; returns its `seq`.
     fn push_error(&self, key: SessionKey, err: &ProtoError) -> Option<u64> {
         let mut inner = self.inner.lock();

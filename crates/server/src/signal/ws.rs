@@ -258,8 +258,7 @@ impl Conn {
         let Some(att) = &self.att else {
             return self.first(msg).await;
         };
-        let key = att.key;
-        match self.svc.handle(key, msg) {
+        match self.svc.handle_on(att, msg) {
             Ok(true) => Next::Close(close_code::NORMAL, "left"),
             // Refusals are queued on the session by the hub.
             Ok(false) | Err(_) => Next::Continue,
