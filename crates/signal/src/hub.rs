@@ -514,7 +514,8 @@ impl<S: RoomStore> Hub<S> {
     }
 
     /// Resumes a session: checks the token and that every message after `last_seq` is still held
-    /// (`resume_failed` otherwise), acknowledges ≤ `last_seq`, queues `resumed` (fresh `peers`,
+    /// and stays held with `resumed` queued after it (`resume_failed` otherwise, with nothing
+    /// changed), acknowledges ≤ `last_seq`, queues `resumed` (fresh `peers`,
     /// `iceServers` from the callback), attaches a new stream (superseding any other) and stops
     /// the grace timer. Send [`Hub::pending_after`]`(key, last_seq)` on the new stream: the
     /// replay, then `resumed`.
@@ -526,7 +527,8 @@ impl<S: RoomStore> Hub<S> {
         ice_servers: impl FnOnce(&str) -> Value,
     ) -> Result<Attached, ProtoError> {
         let key = self.lookup(token).ok_or_else(ProtoError::resume_failed)?;
-        self.check_replay(key, last_seq)?;
+        // Refuse before changing anything: `resumed` must not evict the replay it ends.
+        self.check_replay(key, last_seq, true)?;
         let (peer, room) = match self.sessions.get(&key) {
             Some(s) => (s.peer.clone(), s.room.clone()),
             None => return Err(ProtoError::resume_failed()),
@@ -554,12 +556,24 @@ impl<S: RoomStore> Hub<S> {
         self.attach(now, key, last_seq)
     }
 
-    fn check_replay(&self, key: SessionKey, last_seq: u64) -> Result<(), ProtoError> {
+    /// `resume_failed` unless the messages after `last_seq` are held (and, `resuming`, would
+    /// still all be held with `resumed` queued after them).
+    fn check_replay(
+        &self,
+        key: SessionKey,
+        last_seq: u64,
+        resuming: bool,
+    ) -> Result<(), ProtoError> {
         let s = self
             .sessions
             .get(&key)
             .ok_or_else(ProtoError::resume_failed)?;
-        if s.outbox.can_replay_after(last_seq) {
+        let ok = if resuming {
+            s.outbox.can_resume_after(last_seq)
+        } else {
+            s.outbox.can_replay_after(last_seq)
+        };
+        if ok {
             Ok(())
         } else {
             Err(ProtoError::new(
@@ -580,7 +594,7 @@ impl<S: RoomStore> Hub<S> {
         last_seq: u64,
     ) -> Result<Attached, ProtoError> {
         let _ = now;
-        self.check_replay(key, last_seq)?;
+        self.check_replay(key, last_seq, false)?;
         let stream = StreamId(self.next_stream);
         self.next_stream += 1;
         let s = self

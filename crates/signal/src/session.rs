@@ -169,6 +169,17 @@ impl Outbox {
         last_seq <= self.last_seq() && last_seq.saturating_add(1) >= self.first_seq
     }
 
+    /// Whether a resume from `last_seq` can replay: every message after it is held, and once
+    /// everything ≤ `last_seq` is acknowledged, [`Outbox::push_over_limit`] (the `resumed` that
+    /// ends the replay) would keep them all.
+    pub fn can_resume_after(&self, last_seq: u64) -> bool {
+        let Ok(after) = self.replay_after(last_seq) else {
+            return false;
+        };
+        let (n, bytes) = after.fold((0usize, 0usize), |(n, b), (_, m)| (n + 1, b + m.len()));
+        n <= self.limit && (n == 0 || bytes <= self.max_bytes)
+    }
+
     /// Every held message with `seq > last_seq`, in order, as `(seq, text)`.
     ///
     /// Fails with [`Gap`] when some of them were dropped (acknowledged or over the limit), or

@@ -698,3 +698,37 @@ fn attached_count_follows_attach_detach_resume_and_leave() {
     assert_eq!(h.stats().attached, 0);
     assert_eq!(h.stats().sessions, 0);
 }
+
+/// Fuzz finding (signal_hub): a resume refused because `resumed` would push the replay it ends
+/// past the limit used to queue `resumed` anyway and evict the oldest message — a refusal with
+/// side effects (the session's last seq moved without a wake, and the replay of the stream still
+/// attached lost a message). A refused resume now changes nothing.
+#[test]
+fn refused_resume_changes_nothing() {
+    let now = Instant::now();
+    let mut h = hub(HubConfig {
+        replay_limit: 2,
+        ..HubConfig::default()
+    });
+    let a = join(&mut h, now, "r");
+    // a holds joined (1) and peer-joined (2): at the limit.
+    let _b = join(&mut h, now, "r");
+    // From 0: two messages and `resumed` (over the limit by that one message).
+    let att = h.resume(now, &a.token, 0, ice).unwrap();
+    assert_eq!(h.last_seq(a.key), Some(3));
+    h.drain_dirty().count();
+    // From 0 again: three messages and `resumed` do not fit: refused...
+    assert_eq!(
+        h.resume(now, &a.token, 0, ice).unwrap_err().code,
+        ErrorCode::ResumeFailed
+    );
+    // ...and nothing changed: no `resumed` queued, the replay intact, the stream still attached.
+    assert_eq!(h.last_seq(a.key), Some(3));
+    assert_eq!(h.pending_after(a.key, 0).unwrap().count(), 3);
+    assert_eq!(h.current_stream(a.key), Some(att.stream));
+    assert_eq!(h.drain_dirty().count(), 0);
+    // A resume from what the client saw still works.
+    let att2 = h.resume(now, &a.token, 3, ice).unwrap();
+    assert_ne!(att2.stream, att.stream);
+    assert_eq!(h.last_seq(a.key), Some(4));
+}

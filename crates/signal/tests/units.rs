@@ -80,6 +80,30 @@ fn outbox_over_limit_pushes_cannot_pile_up_past_the_byte_cap() {
 }
 
 #[test]
+fn outbox_can_resume_after_counts_the_resumed_message() {
+    // By count: two held + `resumed` is the limit plus one, three held + `resumed` is not.
+    let mut o = Outbox::new(2);
+    o.push(&pong(1));
+    o.push(&pong(2));
+    assert!(o.can_resume_after(0));
+    o.push_over_limit(&pong(3));
+    assert!(o.can_replay_after(0));
+    assert!(!o.can_resume_after(0));
+    assert!(o.can_resume_after(1));
+    assert!(o.can_resume_after(3));
+    assert!(!o.can_resume_after(4));
+    // By bytes: what `resumed` follows must be within the cap.
+    let one = pong(1).with_seq(1).len();
+    let mut o = Outbox::with_max_bytes(100, 2 * one);
+    o.push(&pong(1));
+    o.push(&pong(2));
+    assert!(o.can_resume_after(0));
+    o.push_over_limit(&pong(3));
+    assert!(!o.can_resume_after(0));
+    assert!(o.can_resume_after(1));
+}
+
+#[test]
 fn session_tokens() {
     let mut rng = StdRng::seed_from_u64(1);
     let a = SessionToken::generate(&mut rng);
