@@ -1094,10 +1094,14 @@ impl Config {
                 ));
             }
         }
-        if !self.http_listen.ip().is_loopback() {
+        if !self.http_listen.ip().is_loopback()
+            && self.admin_token.is_none()
+            && self.admin_listen.is_none()
+        {
             c.warning(format!(
                 "http_listen is {}, not a loopback address: /metrics, /healthz and /readyz will be \
-                 reachable from the network; use 127.0.0.1:8080 unless a firewall or proxy protects it",
+                 reachable from the network; set admin_token (or admin_listen), or use \
+                 127.0.0.1:8080 unless a firewall or proxy protects it",
                 self.http_listen
             ));
         }
@@ -1290,6 +1294,25 @@ impl Config {
     }
 
     fn check_limits(&self, c: &mut Checker) {
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            c.error(
+                "admin_token is shorter than 16 characters; anyone who guesses it can drain the \
+                 server; use a random token (e.g. `openssl rand -base64 32`)",
+            );
+        }
+        if self.admin_listen.is_some_and(|a| a == self.http_listen) {
+            c.error("admin_listen is the same address as http_listen; give the admin endpoints another port, or leave admin_listen unset");
+        }
+        if self
+            .alternate_server
+            .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            c.error("alternate_server must be a reachable IP:PORT (not 0.0.0.0, [::] or port 0)");
+        }
         if self.udp_workers > MAX_UDP_WORKERS {
             c.error(format!(
                 "udp_workers is {}; use at most {MAX_UDP_WORKERS} (0 = one per CPU core)",
@@ -2014,6 +2037,16 @@ log_format = "json"
         assert!(has(&c, Severity::Error, "max_allocations_per_user is 0"));
         c.udp_workers = MAX_UDP_WORKERS + 1;
         assert!(has(&c, Severity::Error, "udp_workers is"));
+        c.admin_token = Some("short".into());
+        assert!(has(&c, Severity::Error, "admin_token is shorter"));
+        c.admin_token = None;
+        c.admin_listen = Some(c.http_listen);
+        assert!(has(&c, Severity::Error, "admin_listen is the same address"));
+        c.admin_listen = None;
+        c.alternate_server = Some("0.0.0.0:3478".parse().unwrap());
+        assert!(has(&c, Severity::Error, "alternate_server must be"));
+        c.alternate_server = None;
+
         c.udp_workers = 0;
         c.max_allocations_per_user = 20_000;
         assert!(has(&c, Severity::Warning, "never be reached"));

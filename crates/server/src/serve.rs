@@ -251,6 +251,8 @@ pub struct Running {
     pub turns: Vec<SocketAddr>,
     /// HTTP listener address.
     pub http: SocketAddr,
+    /// The admin listener (`admin_listen`), if any.
+    pub admin: Option<SocketAddr>,
     /// Relay addresses (IPv4, IPv6).
     pub relay_ips: Vec<IpAddr>,
     /// The metrics.
@@ -757,6 +759,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         turn: turn_addrs,
         turns: turns_addrs,
         http: http_addr,
+        admin: admin_addr,
         relay_ips: v4.iter().chain(v6.iter()).copied().collect(),
         metrics,
         signal,

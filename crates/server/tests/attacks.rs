@@ -340,3 +340,57 @@ async fn tls_below_1_2_is_refused_and_pages_carry_security_headers() {
     assert!(!plain.contains("strict-transport-security"), "{plain}");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_and_admin_stay_off_the_public_listener() {
+    // No token: /metrics open on the HTTP listener, /admin/* for loopback clients only.
+    let srv = server(config(false)).await;
+    assert_eq!(http_get(srv.http, "/metrics").await.0, 200);
+    assert_eq!(http_get(srv.http, "/admin/status").await.0, 200);
+    srv.shutdown().await;
+    // A token: both need it.
+    let mut cfg = config(false);
+    cfg.admin_token = Some("s3cret-admin-token".into());
+    let srv = server(cfg).await;
+    assert_eq!(http_get(srv.http, "/metrics").await.0, 401);
+    assert_eq!(http_get(srv.http, "/admin/status").await.0, 401);
+    let r = http(
+        srv.http,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer s3cret-admin-token")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = http(
+        srv.http,
+        "POST",
+        "/admin/drain",
+        &[("Authorization", "Bearer wrong")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        http_get(srv.http, "/readyz").await.0,
+        200,
+        "a refused drain drains nothing"
+    );
+    srv.shutdown().await;
+    // Their own listener: gone from the public one.
+    let mut cfg = config(false);
+    cfg.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let srv = server(cfg).await;
+    let admin = srv.admin.unwrap();
+    assert_eq!(http_get(srv.http, "/metrics").await.0, 404);
+    assert_eq!(http_get(srv.http, "/admin/status").await.0, 404);
+    assert_eq!(http_get(admin, "/metrics").await.0, 200);
+    let r = http(admin, "POST", "/admin/drain", &[], "").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(http_get(srv.http, "/readyz").await.0, 503);
+    let (mut w, _) = (ws(srv.http).await, ());
+    send(&mut w, json!({"type": "join", "room": "late"})).await;
+    assert_eq!(recv(&mut w).await["code"], "draining");
+    srv.shutdown().await;
+}

@@ -94,7 +94,11 @@ async fn reload_and_drain_keep_calls_running() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("icebreaker.toml");
     let user = format!("{USER}:{PASS}");
-    std::fs::write(&file, config_text(turn_port, http_port, &[&user], "t1")).unwrap();
+    std::fs::write(
+        &file,
+        config_text(turn_port, http_port, &[&user], "token-one-0123456789"),
+    )
+    .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_icebreaker"))
         .args(["serve", "--config"])
         .arg(&file)
@@ -124,7 +128,12 @@ async fn reload_and_drain_keep_calls_running() {
     // Reload: a new user, a new admin token.
     std::fs::write(
         &file,
-        config_text(turn_port, http_port, &[&user, "carol:carolpw"], "t2"),
+        config_text(
+            turn_port,
+            http_port,
+            &[&user, "carol:carolpw"],
+            "token-two-0123456789",
+        ),
     )
     .unwrap();
     kill(&srv.child, "-HUP");
@@ -148,8 +157,18 @@ async fn reload_and_drain_keep_calls_running() {
     .await;
     let mut carol = carol.unwrap();
     carol.create_permission(&[peer]).await.unwrap();
-    assert_eq!(admin(http, "GET", "/admin/status", "t1").await.status, 401);
-    assert_eq!(admin(http, "GET", "/admin/status", "t2").await.status, 200);
+    assert_eq!(
+        admin(http, "GET", "/admin/status", "token-one-0123456789")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        admin(http, "GET", "/admin/status", "token-two-0123456789")
+            .await
+            .status,
+        200
+    );
     // Nothing dropped.
     relays(&mut alice, peer, b"after reload").await;
     send(&mut sock, json!({"type": "ping"})).await;
@@ -183,7 +202,9 @@ async fn reload_and_drain_keep_calls_running() {
     relays(&mut carol, peer, b"carol too").await;
     send(&mut sock, json!({"type": "ping"})).await;
     assert_eq!(recv_type(&mut sock, "pong").await["type"], "pong");
-    let status = admin(http, "GET", "/admin/status", "t2").await.json();
+    let status = admin(http, "GET", "/admin/status", "token-two-0123456789")
+        .await
+        .json();
     assert_eq!(status["draining"], true, "{status}");
     assert_eq!(status["allocations"], 2, "{status}");
     assert!(srv.child.try_wait().unwrap().is_none(), "still running");
