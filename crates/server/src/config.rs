@@ -46,6 +46,8 @@ pub const DEFAULT_SIGNAL_RATE: u32 = 50;
 pub const DEFAULT_SIGNAL_MAX_ROOMS: usize = 10_000;
 pub const DEFAULT_SIGNAL_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_SIGNAL_ROOM_CAPACITY: usize = 50;
+/// Default `signal_max_buffered`, bytes (256 MiB).
+pub const DEFAULT_SIGNAL_MAX_BUFFERED: usize = 256 << 20;
 pub const DEFAULT_ALLOCATION_RATE_PER_IP: u32 = 100;
 pub const DEFAULT_UNAUTH_REPLY_BUDGET: u32 = 32768;
 pub const DEFAULT_UNAUTH_REPLY_PER_SOURCE: u32 = 2000;
@@ -280,6 +282,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ICEBREAKER_SIGNAL_MAX_SESSIONS", value_name = "N")]
     pub signal_max_sessions: Option<usize>,
 
+    /// Signaling: bytes held for unacknowledged messages in all sessions together; beyond it
+    /// signal/broadcast get server_full [default: 268435456]
+    #[arg(long, env = "ICEBREAKER_SIGNAL_MAX_BUFFERED", value_name = "BYTES")]
+    pub signal_max_buffered: Option<usize>,
+
     /// Signaling: largest room capacity a client may ask for (and the default one) [default: 50]
     #[arg(long, env = "ICEBREAKER_SIGNAL_ROOM_CAPACITY", value_name = "N")]
     pub signal_room_capacity: Option<usize>,
@@ -393,6 +400,7 @@ struct FileConfig {
     signal_max_rooms: Option<usize>,
     signal_max_sessions: Option<usize>,
     signal_room_capacity: Option<usize>,
+    signal_max_buffered: Option<usize>,
     signal_token_secret: Option<String>,
     signal_origins: Option<Vec<String>>,
     api_key: Option<String>,
@@ -447,6 +455,8 @@ pub struct Config {
     pub signal_max_sessions: usize,
     /// Largest capacity a room may have (also the capacity of rooms created without one).
     pub signal_room_capacity: usize,
+    /// Bytes of unacknowledged messages held in all sessions together.
+    pub signal_max_buffered: usize,
     /// HS256 secret of room tokens; `None` = joins need no token.
     pub signal_token_secret: Option<String>,
     /// Allowed browser origins (`scheme://host[:port]`, lower case); empty = any.
@@ -501,6 +511,7 @@ impl Default for Config {
             signal_max_rooms: DEFAULT_SIGNAL_MAX_ROOMS,
             signal_max_sessions: DEFAULT_SIGNAL_MAX_SESSIONS,
             signal_room_capacity: DEFAULT_SIGNAL_ROOM_CAPACITY,
+            signal_max_buffered: DEFAULT_SIGNAL_MAX_BUFFERED,
             signal_token_secret: None,
             signal_origins: Vec::new(),
             api_key: None,
@@ -560,6 +571,7 @@ impl fmt::Debug for Config {
             .field("signal_max_rooms", &self.signal_max_rooms)
             .field("signal_max_sessions", &self.signal_max_sessions)
             .field("signal_room_capacity", &self.signal_room_capacity)
+            .field("signal_max_buffered", &self.signal_max_buffered)
             .field(
                 "signal_token_secret",
                 &self.signal_token_secret.as_ref().map(|_| "<redacted>"),
@@ -978,6 +990,10 @@ impl Config {
                 .signal_room_capacity
                 .or(f.signal_room_capacity)
                 .unwrap_or(d.signal_room_capacity),
+            signal_max_buffered: args
+                .signal_max_buffered
+                .or(f.signal_max_buffered)
+                .unwrap_or(d.signal_max_buffered),
             signal_token_secret: args.signal_token_secret.clone().or(f.signal_token_secret),
             signal_origins: l
                 .list(

@@ -247,6 +247,8 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap, client: Cli
             .set(i64::try_from(st.attached).unwrap_or(i64::MAX));
         m.signal_rooms
             .set(i64::try_from(st.rooms).unwrap_or(i64::MAX));
+        m.signal_buffered_bytes
+            .set(i64::try_from(st.buffered_bytes).unwrap_or(i64::MAX));
     }
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],

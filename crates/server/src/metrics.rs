@@ -258,6 +258,8 @@ pub struct Metrics {
     pub signal_sessions_attached: Gauge,
     /// `icebreaker_signal_rooms`: signaling rooms.
     pub signal_rooms: Gauge,
+    /// `icebreaker_signal_buffered_bytes`: bytes of unacknowledged messages held.
+    pub signal_buffered_bytes: Gauge,
     /// `icebreaker_refusals_total{reason}`, indexed like [`Refusal::ALL`].
     pub refusals: [Counter; 10],
     /// `icebreaker_draining`: 1 while the server drains.
@@ -400,6 +402,12 @@ impl Metrics {
             "Signaling sessions with a connection attached",
             signal_sessions_attached.clone(),
         );
+        let signal_buffered_bytes = Gauge::default();
+        registry.register(
+            "icebreaker_signal_buffered_bytes",
+            "Bytes of unacknowledged signaling messages held for resume (all sessions)",
+            signal_buffered_bytes.clone(),
+        );
         let signal_rooms = Gauge::default();
         registry.register(
             "icebreaker_signal_rooms",
@@ -439,6 +447,7 @@ impl Metrics {
             signal_sessions,
             signal_sessions_attached,
             signal_rooms,
+            signal_buffered_bytes,
         }
     }
 

@@ -4,6 +4,8 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::proto::{
@@ -32,6 +34,9 @@ pub struct HubConfig {
     pub replay_limit: usize,
     /// Byte cap on a session's replay buffer (4 MiB); the oldest messages go first.
     pub replay_max_bytes: usize,
+    /// Bytes held in all sessions' replay buffers together (256 MiB): beyond it, `signal` and
+    /// `broadcast` are refused with `server_full` (nothing already queued is dropped).
+    pub max_buffered_bytes: usize,
     /// Unsequenced messages (`pong`) kept per session until taken (16; oldest dropped).
     pub max_unsequenced: usize,
     /// `--signal-token-secret`: when set, every join needs a valid room token.
@@ -48,6 +53,7 @@ impl Default for HubConfig {
             grace: Duration::from_secs(30),
             replay_limit: DEFAULT_REPLAY_LIMIT,
             replay_max_bytes: DEFAULT_REPLAY_BYTES,
+            max_buffered_bytes: 256 << 20,
             max_unsequenced: 16,
             token_secret: None,
         }
@@ -120,6 +126,8 @@ pub struct HubStats {
     pub attached: usize,
     /// Rooms.
     pub rooms: usize,
+    /// Bytes held in all replay buffers.
+    pub buffered_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -153,6 +161,8 @@ pub struct Hub<S: RoomStore = MemoryRoomStore> {
     next_stream: u64,
     /// Sessions with a stream attached (kept as a count: `stats` must not walk every session).
     attached: usize,
+    /// Bytes held in every session's outbox (each outbox keeps it up to date).
+    buffered: Arc<AtomicUsize>,
 }
 
 impl Hub<MemoryRoomStore> {
@@ -179,6 +189,7 @@ impl<S: RoomStore> Hub<S> {
             next_key: 1,
             next_stream: 1,
             attached: 0,
+            buffered: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -304,7 +315,8 @@ impl<S: RoomStore> Hub<S> {
         self.next_key += 1;
 
         let mut outbox =
-            Outbox::with_max_bytes(self.config.replay_limit, self.config.replay_max_bytes);
+            Outbox::with_max_bytes(self.config.replay_limit, self.config.replay_max_bytes)
+                .metered(self.buffered.clone());
         let joined = ServerMessage::Joined {
             session: token.as_str().to_owned(),
             peer: peer.clone(),
@@ -381,6 +393,20 @@ impl<S: RoomStore> Hub<S> {
         }
     }
 
+    /// Whether `bytes` more fit under `max_buffered_bytes` (client messages only: the server's
+    /// own messages — presence, errors, `resumed` — are small and always queued).
+    fn fits_buffers(&self, bytes: usize) -> bool {
+        self.buffered.load(Ordering::Relaxed).saturating_add(bytes)
+            <= self.config.max_buffered_bytes
+    }
+
+    fn buffers_full(&self) -> ProtoError {
+        ProtoError::new(
+            ErrorCode::ServerFull,
+            "the server's signaling buffers are full (clients are not acknowledging); try again shortly",
+        )
+    }
+
     fn deliver(&mut self, key: SessionKey, enc: &Encoded) -> Option<u64> {
         let s = self.sessions.get_mut(&key)?;
         let seq = s.outbox.push(enc);
@@ -440,8 +466,12 @@ impl<S: RoomStore> Hub<S> {
                                 data: sig.data,
                             }
                             .encode();
-                            self.deliver(t, &enc);
-                            Ok(Handled::Ok)
+                            if self.fits_buffers(enc.without_seq().len() + SEQ_ROOM) {
+                                self.deliver(t, &enc);
+                                Ok(Handled::Ok)
+                            } else {
+                                Err(self.buffers_full())
+                            }
                         }
                     }
                 }
@@ -459,8 +489,17 @@ impl<S: RoomStore> Hub<S> {
                         data: b.data,
                     }
                     .encode();
-                    self.deliver_room(&room, Some(key), &enc);
-                    Ok(Handled::Ok)
+                    let mut members = 0usize;
+                    self.store.for_each_member(&room, &mut |_| members += 1);
+                    let others = members.saturating_sub(1);
+                    if self
+                        .fits_buffers((enc.without_seq().len() + SEQ_ROOM).saturating_mul(others))
+                    {
+                        self.deliver_room(&room, Some(key), &enc);
+                        Ok(Handled::Ok)
+                    } else {
+                        Err(self.buffers_full())
+                    }
                 }
             }
             ClientMessage::Ack { seq } => {
@@ -761,10 +800,14 @@ impl<S: RoomStore> Hub<S> {
         HubStats {
             sessions: self.sessions.len(),
             attached: self.attached,
+            buffered_bytes: self.buffered.load(Ordering::Relaxed),
             rooms: self.store.room_count(),
         }
     }
 }
+
+/// Room for the `"seq":N,` a message gets when queued.
+const SEQ_ROOM: usize = 28;
 
 /// `now + grace`, saturating far in the future instead of panicking on an absurd grace.
 fn grace_deadline(now: Instant, grace: Duration) -> Instant {

@@ -7,6 +7,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use crate::proto::Encoded;
@@ -39,7 +41,7 @@ impl std::error::Error for Gap {}
 
 /// A session's outbound messages: assigns `seq` (1, 2, …), keeps unacknowledged messages for
 /// replay, bounded by a message count and a byte total (oldest dropped first).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outbox {
     /// `seq` of `buf[0]` (== `next_seq` when empty).
     first_seq: u64,
@@ -48,6 +50,31 @@ pub struct Outbox {
     bytes: usize,
     limit: usize,
     max_bytes: usize,
+    /// A counter shared by every outbox of a hub: the bytes held in all of them.
+    meter: Option<Arc<AtomicUsize>>,
+}
+
+/// A copy holds the same messages but is not counted by the original's meter.
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        Outbox {
+            first_seq: self.first_seq,
+            next_seq: self.next_seq,
+            buf: self.buf.clone(),
+            bytes: self.bytes,
+            limit: self.limit,
+            max_bytes: self.max_bytes,
+            meter: None,
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if let Some(m) = &self.meter {
+            m.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Default for Outbox {
@@ -72,6 +99,21 @@ impl Outbox {
             bytes: 0,
             limit: limit.max(1),
             max_bytes,
+            meter: None,
+        }
+    }
+
+    /// Count this outbox's bytes in `meter` (shared by the outboxes of a hub) from now on.
+    pub fn metered(mut self, meter: Arc<AtomicUsize>) -> Self {
+        meter.fetch_add(self.bytes, Ordering::Relaxed);
+        self.meter = Some(meter);
+        self
+    }
+
+    fn grew(&mut self, n: usize) {
+        self.bytes += n;
+        if let Some(m) = &self.meter {
+            m.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -80,7 +122,7 @@ impl Outbox {
     fn push_text(&mut self, text: String) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.bytes += text.len();
+        self.grew(text.len());
         self.buf.push_back(text.into_boxed_str());
         while self.buf.len() > self.limit || (self.bytes > self.max_bytes && self.buf.len() > 1) {
             self.drop_front();
@@ -91,6 +133,9 @@ impl Outbox {
     fn drop_front(&mut self) {
         if let Some(old) = self.buf.pop_front() {
             self.bytes -= old.len();
+            if let Some(m) = &self.meter {
+                m.fetch_sub(old.len(), Ordering::Relaxed);
+            }
             self.first_seq += 1;
         }
     }
@@ -110,7 +155,7 @@ impl Outbox {
         self.next_seq += 1;
         let text = msg.with_seq(seq);
         let newest = text.len();
-        self.bytes += newest;
+        self.grew(newest);
         self.buf.push_back(text.into_boxed_str());
         while self.buf.len() > self.limit.saturating_add(1)
             || (self.bytes - newest > self.max_bytes && self.buf.len() > 1)

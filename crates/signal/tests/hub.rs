@@ -732,3 +732,51 @@ fn refused_resume_changes_nothing() {
     assert_ne!(att2.stream, att.stream);
     assert_eq!(h.last_seq(a.key), Some(4));
 }
+
+#[test]
+fn a_global_buffer_cap_refuses_new_messages_and_drops_nothing() {
+    // Sessions that never acknowledge cannot make the server hold unbounded memory: past
+    // max_buffered_bytes in all replay buffers, signal/broadcast get server_full; what is
+    // queued stays, and acknowledging frees room again.
+    let now = Instant::now();
+    let mut h = hub(HubConfig {
+        max_buffered_bytes: 64 * 1024,
+        ..HubConfig::default()
+    });
+    let mut a = join(&mut h, now, "r");
+    let mut b = join(&mut h, now, "r");
+    let big = "x".repeat(4000);
+    let msg = format!(r#"{{"type":"broadcast","data":"{big}"}}"#);
+    let mut sent = 0;
+    let refused = loop {
+        match send(&mut h, now, &a, &msg) {
+            Ok(_) => sent += 1,
+            Err(code) => break code,
+        }
+        assert!(sent < 100, "never refused");
+    };
+    assert_eq!(refused, ErrorCode::ServerFull);
+    // Client messages stay under the cap; the server's own (the error to A) may pass it.
+    assert!(
+        h.stats().buffered_bytes <= 64 * 1024 + 1024,
+        "{}",
+        h.stats().buffered_bytes
+    );
+    // B holds every message that was accepted, none lost.
+    let got = recv(&h, &mut b);
+    let broadcasts = got.iter().filter(|m| m["type"] == "broadcast").count();
+    assert_eq!(broadcasts, sent);
+    // A was told (a sequenced error), and after B acknowledges there is room again.
+    assert!(recv(&h, &mut a).iter().any(|m| m["code"] == "server_full"));
+    let ack = parse_client(&format!(r#"{{"type":"ack","seq":{}}}"#, b.seen), 1024).unwrap();
+    h.handle(now, b.key, ack).unwrap();
+    let ack = parse_client(&format!(r#"{{"type":"ack","seq":{}}}"#, a.seen), 1024).unwrap();
+    h.handle(now, a.key, ack).unwrap();
+    assert!(send(&mut h, now, &a, &msg).is_ok());
+    // Sessions that end give their bytes back.
+    let leave = parse_client(r#"{"type":"leave"}"#, 1024).unwrap();
+    h.handle(now, b.key, leave).unwrap();
+    let leave = parse_client(r#"{"type":"leave"}"#, 1024).unwrap();
+    h.handle(now, a.key, leave).unwrap();
+    assert_eq!(h.stats().buffered_bytes, 0);
+}

@@ -92,6 +92,7 @@ pub fn hub_config(c: &Config) -> HubConfig {
         max_capacity: cap,
         grace: Duration::from_secs(u64::from(c.signal_grace)),
         replay_limit: c.signal_replay_limit,
+        max_buffered_bytes: c.signal_max_buffered,
         token_secret: c
             .signal_token_secret
             .as_ref()
