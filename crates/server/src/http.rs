@@ -153,16 +153,37 @@ fn authorize(
     }
 }
 
+/// The control handle for an admin request that passed [`authorize`] (404 when the server has
+/// none, as in tests that serve the router alone).
+fn admin_control(
+    state: &HttpState,
+    headers: &HeaderMap,
+    client: &Client,
+) -> Result<Arc<Control>, Box<Response>> {
+    authorize(state, headers, client, true)?;
+    state
+        .control
+        .clone()
+        .ok_or_else(|| Box::new(StatusCode::NOT_FOUND.into_response()))
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 async fn admin_status(
     State(state): State<HttpState>,
     headers: HeaderMap,
     client: Client,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, &client, true) {
-        return *r;
-    }
-    let Some(control) = &state.control else {
-        return StatusCode::NOT_FOUND.into_response();
+    let control = match admin_control(&state, &headers, &client) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     let sessions = state.signal.as_ref().map(|s| s.stats());
     let body = serde_json::json!({
@@ -174,11 +195,7 @@ async fn admin_status(
         "signal_rooms": sessions.as_ref().map_or(0, |s| s.rooms),
         "open_connections": state.gate.open_connections(),
     });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    json(StatusCode::OK, &body)
 }
 
 async fn admin_drain(
@@ -186,11 +203,9 @@ async fn admin_drain(
     headers: HeaderMap,
     client: Client,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, &client, true) {
-        return *r;
-    }
-    let Some(control) = &state.control else {
-        return StatusCode::NOT_FOUND.into_response();
+    let control = match admin_control(&state, &headers, &client) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     let deadline = control.drain();
     tracing::info!("drain requested over /admin/drain");
@@ -198,11 +213,7 @@ async fn admin_drain(
         "draining": true,
         "deadline_secs": deadline.saturating_duration_since(std::time::Instant::now()).as_secs(),
     });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    json(StatusCode::OK, &body)
 }
 
 async fn admin_reload(
@@ -210,11 +221,9 @@ async fn admin_reload(
     headers: HeaderMap,
     client: Client,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, &client, true) {
-        return *r;
-    }
-    let Some(control) = &state.control else {
-        return StatusCode::NOT_FOUND.into_response();
+    let control = match admin_control(&state, &headers, &client) {
+        Ok(c) => c,
+        Err(r) => return *r,
     };
     let (status, body) = match control.reload().await {
         Ok(changes) => (
@@ -226,12 +235,7 @@ async fn admin_reload(
             serde_json::json!({ "reloaded": false, "error": e }),
         ),
     };
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    json(status, &body)
 }
 
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap, client: Client) -> Response {
