@@ -24,7 +24,7 @@ pub type ReloadResult = Result<Vec<String>, String>;
 /// Shared by the HTTP admin endpoints and the signal handlers of `serve`.
 #[derive(Debug)]
 pub struct Control {
-    pub gate: Arc<Gate>,
+    gate: Arc<Gate>,
     group: Arc<icebreaker_turn::Group>,
     metrics: Arc<Metrics>,
     /// `Some(deadline)` once draining.
@@ -84,20 +84,6 @@ impl Control {
     /// The drain deadline, once draining.
     pub fn draining(&self) -> Option<Instant> {
         *self.drain.borrow()
-    }
-
-    /// Wait until a drain starts; returns its deadline.
-    pub async fn drain_started(&self) -> Instant {
-        let mut rx = self.drain.subscribe();
-        loop {
-            if let Some(at) = *rx.borrow_and_update() {
-                return at;
-            }
-            if rx.changed().await.is_err() {
-                // The sender lives in `self`: cannot happen while we are borrowed.
-                std::future::pending::<()>().await;
-            }
-        }
     }
 
     /// Ask the serve loop to reload; the answer says what changed.

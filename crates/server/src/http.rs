@@ -105,13 +105,24 @@ pub fn client_ip(c: &Client) -> Option<std::net::IpAddr> {
     c.as_ref().map(|Extension(info)| info.addr.ip())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+/// The credential of an `Authorization: Bearer X` header (scheme case-insensitive).
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// A JSON answer that no cache keeps.
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// `/metrics` and `/admin/*`: with `admin_token` set, the token is required; without, metrics
@@ -167,15 +178,6 @@ fn admin_control(
         .ok_or_else(|| Box::new(StatusCode::NOT_FOUND.into_response()))
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
 async fn admin_status(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -195,7 +197,7 @@ async fn admin_status(
         "signal_rooms": sessions.as_ref().map_or(0, |s| s.rooms),
         "open_connections": state.gate.open_connections(),
     });
-    json(StatusCode::OK, &body)
+    json_response(StatusCode::OK, body.to_string())
 }
 
 async fn admin_drain(
@@ -213,7 +215,7 @@ async fn admin_drain(
         "draining": true,
         "deadline_secs": deadline.saturating_duration_since(std::time::Instant::now()).as_secs(),
     });
-    json(StatusCode::OK, &body)
+    json_response(StatusCode::OK, body.to_string())
 }
 
 async fn admin_reload(
@@ -235,7 +237,7 @@ async fn admin_reload(
             serde_json::json!({ "reloaded": false, "error": e }),
         ),
     };
-    json(status, &body)
+    json_response(status, body.to_string())
 }
 
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap, client: Client) -> Response {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
-use crate::limit::{prefix_key, Budget, Rate, RateTable};
+use crate::limit::{prefix_key, Budget, Rate, RateTable, Take};
 use crate::server::RelayId;
 
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
@@ -197,15 +197,15 @@ impl Group {
             let table = g
                 .replies
                 .get_or_insert_with(|| RateTable::new(SOURCE_SLOTS, random_seed()));
-            let key = prefix_key(ip);
-            if table.is_valid(key, now) {
-                return true;
-            }
-            if !table.take_earning(key, now, per_source, earn, cost) {
-                if overall.is_limited() {
-                    g.pool.earn(now, overall, u64::from(earn));
+            match table.take_earning(prefix_key(ip), now, per_source, earn, cost) {
+                Take::Validated => return true,
+                Take::Taken => {}
+                Take::Refused => {
+                    if overall.is_limited() {
+                        g.pool.earn(now, overall, u64::from(earn));
+                    }
+                    return false;
                 }
-                return false;
             }
         }
         if !overall.is_limited() {

@@ -62,14 +62,6 @@ impl Rate {
         burst: 0,
     };
 
-    /// `per_sec` a second with a burst of twice that.
-    pub const fn per_sec(per_sec: u32) -> Rate {
-        Rate {
-            per_sec,
-            burst: per_sec.saturating_mul(2),
-        }
-    }
-
     /// Whether this rate limits anything.
     pub fn is_limited(&self) -> bool {
         self.per_sec > 0
@@ -95,7 +87,7 @@ impl RateTable {
     /// Take `cost` tokens from the bucket of `key` at `now` under `rate`; `false` (and nothing
     /// taken) when the bucket holds fewer.
     pub fn take(&mut self, key: u128, now: Instant, rate: Rate, cost: u32) -> bool {
-        self.take_earning(key, now, rate, 0, cost)
+        self.take_earning(key, now, rate, 0, cost) != Take::Refused
     }
 
     /// The slot of `key`, refilled up to `now` (a fresh one, full, if another key held it).
@@ -127,7 +119,7 @@ impl RateTable {
     }
 
     /// [`RateTable::take`] after crediting `earn` tokens (up to the burst). A source marked
-    /// with [`RateTable::validate`] takes nothing and always passes.
+    /// with [`RateTable::validate`] takes nothing ([`Take::Validated`]).
     pub fn take_earning(
         &mut self,
         key: u128,
@@ -135,36 +127,24 @@ impl RateTable {
         rate: Rate,
         earn: u32,
         cost: u32,
-    ) -> bool {
+    ) -> Take {
         if !rate.is_limited() {
-            return true;
+            return Take::Taken;
         }
         let Some((slot, now_ms, burst)) = self.slot(key, now, rate, cost) else {
-            return true;
+            return Take::Taken;
         };
         if slot.valid_until_ms > now_ms {
-            return true;
+            return Take::Validated;
         }
         slot.milli = (slot.milli + u64::from(earn) * 1000).min(burst);
         let want = u64::from(cost) * 1000;
         if slot.milli >= want {
             slot.milli -= want;
-            true
+            Take::Taken
         } else {
-            false
+            Take::Refused
         }
-    }
-}
-
-impl RateTable {
-    /// Whether `key` is currently marked valid (see [`RateTable::validate`]).
-    pub fn is_valid(&mut self, key: u128, now: Instant) -> bool {
-        let now_ms = ms_since(&mut self.epoch, now);
-        let tag = self.hasher.hash_one(key) | 1;
-        let mask = self.slots.len() - 1;
-        self.slots
-            .get(tag as usize & mask)
-            .is_some_and(|s| s.tag == tag && s.valid_until_ms > now_ms)
     }
 
     /// Mark `key` as a source known to receive what is sent to it, for `secs` seconds (it
@@ -176,25 +156,34 @@ impl RateTable {
     }
 }
 
+/// What [`RateTable::take_earning`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// The tokens were taken (or nothing is limited).
+    Taken,
+    /// Too few tokens: nothing taken.
+    Refused,
+    /// The source is marked valid: not limited, nothing taken.
+    Validated,
+}
+
 /// A byte budget refilled by time and by earned credit (see the module documentation).
 #[derive(Debug, Default)]
 pub struct Budget {
     bytes: u64,
+    /// Last refill; `None` until first used (it then starts full).
     at: Option<Instant>,
-    started: bool,
 }
 
 impl Budget {
     /// Add what `rate` gives since the last call, capped at its burst.
     fn refill(&mut self, now: Instant, rate: Rate) {
         let burst = u64::from(rate.burst);
-        if !self.started {
-            self.started = true;
+        let Some(last) = self.at else {
             self.bytes = burst;
             self.at = Some(now);
             return;
-        }
-        let last = self.at.unwrap_or(now);
+        };
         let dt = now.saturating_duration_since(last);
         // Whole milliseconds only, so that frequent calls do not lose the fractions.
         let ms = dt.as_millis() as u64;

@@ -18,7 +18,7 @@ use super::{
     error_response, json_response, not_enabled, notified, request_host, shutdown_signal,
     Attachment, Kind, Open, SignalService,
 };
-use crate::http::HttpState;
+use crate::http::{bearer, HttpState};
 
 /// Default and bounds of the long-poll `timeout`, seconds.
 const POLL_DEFAULT: u64 = 25;
@@ -41,12 +41,6 @@ fn session_token<'a>(
         return Some(s.as_str());
     }
     bearer(headers)
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 fn parse_u64(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ProtoError> {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use icebreaker_signal::{
@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::credentials::now_unix;
-use crate::http::HttpState;
+use crate::http::{json_response, HttpState};
 
 pub use ice::{host_of, IceConfig, IceServerEntry, IceServersResponse};
 
@@ -144,6 +144,16 @@ struct Inner {
 }
 
 impl Inner {
+    /// Whether `att` is still the stream of its session (not superseded by a resume nor
+    /// force-closed).
+    fn is_current(&self, att: &Attachment) -> bool {
+        self.hub.current_stream(att.key) == Some(att.stream)
+            && self
+                .io
+                .get(&att.key)
+                .is_some_and(|io| io.epoch == att.epoch)
+    }
+
     /// Wake the streams of every session the hub touched, and forget ended sessions.
     fn wake(&mut self) {
         for key in self.hub.drain_dirty() {
@@ -475,12 +485,7 @@ impl SignalService {
         if !inner.hub.contains(att.key) {
             return Err(End::Gone);
         }
-        let current = inner.hub.current_stream(att.key) == Some(att.stream)
-            && inner
-                .io
-                .get(&att.key)
-                .is_some_and(|io| io.epoch == att.epoch);
-        if !current {
+        if !inner.is_current(att) {
             return Err(End::Superseded);
         }
         let unsequenced = inner.hub.take_unsequenced(att.key);
@@ -526,12 +531,7 @@ impl SignalService {
         msg: icebreaker_signal::ClientMessage,
     ) -> Result<bool, ProtoError> {
         let mut inner = self.inner.lock();
-        let current = inner.hub.current_stream(att.key) == Some(att.stream)
-            && inner
-                .io
-                .get(&att.key)
-                .is_some_and(|io| io.epoch == att.epoch);
-        if !current {
+        if !inner.is_current(att) {
             return Ok(false);
         }
         let r = inner.hub.handle(Instant::now(), att.key, msg);
@@ -560,18 +560,6 @@ fn request_host(headers: &HeaderMap) -> Option<String> {
 fn error_response(err: &ProtoError, seq: Option<u64>) -> Response {
     let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     json_response(status, err.to_json(seq))
-}
-
-fn json_response(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 fn not_enabled() -> Response {
