@@ -31,7 +31,7 @@ counter() { # CHAIN -> bytes of our rule (IP packets, headers included)
 TMP="$(mktemp -d)"
 # The server drains on the first SIGTERM and stops on the second; nothing here may fail.
 trap 'kill "$SRV" 2>/dev/null || true; sleep 0.3; kill "$SRV" 2>/dev/null || true; rm -rf "$TMP"' EXIT
-"$BIN" serve --turn-listen 127.0.0.1:$PORT --http-listen 127.0.0.1:$HTTP --user alice:secretpw \
+"$BIN" serve --turn-listen 127.0.0.1:$PORT --http-listen 127.0.0.1:$HTTP --sfu-listen off --user alice:secretpw \
   --log warn >"$TMP/server.log" 2>&1 &
 SRV=$!
 for _ in $(seq 50); do

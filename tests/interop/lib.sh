@@ -173,6 +173,7 @@ ib_http_get() { curl -fsS --max-time 2 "http://127.0.0.1:$1$2"; }
 # ib_start_server NAME TURN_PORT [options]
 #   --tls PORT        also TURN over TLS on PORT (needs ib_gen_cert first)
 #   --http PORT       icebreaker's /metrics and /healthz (default TURN_PORT+5)
+#   --sfu PORT        icebreaker's SFU media port, UDP + ICE-TCP (default TURN_PORT+7)
 #   --relay LO-HI     relay port range (default TURN_PORT+1000 .. +1199)
 #   --no-allow-peer   do NOT allow loopback peers (default: --allow-peer 127.0.0.0/8)
 #   --static-only     coturn mode: skip the REST-secret instance (unused by the caller)
@@ -182,11 +183,12 @@ ib_http_get() { curl -fsS --max-time 2 "http://127.0.0.1:$1$2"; }
 ib_start_server() {
   local name="$1" port="$2"
   shift 2
-  local tls_port="" http_port=$((port + 5)) relay="$((port + 1000))-$((port + 1199))" allow_peer=1 static_only=0
+  local tls_port="" http_port=$((port + 5)) sfu_port=$((port + 7)) relay="$((port + 1000))-$((port + 1199))" allow_peer=1 static_only=0
   while (($#)); do
     case "$1" in
       --tls) tls_port="$2"; shift 2 ;;
       --http) http_port="$2"; shift 2 ;;
+      --sfu) sfu_port="$2"; shift 2 ;;
       --relay) relay="$2"; shift 2 ;;
       --no-allow-peer) allow_peer=0; shift ;;
       --static-only) static_only=1; shift ;;
@@ -197,6 +199,7 @@ ib_start_server() {
   IB_SERVER_LOG="$log"
   IB_TURN_PORT="$port"
   IB_TLS_PORT="$tls_port"
+  IB_SFU_PORT="$sfu_port"
   IB_HTTP_PORT="$http_port"
   # Where to send TURN REST API (shared secret) credentials. icebreaker takes
   # static users and secrets at once; coturn 4.6 does not (with
@@ -220,7 +223,7 @@ ib_start_server() {
     return 1
   fi
   args=(serve --turn-listen "127.0.0.1:$port" --relay-ip 127.0.0.1 --relay-ports "$relay"
-    --http-listen "127.0.0.1:$http_port" --realm "$IB_REALM"
+    --http-listen "127.0.0.1:$http_port" --sfu-listen "127.0.0.1:$sfu_port" --realm "$IB_REALM"
     --user "$IB_USER:$IB_PASS" --turn-secret "$IB_SECRET")
   if [[ -n "$tls_port" ]]; then
     args+=(--turns-listen "127.0.0.1:$tls_port" --tls-cert "$IB_CERT" --tls-key "$IB_KEY")

@@ -55,6 +55,10 @@ pub const DEFAULT_CONN_RATE_PER_IP: u32 = 200;
 pub const DEFAULT_MAX_CONNS_PER_IP: usize = 1000;
 pub const DEFAULT_JOIN_RATE_PER_IP: u32 = 100;
 pub const DEFAULT_DRAIN_TIMEOUT: u32 = 60;
+/// Default `sfu_listen`: the SFU's media port (UDP, and ICE-TCP on the same port number).
+pub const DEFAULT_SFU_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3479);
+/// Default `sfu_mesh_max`.
+pub const DEFAULT_SFU_MESH_MAX: u32 = 4;
 
 /// Default SOFTWARE attribute value: `Icebreaker <version>`.
 pub fn default_software() -> String {
@@ -364,6 +368,14 @@ pub struct ServeArgs {
     /// A separate listener for /metrics and /admin/* (they then leave http_listen) [default: none]
     #[arg(long, env = "ICEBREAKER_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<String>,
+
+    /// The SFU's media address: UDP, and ICE-TCP on the same port; `off` = no SFU [default: 0.0.0.0:3479]
+    #[arg(long, env = "ICEBREAKER_SFU_LISTEN", value_name = "ADDR|off")]
+    pub sfu_listen: Option<String>,
+
+    /// Rooms created as `auto` become SFU rooms when a join would make them larger than this [default: 4]
+    #[arg(long, env = "ICEBREAKER_SFU_MESH_MAX", value_name = "N")]
+    pub sfu_mesh_max: Option<u32>,
 }
 
 /// The TOML file. Same keys as the flags, with underscores.
@@ -414,6 +426,8 @@ struct FileConfig {
     alternate_server: Option<String>,
     admin_token: Option<String>,
     admin_listen: Option<String>,
+    sfu_listen: Option<String>,
+    sfu_mesh_max: Option<u32>,
 }
 
 /// The resolved configuration. `Config::default()` is the configuration with no flags, no
@@ -476,6 +490,9 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Separate listener for /metrics and /admin/*.
     pub admin_listen: Option<SocketAddr>,
+    /// The SFU's media address; `None` = no SFU.
+    pub sfu_listen: Option<SocketAddr>,
+    pub sfu_mesh_max: u32,
 }
 
 impl Default for Config {
@@ -525,6 +542,8 @@ impl Default for Config {
             alternate_server: None,
             admin_token: None,
             admin_listen: None,
+            sfu_listen: Some(DEFAULT_SFU_LISTEN),
+            sfu_mesh_max: DEFAULT_SFU_MESH_MAX,
         }
     }
 }
@@ -591,6 +610,8 @@ impl fmt::Debug for Config {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("admin_listen", &self.admin_listen)
+            .field("sfu_listen", &self.sfu_listen)
+            .field("sfu_mesh_max", &self.sfu_mesh_max)
             .finish()
     }
 }
@@ -1046,6 +1067,24 @@ impl Config {
                 f.admin_listen,
                 parse_socket_addr,
             ),
+            sfu_listen: l
+                .one(
+                    "sfu_listen",
+                    args.sfu_listen.clone(),
+                    f.sfu_listen,
+                    |v: &str| {
+                        if v.trim().eq_ignore_ascii_case("off") {
+                            Ok(None)
+                        } else {
+                            parse_socket_addr(v).map(Some)
+                        }
+                    },
+                )
+                .unwrap_or(d.sfu_listen),
+            sfu_mesh_max: args
+                .sfu_mesh_max
+                .or(f.sfu_mesh_max)
+                .unwrap_or(d.sfu_mesh_max),
         };
         if l.problems.is_empty() {
             Ok(config)
@@ -1085,6 +1124,20 @@ impl Config {
         for (i, a) in self.turn_listen.iter().enumerate() {
             if self.turn_listen[..i].contains(a) {
                 c.error(format!("turn_listen lists {a} twice; remove the duplicate"));
+            }
+        }
+        if let Some(sfu) = self.sfu_listen {
+            if let Some(b) = self.turn_listen.iter().find(|b| overlaps(&sfu, b)) {
+                c.error(format!(
+                    "sfu_listen {sfu} uses the same port as turn_listen {b}; give the SFU its own \
+                     port (3479 by default), or `off`"
+                ));
+            }
+            if overlaps(&sfu, &self.http_listen) {
+                c.error(format!(
+                    "sfu_listen {sfu} uses the same TCP port as http_listen (ICE-TCP listens \
+                     on the SFU's port too); choose another port"
+                ));
             }
         }
         for (i, a) in self.turns_listen.iter().enumerate() {

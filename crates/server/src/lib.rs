@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 mod relay;
 pub mod serve;
+pub mod sfu;
 pub mod signal;
 pub mod sys;
 pub mod tls;

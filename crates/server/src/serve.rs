@@ -267,6 +267,8 @@ pub struct Running {
     config: Mutex<Config>,
     relay: RelaySettings,
     service: Vec<SocketAddr>,
+    /// The SFU's media address (UDP) as bound, if the server has an SFU.
+    pub sfu_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -341,7 +343,8 @@ impl Running {
             external_ip,
             udp_workers,
             log,
-            log_format
+            log_format,
+            sfu_listen
         );
         if let (Some(store), Some(cert), Some(key)) = (&self.certs, &new.tls_cert, &new.tls_key) {
             store
@@ -387,9 +390,10 @@ impl Running {
             join_rate_per_ip,
             alternate_server,
             drain_timeout,
-            admin_token
+            admin_token,
+            sfu_mesh_max
         );
-        let tc = turn_config(&new, &self.relay, &self.service);
+        let tc = turn_config(&new, &self.relay, &self.service, self.sfu_addr);
         self.shared.each_shard(|turn, _| turn.reload(&tc));
         self.signal.reload(&new);
         self.shared.gate.set(GateSettings::from_config(&new));
@@ -520,6 +524,7 @@ fn turn_config(
     config: &Config,
     relay: &RelaySettings,
     service_addrs: &[SocketAddr],
+    media: Option<SocketAddr>,
 ) -> icebreaker_turn::Config {
     let credentials = Credentials::new(
         &config.realm,
@@ -548,6 +553,12 @@ fn turn_config(
     let mut filter = PeerFilter::new().relay(&tc.relay_ips, relay.ports.0..=relay.ports.1);
     for a in service_addrs {
         filter = filter.service_port(a.port()).own_ip(a.ip());
+    }
+    if let Some(m) = media {
+        filter = filter.media(m);
+        for ip in external.publics() {
+            filter = filter.media(SocketAddr::new(ip, m.port()));
+        }
     }
     for ip in external.publics() {
         filter = filter.own_ip(ip);
@@ -644,11 +655,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => None,
     };
 
+    // The SFU's media port (UDP + ICE-TCP), so that the peer filter lets relays reach it.
+    let sfu_sockets = match config.sfu_listen {
+        Some(a) => Some(crate::sfu::bind(a)?),
+        None => None,
+    };
+    let sfu_addr = match &sfu_sockets {
+        Some((u, _)) => Some(u.local_addr()?),
+        None => None,
+    };
     let mut service = turn_addrs.clone();
     service.extend(&turns_addrs);
     service.push(http_addr);
     service.extend(admin_addr);
-    let tc = turn_config(&config, &settings, &service);
+    let tc = turn_config(&config, &settings, &service, sfu_addr);
     if tc.credentials.is_empty() {
         tracing::warn!(
             "no --user and no --turn-secret: STUN Binding only, every Allocate gets 401"
@@ -725,6 +745,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown.clone(),
     );
     tasks.push(signal.spawn_ticker());
+    if let Some((udp, tcp)) = sfu_sockets {
+        let (sfu, sfu_tasks) = crate::sfu::spawn(crate::sfu::Start {
+            udp,
+            tcp,
+            external: config.external_ip.first().map(|e| e.public),
+            fallback: v4.or(v6),
+            signal: Arc::downgrade(&signal),
+            shutdown: shutdown.clone(),
+        })?;
+        signal.set_sfu(sfu);
+        tasks.extend(sfu_tasks);
+    }
     let http_state = HttpState {
         metrics: metrics.clone(),
         gate: gate.clone(),
@@ -769,6 +801,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config: Mutex::new(config),
         relay: settings,
         service,
+        sfu_addr,
         shared,
         stop,
         tasks,
@@ -797,6 +830,7 @@ pub async fn run(
     };
     let users = config.users.len();
     let secrets = config.turn_secrets.len();
+    let config_mesh_max = config.sfu_mesh_max;
     let scheme = if config.tls_cert.is_some() && config.tls_key.is_some() {
         "https"
     } else {
@@ -813,6 +847,13 @@ pub async fn run(
     let relays: Vec<String> = running.relay_ips.iter().map(|i| i.to_string()).collect();
     println!("  relay       {} ports {lo}-{hi}", relays.join(", "));
     println!("  credentials {users} static user(s), {secrets} REST secret(s)");
+    match running.sfu_addr {
+        Some(a) => println!(
+            "  SFU         udp+tcp {a}  (rooms above {} members, or created with topology sfu)",
+            config_mesh_max
+        ),
+        None => println!("  SFU         off (rooms stay meshes)"),
+    }
     println!(
         "  HTTP        {scheme}://{}/  (metrics: /metrics, health: /healthz)",
         running.http

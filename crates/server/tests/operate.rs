@@ -44,6 +44,7 @@ fn config_text(turn: u16, http: u16, users: &[&str], token: &str) -> String {
     format!(
         r#"turn_listen = ["127.0.0.1:{turn}"]
 http_listen = "127.0.0.1:{http}"
+sfu_listen = "127.0.0.1:0"
 relay_ip = ["127.0.0.1"]
 relay_ports = "20000-29999"
 realm = "{REALM}"

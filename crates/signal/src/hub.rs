@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use crate::proto::{
     ClientMessage, Encoded, ErrorCode, Join, LeaveReason, PeerInfo, ProtoError, ServerMessage,
+    Topology, TopologyRequest,
 };
 use crate::session::{
     token_digest, Outbox, SessionToken, DEFAULT_REPLAY_BYTES, DEFAULT_REPLAY_LIMIT,
 };
-use crate::store::{MemoryRoomStore, RoomStore, StoreError};
+use crate::store::{MemoryRoomStore, RoomSpec, RoomStore, StoreError};
 use crate::token::{self, Perm, Perms};
+use serde_json::value::RawValue;
 
 /// Hub limits and settings.
 #[derive(Debug, Clone)]
@@ -41,6 +43,11 @@ pub struct HubConfig {
     pub max_unsequenced: usize,
     /// `--signal-token-secret`: when set, every join needs a valid room token.
     pub token_secret: Option<Vec<u8>>,
+    /// The server has an SFU: `auto` rooms switch to it, `sfu` rooms may be created.
+    pub sfu: bool,
+    /// `--sfu-mesh-max`: an `auto` room becomes an SFU room when a join would make it larger
+    /// than this (4).
+    pub mesh_max: u32,
 }
 
 impl Default for HubConfig {
@@ -56,9 +63,14 @@ impl Default for HubConfig {
             max_buffered_bytes: 256 << 20,
             max_unsequenced: 16,
             token_secret: None,
+            sfu: false,
+            mesh_max: 4,
         }
     }
 }
+
+/// `sfu` messages waiting for the SFU at most (the server drains them after every call).
+const MAX_SFU_QUEUE: usize = 4096;
 
 /// A session's handle inside one hub: small, `Copy`, never reused, not secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -117,6 +129,17 @@ pub enum CloseReason {
     Kicked,
 }
 
+/// An `sfu` message from a member, for the SFU (see [`Hub::drain_sfu`]).
+#[derive(Debug, Clone)]
+pub struct SfuInput {
+    /// The member's room.
+    pub room: String,
+    /// The member's peer id.
+    pub peer: String,
+    /// The `data` object, raw.
+    pub data: Box<RawValue>,
+}
+
 /// Counters for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HubStats {
@@ -157,6 +180,10 @@ pub struct Hub<S: RoomStore = MemoryRoomStore> {
     deadlines: BTreeSet<(Instant, SessionKey)>,
     dirty: Vec<SessionKey>,
     closed: Vec<(SessionKey, CloseReason)>,
+    /// `sfu` messages for the SFU, in arrival order.
+    sfu_in: Vec<SfuInput>,
+    /// Members that left an SFU room: `(room, peer)`.
+    departed: Vec<(String, String)>,
     next_key: u64,
     next_stream: u64,
     /// Sessions with a stream attached (kept as a count: `stats` must not walk every session).
@@ -186,6 +213,8 @@ impl<S: RoomStore> Hub<S> {
             deadlines: BTreeSet::new(),
             dirty: Vec::new(),
             closed: Vec::new(),
+            sfu_in: Vec::new(),
+            departed: Vec::new(),
             next_key: 1,
             next_stream: 1,
             attached: 0,
@@ -278,6 +307,22 @@ impl<S: RoomStore> Hub<S> {
                 "the server is at its session limit",
             ));
         }
+        let request = join.topology.unwrap_or_default();
+        if request == TopologyRequest::Sfu && !self.config.sfu {
+            return Err(ProtoError::new(
+                ErrorCode::BadMessage,
+                "this server has no SFU (`topology` \"sfu\" is not available)",
+            ));
+        }
+        let spec = RoomSpec {
+            capacity,
+            topology: if request == TopologyRequest::Sfu {
+                Topology::Sfu
+            } else {
+                Topology::Mesh
+            },
+            auto: request == TopologyRequest::Auto,
+        };
         let name = join.name.or_else(|| sub.map(|s| truncate_chars(s, 64)));
         let peer = self.fresh_peer_id();
         let member = PeerInfo {
@@ -290,7 +335,7 @@ impl<S: RoomStore> Hub<S> {
             .admit(
                 &join.room,
                 member.clone(),
-                capacity,
+                spec,
                 perms.has(Perm::Create),
                 self.config.max_rooms,
             )
@@ -309,6 +354,19 @@ impl<S: RoomStore> Hub<S> {
                 StoreError::Backend(m) => ProtoError::new(ErrorCode::Internal, m),
             })?;
 
+        // An `auto` mesh that grows past `mesh_max` becomes an SFU room for good.
+        let size = adm.others.len().saturating_add(1);
+        let switched = adm.auto
+            && adm.topology == Topology::Mesh
+            && self.config.sfu
+            && size > self.config.mesh_max as usize;
+        let topology = if switched {
+            self.store.set_topology(&join.room, Topology::Sfu);
+            Topology::Sfu
+        } else {
+            adm.topology
+        };
+
         let token = SessionToken::generate(&mut self.rng);
         let digest = token.digest();
         let key = SessionKey(self.next_key);
@@ -326,6 +384,7 @@ impl<S: RoomStore> Hub<S> {
             peers: adm.others,
             ice_servers: ice_servers(&peer),
             grace: self.config.grace.as_secs(),
+            topology,
         };
         outbox.push(&joined.encode());
 
@@ -350,6 +409,10 @@ impl<S: RoomStore> Hub<S> {
         self.by_peer.insert(peer.clone(), key);
         self.mark_dirty(key);
 
+        if switched {
+            let enc = ServerMessage::Topology { topology }.encode();
+            self.deliver_room(&join.room, Some(key), &enc);
+        }
         let enc = ServerMessage::PeerJoined { peer: member }.encode();
         self.deliver_room(&join.room, Some(key), &enc);
         Ok(Joined {
@@ -524,6 +587,30 @@ impl<S: RoomStore> Hub<S> {
                 self.remove(key, CloseReason::Left);
                 Ok(Handled::Left)
             }
+            ClientMessage::Sfu(m) => {
+                let sfu_room = self
+                    .store
+                    .room(&s.room)
+                    .is_some_and(|r| r.topology == Topology::Sfu);
+                if !sfu_room {
+                    Err(ProtoError::new(
+                        ErrorCode::BadMessage,
+                        "`sfu` messages are for SFU rooms; this room is a mesh",
+                    ))
+                } else if self.sfu_in.len() >= MAX_SFU_QUEUE {
+                    Err(ProtoError::new(
+                        ErrorCode::ServerFull,
+                        "the SFU is busy; try again shortly",
+                    ))
+                } else {
+                    self.sfu_in.push(SfuInput {
+                        room: s.room.clone(),
+                        peer: s.peer.clone(),
+                        data: m.data,
+                    });
+                    Ok(Handled::Ok)
+                }
+            }
         };
         result.map_err(|e| {
             let e = e.with_id(id);
@@ -581,11 +668,16 @@ impl<S: RoomStore> Hub<S> {
             });
             v
         };
+        let topology = self
+            .store
+            .room(&room)
+            .map_or(Topology::Mesh, |r| r.topology);
         let enc = ServerMessage::Resumed {
             peer: peer.clone(),
             room,
             peers,
             ice_servers: ice_servers(&peer),
+            topology,
         }
         .encode();
         if let Some(s) = self.sessions.get_mut(&key) {
@@ -710,7 +802,14 @@ impl<S: RoomStore> Hub<S> {
         if let Some(d) = s.deadline {
             self.deadlines.remove(&(d, key));
         }
+        let was_sfu = self
+            .store
+            .room(&s.room)
+            .is_some_and(|r| r.topology == Topology::Sfu);
         self.store.remove(&s.room, &s.peer);
+        if was_sfu {
+            self.departed.push((s.room.clone(), s.peer.clone()));
+        }
         if !s.dirty {
             self.dirty.push(key);
         }
@@ -727,6 +826,45 @@ impl<S: RoomStore> Hub<S> {
         .encode();
         self.deliver_room(&s.room, None, &enc);
         true
+    }
+
+    /// The `sfu` messages members sent since the last call, in order, for the SFU.
+    pub fn drain_sfu(&mut self) -> std::vec::Drain<'_, SfuInput> {
+        self.sfu_in.drain(..)
+    }
+
+    /// Members that left SFU rooms since the last call: `(room, peer)`.
+    pub fn drain_departed(&mut self) -> std::vec::Drain<'_, (String, String)> {
+        self.departed.drain(..)
+    }
+
+    /// Queues an `sfu` message (`data`: a JSON object) for member `peer` of `room`. Returns
+    /// false when there is no such member (it left meanwhile).
+    pub fn push_sfu(&mut self, room: &str, peer: &str, data: Box<RawValue>) -> bool {
+        let Some(&key) = self.by_peer.get(peer) else {
+            return false;
+        };
+        if self.sessions.get(&key).is_none_or(|s| s.room != room) {
+            return false;
+        }
+        let enc = ServerMessage::Sfu { data }.encode();
+        self.deliver(key, &enc).is_some()
+    }
+
+    /// Queues an `sfu` message for every member of `room`.
+    pub fn push_sfu_room(&mut self, room: &str, data: Box<RawValue>) {
+        let enc = ServerMessage::Sfu { data }.encode();
+        self.deliver_room(room, None, &enc);
+    }
+
+    /// The session of peer `peer`, if it is live.
+    pub fn session_of(&self, peer: &str) -> Option<SessionKey> {
+        self.by_peer.get(peer).copied()
+    }
+
+    /// The topology of `room`, if it exists.
+    pub fn topology(&self, room: &str) -> Option<Topology> {
+        self.store.room(room).map(|r| r.topology)
     }
 
     /// The earliest grace deadline, if any session is detached.

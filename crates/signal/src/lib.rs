@@ -100,13 +100,14 @@ pub mod store;
 pub mod token;
 
 pub use hub::{
-    Attached, CloseReason, Handled, Hub, HubConfig, HubStats, Joined, SessionKey, StreamId,
+    Attached, CloseReason, Handled, Hub, HubConfig, HubStats, Joined, SessionKey, SfuInput,
+    StreamId,
 };
 pub use limits::RateLimiter;
 pub use proto::{
     parse_client, Broadcast, ClientMessage, Encoded, ErrorCode, Join, LeaveReason, PeerInfo,
-    ProtoError, Resume, ServerMessage, Signal,
+    ProtoError, Resume, ServerMessage, SfuMessage, Signal, Topology, TopologyRequest,
 };
 pub use session::{Gap, Outbox, SessionToken};
-pub use store::{Admission, MemoryRoomStore, RoomInfo, RoomStore, StoreError};
+pub use store::{Admission, MemoryRoomStore, RoomInfo, RoomSpec, RoomStore, StoreError};
 pub use token::{Claims, Perm, Perms};

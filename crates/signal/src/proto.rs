@@ -202,6 +202,46 @@ pub enum ClientMessage {
         /// Optional client id.
         id: Option<String>,
     },
+    /// `sfu`: a message for the SFU (SFU rooms only).
+    Sfu(SfuMessage),
+}
+
+/// `sfu` (client → server): `data` is a JSON object for the SFU, kept raw.
+#[derive(Debug, Clone)]
+pub struct SfuMessage {
+    /// The object.
+    pub data: Box<RawValue>,
+    /// Client id.
+    pub id: Option<String>,
+}
+
+impl PartialEq for SfuMessage {
+    fn eq(&self, o: &Self) -> bool {
+        self.data.get() == o.data.get() && self.id == o.id
+    }
+}
+
+/// A room's topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// Every member connects to every other member.
+    Mesh,
+    /// Every member connects to the server's SFU.
+    Sfu,
+}
+
+/// The `topology` a `join` asks for when it creates the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopologyRequest {
+    /// A mesh that becomes an SFU room past `mesh_max` members.
+    #[default]
+    Auto,
+    /// Always a mesh.
+    Mesh,
+    /// Always an SFU room.
+    Sfu,
 }
 
 impl ClientMessage {
@@ -215,6 +255,7 @@ impl ClientMessage {
             ClientMessage::Ack { .. } => "ack",
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Leave { .. } => "leave",
+            ClientMessage::Sfu(_) => "sfu",
         }
     }
 
@@ -225,6 +266,7 @@ impl ClientMessage {
             ClientMessage::Signal(s) => s.id.as_deref(),
             ClientMessage::Broadcast(b) => b.id.as_deref(),
             ClientMessage::Ping { id } | ClientMessage::Leave { id } => id.as_deref(),
+            ClientMessage::Sfu(m) => m.id.as_deref(),
             ClientMessage::Resume(_) | ClientMessage::Ack { .. } => None,
         }
     }
@@ -241,6 +283,8 @@ pub struct Join {
     pub meta: Option<Box<RawValue>>,
     /// Requested capacity when the join creates the room (range checked by the hub).
     pub capacity: Option<u32>,
+    /// Requested topology when the join creates the room.
+    pub topology: Option<TopologyRequest>,
     /// Room token (JWT).
     pub token: Option<String>,
     /// Client id.
@@ -253,6 +297,7 @@ impl PartialEq for Join {
             && self.name == o.name
             && self.meta.as_ref().map(|m| m.get()) == o.meta.as_ref().map(|m| m.get())
             && self.capacity == o.capacity
+            && self.topology == o.topology
             && self.token == o.token
             && self.id == o.id
     }
@@ -266,6 +311,7 @@ impl Join {
             name: None,
             meta: None,
             capacity: None,
+            topology: None,
             token: None,
             id: None,
         }
@@ -327,6 +373,8 @@ struct Envelope<'a> {
     capacity: Option<&'a RawValue>,
     #[serde(borrow)]
     token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    topology: Option<&'a RawValue>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -448,11 +496,17 @@ fn parse_typed(env: &Envelope<'_>, id: Option<String>) -> Result<ClientMessage, 
             };
             let capacity: Option<u32> = opt(env.capacity, "capacity", "a positive integer")?;
             let token: Option<String> = opt(env.token, "token", "a string")?;
+            let topology: Option<TopologyRequest> = opt(
+                env.topology,
+                "topology",
+                "one of \"auto\", \"mesh\", \"sfu\"",
+            )?;
             Ok(ClientMessage::Join(Join {
                 room,
                 name,
                 meta,
                 capacity,
+                topology,
                 token,
                 id,
             }))
@@ -480,6 +534,16 @@ fn parse_typed(env: &Envelope<'_>, id: Option<String>) -> Result<ClientMessage, 
         "ack" => Ok(ClientMessage::Ack {
             seq: req(env.seq, "seq", "a non-negative integer")?,
         }),
+        "sfu" => {
+            let data = env.data.ok_or_else(|| bad("missing field `data`"))?;
+            if !data.get().trim_start().starts_with('{') {
+                return Err(bad("field `data` must be an object"));
+            }
+            Ok(ClientMessage::Sfu(SfuMessage {
+                data: data.to_owned(),
+                id,
+            }))
+        }
         "ping" => Ok(ClientMessage::Ping { id }),
         "leave" => Ok(ClientMessage::Leave { id }),
         other => {
@@ -564,6 +628,8 @@ pub enum ServerMessage {
         ice_servers: Value,
         /// Grace period, seconds.
         grace: u64,
+        /// The room's topology.
+        topology: Topology,
     },
     /// `peer-joined`.
     PeerJoined {
@@ -602,6 +668,18 @@ pub enum ServerMessage {
         /// Fresh ICE servers.
         #[serde(rename = "iceServers")]
         ice_servers: Value,
+        /// The room's topology.
+        topology: Topology,
+    },
+    /// `topology`: the room switched.
+    Topology {
+        /// The new topology.
+        topology: Topology,
+    },
+    /// `sfu`: from the SFU.
+    Sfu {
+        /// A JSON object.
+        data: Box<RawValue>,
     },
     /// `pong` (never sequenced).
     Pong {
@@ -631,6 +709,8 @@ impl ServerMessage {
             ServerMessage::Signal { .. } => "signal",
             ServerMessage::Broadcast { .. } => "broadcast",
             ServerMessage::Resumed { .. } => "resumed",
+            ServerMessage::Topology { .. } => "topology",
+            ServerMessage::Sfu { .. } => "sfu",
             ServerMessage::Pong { .. } => "pong",
             ServerMessage::Error { .. } => "error",
         }

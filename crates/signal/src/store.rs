@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use crate::proto::PeerInfo;
+use crate::proto::{PeerInfo, Topology};
 
 /// Why [`RoomStore::admit`] refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,13 +32,28 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// A room's fixed properties.
+/// A room's properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomInfo {
     /// Capacity, set when the room was created.
     pub capacity: u32,
     /// Peer id of the member that created it.
     pub creator: String,
+    /// Its topology now.
+    pub topology: Topology,
+    /// Whether it may switch from mesh to SFU as it grows.
+    pub auto: bool,
+}
+
+/// The properties a room gets when an admission creates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomSpec {
+    /// Capacity.
+    pub capacity: u32,
+    /// Initial topology.
+    pub topology: Topology,
+    /// Whether it may switch from mesh to SFU as it grows.
+    pub auto: bool,
 }
 
 /// What [`RoomStore::admit`] did.
@@ -48,23 +63,30 @@ pub struct Admission {
     pub created: bool,
     /// The room's capacity.
     pub capacity: u32,
+    /// The room's topology (before this admission's possible switch).
+    pub topology: Topology,
+    /// Whether the room may switch from mesh to SFU.
+    pub auto: bool,
     /// The other members, in join order.
     pub others: Vec<PeerInfo>,
 }
 
 /// Room membership. See the module docs for the clustering story.
 pub trait RoomStore {
-    /// Atomically: create `room` if absent (only when `may_create`, with `capacity`, refusing
+    /// Atomically: create `room` if absent (only when `may_create`, with `spec`, refusing
     /// with [`StoreError::TooManyRooms`] when `max_rooms` rooms exist), refuse with
     /// [`StoreError::RoomFull`] at capacity, and add `member`.
     fn admit(
         &mut self,
         room: &str,
         member: PeerInfo,
-        capacity: u32,
+        spec: RoomSpec,
         may_create: bool,
         max_rooms: usize,
     ) -> Result<Admission, StoreError>;
+
+    /// Sets the topology of `room` (no-op if absent).
+    fn set_topology(&mut self, room: &str, topology: Topology);
 
     /// Removes `peer` from `room`; the room disappears with its last member. Returns whether the
     /// peer was a member.
@@ -94,6 +116,8 @@ pub trait RoomStore {
 struct Room {
     capacity: u32,
     creator: String,
+    topology: Topology,
+    auto: bool,
     /// Join order; capacity-bounded, so linear scans are cheap.
     members: Vec<PeerInfo>,
 }
@@ -116,7 +140,7 @@ impl RoomStore for MemoryRoomStore {
         &mut self,
         room: &str,
         member: PeerInfo,
-        capacity: u32,
+        spec: RoomSpec,
         may_create: bool,
         max_rooms: usize,
     ) -> Result<Admission, StoreError> {
@@ -132,6 +156,8 @@ impl RoomStore for MemoryRoomStore {
             return Ok(Admission {
                 created: false,
                 capacity: r.capacity,
+                topology: r.topology,
+                auto: r.auto,
                 others,
             });
         }
@@ -141,23 +167,33 @@ impl RoomStore for MemoryRoomStore {
         if self.rooms.len() >= max_rooms {
             return Err(StoreError::TooManyRooms);
         }
-        if capacity == 0 {
+        if spec.capacity == 0 {
             return Err(StoreError::RoomFull);
         }
         let creator = member.id.clone();
         self.rooms.insert(
             room.to_owned(),
             Room {
-                capacity,
+                capacity: spec.capacity,
                 creator,
+                topology: spec.topology,
+                auto: spec.auto,
                 members: vec![member],
             },
         );
         Ok(Admission {
             created: true,
-            capacity,
+            capacity: spec.capacity,
+            topology: spec.topology,
+            auto: spec.auto,
             others: Vec::new(),
         })
+    }
+
+    fn set_topology(&mut self, room: &str, topology: Topology) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.topology = topology;
+        }
     }
 
     fn remove(&mut self, room: &str, peer: &str) -> bool {
@@ -189,6 +225,8 @@ impl RoomStore for MemoryRoomStore {
         self.rooms.get(room).map(|r| RoomInfo {
             capacity: r.capacity,
             creator: r.creator.clone(),
+            topology: r.topology,
+            auto: r.auto,
         })
     }
 

@@ -780,3 +780,121 @@ fn a_global_buffer_cap_refuses_new_messages_and_drops_nothing() {
     h.handle(now, a.key, leave).unwrap();
     assert_eq!(h.stats().buffered_bytes, 0);
 }
+
+#[test]
+fn auto_room_switches_to_sfu_past_mesh_max_and_stays() {
+    let now = Instant::now();
+    let mut h = hub(HubConfig {
+        sfu: true,
+        mesh_max: 4,
+        ..HubConfig::default()
+    });
+    let mut members: Vec<Client> = (0..4).map(|_| join(&mut h, now, "grow")).collect();
+    for c in &mut members {
+        let got = recv(&h, c);
+        assert!(!types(&got).contains(&"topology"));
+    }
+    assert_eq!(members[0].got[0]["topology"], json!("mesh"));
+    assert_eq!(members[3].got[0]["topology"], json!("mesh"));
+    // An `sfu` message in a mesh room is refused.
+    assert_eq!(
+        send(
+            &mut h,
+            now,
+            &members[0],
+            r#"{"type":"sfu","data":{"kind":"offer"}}"#
+        ),
+        Err(ErrorCode::BadMessage)
+    );
+    let mut fifth = join(&mut h, now, "grow");
+    assert_eq!(recv(&h, &mut fifth)[0]["topology"], json!("sfu"));
+    for c in &mut members {
+        let got = recv(&h, c);
+        let t = types(&got);
+        // `topology` comes before the newcomer's `peer-joined`.
+        let pos_t = t.iter().position(|x| *x == "topology").unwrap();
+        let pos_j = t.iter().position(|x| *x == "peer-joined").unwrap();
+        assert!(pos_t < pos_j, "{t:?}");
+        assert_eq!(got[pos_t]["topology"], json!("sfu"));
+    }
+    // `sfu` messages now reach the SFU queue, stamped with room and peer.
+    assert_eq!(
+        send(
+            &mut h,
+            now,
+            &members[1],
+            r#"{"type":"sfu","data":{"kind":"offer","sdp":"x"}}"#
+        ),
+        Ok(Handled::Ok)
+    );
+    let inputs: Vec<_> = h.drain_sfu().collect();
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(inputs[0].room, "grow");
+    assert_eq!(inputs[0].peer, members[1].peer);
+    assert_eq!(inputs[0].data.get(), r#"{"kind":"offer","sdp":"x"}"#);
+    // The SFU answers one member; a speaker event reaches all.
+    let data = serde_json::value::RawValue::from_string(r#"{"kind":"answer"}"#.into()).unwrap();
+    assert!(h.push_sfu("grow", &members[1].peer, data));
+    let data = serde_json::value::RawValue::from_string(r#"{"kind":"answer"}"#.into()).unwrap();
+    assert!(!h.push_sfu("other", &members[1].peer, data));
+    let got = recv(&h, &mut members[1]);
+    assert_eq!(got[0]["type"], json!("sfu"));
+    assert_eq!(got[0]["data"]["kind"], json!("answer"));
+    // Leaving an SFU room is reported to the SFU; shrinking does not switch back.
+    send(&mut h, now, &fifth, r#"{"type":"leave"}"#).unwrap();
+    send(&mut h, now, &members[3], r#"{"type":"leave"}"#).unwrap();
+    let gone: Vec<_> = h.drain_departed().collect();
+    assert_eq!(gone.len(), 2);
+    assert!(gone.contains(&("grow".to_string(), fifth.peer.clone())));
+    assert_eq!(h.topology("grow"), Some(icebreaker_signal::Topology::Sfu));
+    let late = join(&mut h, now, "grow");
+    let mut late = late;
+    assert_eq!(recv(&h, &mut late)[0]["topology"], json!("sfu"));
+}
+
+#[test]
+fn topology_requests_mesh_sfu_and_without_sfu() {
+    let now = Instant::now();
+    let mut h = hub(HubConfig {
+        sfu: true,
+        mesh_max: 2,
+        ..HubConfig::default()
+    });
+    let mut j = Join::room("m");
+    j.topology = Some(icebreaker_signal::TopologyRequest::Mesh);
+    let mut first = join_as(&mut h, now, j);
+    for _ in 0..4 {
+        join(&mut h, now, "m");
+    }
+    let got = recv(&h, &mut first);
+    assert!(
+        !types(&got).contains(&"topology"),
+        "a mesh room never switches"
+    );
+    let mut j = Join::room("s");
+    j.topology = Some(icebreaker_signal::TopologyRequest::Sfu);
+    let mut s = join_as(&mut h, now, j);
+    assert_eq!(recv(&h, &mut s)[0]["topology"], json!("sfu"));
+    // Later joins cannot change it.
+    let mut j = Join::room("s");
+    j.topology = Some(icebreaker_signal::TopologyRequest::Mesh);
+    let mut t = join_as(&mut h, now, j);
+    assert_eq!(recv(&h, &mut t)[0]["topology"], json!("sfu"));
+
+    // Without an SFU: `auto` stays a mesh, `sfu` is refused.
+    let mut h = hub(HubConfig {
+        mesh_max: 2,
+        ..HubConfig::default()
+    });
+    let mut j = Join::room("x");
+    j.topology = Some(icebreaker_signal::TopologyRequest::Sfu);
+    assert_eq!(
+        h.join(now, NOW_UNIX, j, ice).unwrap_err().code,
+        ErrorCode::BadMessage
+    );
+    let mut a = join(&mut h, now, "y");
+    for _ in 0..4 {
+        join(&mut h, now, "y");
+    }
+    assert!(!types(&recv(&h, &mut a)).contains(&"topology"));
+}

@@ -4,7 +4,8 @@
 
 use icebreaker_signal::proto::{parse_client, valid_room, DEFAULT_MAX_MESSAGE};
 use icebreaker_signal::{
-    ClientMessage, ErrorCode, LeaveReason, PeerInfo, ProtoError, ServerMessage,
+    ClientMessage, ErrorCode, LeaveReason, PeerInfo, ProtoError, ServerMessage, Topology,
+    TopologyRequest,
 };
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -24,10 +25,11 @@ fn joined_json() {
         peers: vec![],
         ice_servers: json!([{"urls":["stun:192.0.2.7:3478"]}]),
         grace: 30,
+        topology: Topology::Mesh,
     };
     assert_eq!(
         m.encode().with_seq(1),
-        r#"{"type":"joined","seq":1,"session":"q1","peer":"3fa2b0c1","room":"demo","initiator":true,"capacity":50,"peers":[],"iceServers":[{"urls":["stun:192.0.2.7:3478"]}],"grace":30}"#
+        r#"{"type":"joined","seq":1,"session":"q1","peer":"3fa2b0c1","room":"demo","initiator":true,"capacity":50,"peers":[],"iceServers":[{"urls":["stun:192.0.2.7:3478"]}],"grace":30,"topology":"mesh"}"#
     );
 }
 
@@ -107,11 +109,61 @@ fn resumed_json() {
             meta: None,
         }],
         ice_servers: json!([]),
+        topology: Topology::Sfu,
     };
     assert_eq!(
         m.encode().with_seq(9),
-        r#"{"type":"resumed","seq":9,"peer":"3fa2b0c1","room":"demo","peers":[{"id":"77e01d9a"}],"iceServers":[]}"#
+        r#"{"type":"resumed","seq":9,"peer":"3fa2b0c1","room":"demo","peers":[{"id":"77e01d9a"}],"iceServers":[],"topology":"sfu"}"#
     );
+}
+
+#[test]
+fn topology_and_sfu_json() {
+    assert_eq!(
+        ServerMessage::Topology {
+            topology: Topology::Sfu
+        }
+        .encode()
+        .with_seq(4),
+        r#"{"type":"topology","seq":4,"topology":"sfu"}"#
+    );
+    assert_eq!(
+        ServerMessage::Sfu {
+            data: raw(r#"{"kind":"speaker","peer":null}"#)
+        }
+        .encode()
+        .with_seq(5),
+        r#"{"type":"sfu","seq":5,"data":{"kind":"speaker","peer":null}}"#
+    );
+}
+
+#[test]
+fn parse_sfu_and_topology() {
+    let m = parse_client(
+        r#"{"type":"sfu","data":{"kind":"offer","sdp":"v=0"},"id":"x"}"#,
+        65536,
+    )
+    .unwrap();
+    match m {
+        ClientMessage::Sfu(s) => {
+            assert_eq!(s.data.get(), r#"{"kind":"offer","sdp":"v=0"}"#);
+            assert_eq!(s.id.as_deref(), Some("x"));
+        }
+        other => panic!("{other:?}"),
+    }
+    for bad in [
+        r#"{"type":"sfu"}"#,
+        r#"{"type":"sfu","data":[1]}"#,
+        r#"{"type":"sfu","data":"x"}"#,
+    ] {
+        let e = parse_client(bad, 65536).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadMessage, "{bad}");
+    }
+    let j = parse_client(r#"{"type":"join","room":"a","topology":"sfu"}"#, 65536).unwrap();
+    assert!(matches!(j, ClientMessage::Join(j) if j.topology == Some(TopologyRequest::Sfu)));
+    let e = parse_client(r#"{"type":"join","room":"a","topology":"star"}"#, 65536).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadMessage);
+    assert!(e.message.contains("topology"), "{}", e.message);
 }
 
 #[test]

@@ -37,6 +37,9 @@ pub struct PeerFilter {
     service_ports: Vec<u16>,
     relay_ips: Vec<IpAddr>,
     relay_ports: Option<RangeInclusive<u16>>,
+    /// The server's public media ports (the SFU): reachable through a relay like a relay
+    /// address is, since clients behind strict NATs reach the SFU through this server's TURN.
+    media: Vec<SocketAddr>,
 }
 
 impl PeerFilter {
@@ -54,6 +57,16 @@ impl PeerFilter {
     /// Refuse a range in addition to the defaults. Deny rules win over allow rules.
     pub fn deny(mut self, net: IpNet) -> Self {
         self.deny.push(normalize_net(net));
+        self
+    }
+
+    /// Record a public media address of this server (the SFU's port; an unspecified IP means
+    /// that port on every own address). Relaying to it is allowed.
+    pub fn media(mut self, addr: SocketAddr) -> Self {
+        let addr = SocketAddr::new(canonical(addr.ip()), addr.port());
+        if !self.media.contains(&addr) {
+            self.media.push(addr);
+        }
         self
     }
 
@@ -117,6 +130,13 @@ impl PeerFilter {
         let own = self.is_own(ip);
         if own && self.service_ports.contains(&peer.port()) {
             return Err(Denied::OwnService);
+        }
+        if self
+            .media
+            .iter()
+            .any(|m| m.port() == peer.port() && (m.ip() == ip || (own && m.ip().is_unspecified())))
+        {
+            return Ok(());
         }
         if self.relay_ips.contains(&ip)
             && self
@@ -314,6 +334,24 @@ mod tests {
             let a: SocketAddr = s.parse().expect("addr");
             assert_eq!(f.check(a, |_| false), Err(Denied::OwnService), "{s}");
         }
+    }
+
+    #[test]
+    fn media_port_allowed_other_ports_not() {
+        let f = PeerFilter::new()
+            .service_port(3478)
+            .media(sa("0.0.0.0:3479"));
+        let ok = |s: &str| f.check(sa(s), |_| false);
+        assert_eq!(ok("127.0.0.1:3479"), Ok(()), "the SFU on loopback");
+        assert_eq!(ok("127.0.0.1:3478"), Err(Denied::OwnService));
+        assert_eq!(ok("127.0.0.1:3480"), Err(Denied::SpecialRange));
+        assert_eq!(ok("10.0.0.1:3479"), Err(Denied::SpecialRange), "not ours");
+        let g = PeerFilter::new().media(sa("10.0.0.5:3479"));
+        assert_eq!(g.check(sa("10.0.0.5:3479"), |_| false), Ok(()));
+        assert_eq!(
+            g.check(sa("10.0.0.5:3480"), |_| false),
+            Err(Denied::SpecialRange)
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use icebreaker_signal::{
     ErrorCode, Handled, Hub, HubConfig, Join, ProtoError, RateLimiter, SessionKey, StreamId,
 };
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -97,6 +98,8 @@ pub fn hub_config(c: &Config) -> HubConfig {
             .signal_token_secret
             .as_ref()
             .map(|s| s.as_bytes().to_vec()),
+        sfu: c.sfu_listen.is_some(),
+        mesh_max: c.sfu_mesh_max,
         ..HubConfig::default()
     }
 }
@@ -141,6 +144,8 @@ struct SessionIo {
 struct Inner {
     hub: Hub,
     io: HashMap<SessionKey, SessionIo>,
+    /// The SFU, when the server has one: `sfu` messages and departures go there.
+    sfu: Option<Arc<crate::sfu::SfuService>>,
 }
 
 impl Inner {
@@ -154,8 +159,31 @@ impl Inner {
                 .is_some_and(|io| io.epoch == att.epoch)
     }
 
-    /// Wake the streams of every session the hub touched, and forget ended sessions.
+    /// Wake the streams of every session the hub touched, forget ended sessions, and hand the
+    /// SFU what is for it.
     fn wake(&mut self) {
+        if let Some(sfu) = &self.sfu {
+            let inputs: Vec<_> = self.hub.drain_sfu().collect();
+            for m in inputs {
+                let host = self
+                    .hub
+                    .session_of(&m.peer)
+                    .and_then(|k| self.io.get(&k))
+                    .and_then(|io| io.host.clone());
+                sfu.send(crate::sfu::Cmd::Message {
+                    room: m.room,
+                    peer: m.peer,
+                    data: m.data,
+                    host,
+                });
+            }
+            for (room, peer) in self.hub.drain_departed() {
+                sfu.send(crate::sfu::Cmd::Remove { room, peer });
+            }
+        } else {
+            self.hub.drain_sfu().for_each(drop);
+            self.hub.drain_departed().for_each(drop);
+        }
         for key in self.hub.drain_dirty() {
             if let Some(io) = self.io.get(&key) {
                 io.notify.notify_waiters();
@@ -256,12 +284,43 @@ impl SignalService {
             inner: Mutex::new(Inner {
                 hub: Hub::new(hub_config(config)),
                 io: HashMap::new(),
+                sfu: None,
             }),
             settings: parking_lot::RwLock::new(Arc::new(SignalSettings::from_config(config))),
             ice: parking_lot::RwLock::new(Arc::new(ice)),
             gate,
             shutdown,
         })
+    }
+
+    /// Connects the SFU (`sfu` messages and departures go to it).
+    pub fn set_sfu(&self, sfu: Arc<crate::sfu::SfuService>) {
+        self.inner.lock().sfu = Some(sfu);
+    }
+
+    /// The SFU, if any.
+    pub fn sfu(&self) -> Option<Arc<crate::sfu::SfuService>> {
+        self.inner.lock().sfu.clone()
+    }
+
+    /// Queues an `sfu` message from the SFU for member `peer` of `room`.
+    pub fn sfu_push(&self, room: &str, peer: &str, data: String) {
+        let Ok(raw) = RawValue::from_string(data) else {
+            return;
+        };
+        let mut inner = self.inner.lock();
+        inner.hub.push_sfu(room, peer, raw);
+        inner.wake();
+    }
+
+    /// Queues an `sfu` message from the SFU for every member of `room`.
+    pub fn sfu_push_room(&self, room: &str, data: String) {
+        let Ok(raw) = RawValue::from_string(data) else {
+            return;
+        };
+        let mut inner = self.inner.lock();
+        inner.hub.push_sfu_room(room, raw);
+        inner.wake();
     }
 
     /// The transports' settings.

@@ -63,6 +63,7 @@ pub fn config(allow_loopback: bool) -> Config {
     Config {
         turn_listen: vec!["127.0.0.1:0".parse().expect("addr")],
         http_listen: "127.0.0.1:0".parse().expect("addr"),
+        sfu_listen: Some("127.0.0.1:0".parse().expect("addr")),
         relay_ip: vec!["127.0.0.1".parse().expect("ip")],
         // Below the kernel's ephemeral range, so that no client socket can sit on a relay port.
         relay_ports: (20000, 29999),

@@ -1,0 +1,462 @@
+//! The SFU's I/O around the sans-IO [`icebreaker_sfu::Sfu`]: one UDP socket for every
+//! participant (`--sfu-listen`, default `0.0.0.0:3479`), passive ICE-TCP on the same port number
+//! (RFC 6544, RFC 4571 framing), and the bridge to signaling (`sfu` messages in, `sfu` messages
+//! out, departures).
+//!
+//! One task owns the `Sfu`: it reads datagrams (a batch at a time), commands from signaling and
+//! framed TCP packets, drives the timers, and writes what the SFU produces. The SFU is a single
+//! task: per-core scaling of the SFU (several tasks, rooms pinned to one) is a later step; see
+//! docs/ARCHITECTURE.md.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use icebreaker_sfu::Protocol;
+use icebreaker_sfu::{PeerStats, RoomStats, Sfu, SfuConfig, SfuEvent, SfuTotals};
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::signal::SignalService;
+
+/// Commands queued for the SFU task at most; beyond, messages are dropped (and logged).
+const QUEUE: usize = 16_384;
+/// ICE-TCP connections at most.
+const MAX_TCP: usize = 4096;
+/// An ICE-TCP connection that sends nothing this long is closed.
+const TCP_IDLE: Duration = Duration::from_secs(30);
+/// Datagrams read per wake.
+const BATCH: usize = 64;
+
+/// A command for the SFU task.
+#[derive(Debug)]
+pub enum Cmd {
+    /// An `sfu` message from a member. `host`: the `Host` its session joined with.
+    Message {
+        room: String,
+        peer: String,
+        data: Box<RawValue>,
+        host: Option<String>,
+    },
+    /// A member left an SFU room.
+    Remove { room: String, peer: String },
+    /// Per-participant figures of a room.
+    PeerStats {
+        room: String,
+        reply: oneshot::Sender<Vec<PeerStats>>,
+    },
+}
+
+/// Figures refreshed by the task once a second.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub totals: SfuTotals,
+    pub rooms: Vec<RoomStats>,
+}
+
+/// The handle the rest of the server holds.
+#[derive(Debug)]
+pub struct SfuService {
+    tx: mpsc::Sender<Cmd>,
+    /// The UDP address as bound.
+    pub udp: SocketAddr,
+    /// The ICE-TCP address as bound.
+    pub tcp: SocketAddr,
+    snapshot: Mutex<Snapshot>,
+}
+
+impl SfuService {
+    /// Queue a command (dropped with a log line when the SFU is overwhelmed).
+    pub fn send(&self, cmd: Cmd) {
+        if let Err(e) = self.tx.try_send(cmd) {
+            tracing::warn!("sfu: command queue full, dropped: {e}");
+        }
+    }
+
+    /// The last figures.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().clone()
+    }
+
+    /// Per-participant figures of `room`.
+    pub async fn peer_stats(&self, room: &str) -> Vec<PeerStats> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::PeerStats {
+            room: room.to_owned(),
+            reply,
+        });
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Binds the SFU's UDP socket and TCP listener (same port; when `listen` has port 0, the UDP
+/// socket picks it).
+pub fn bind(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
+    let udp = std::net::UdpSocket::bind(listen)
+        .with_context(|| format!("cannot bind the SFU's UDP port {listen}"))?;
+    let bound = udp.local_addr()?;
+    udp.set_nonblocking(true)?;
+    let sock = socket2::Socket::from(udp);
+    // Room for bursts of media (keyframes) across many participants.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    let udp = UdpSocket::from_std(sock.into())?;
+    let tcp = std::net::TcpListener::bind(bound)
+        .with_context(|| format!("cannot bind the SFU's ICE-TCP port {bound}"))?;
+    tcp.set_nonblocking(true)?;
+    Ok((udp, TcpListener::from_std(tcp)?))
+}
+
+/// Where clients reach the SFU: `external` (the first `--external-ip`), else the listen IP when
+/// it is specific, else the IP in the client's `Host`, else `fallback` (the relay IP), else
+/// 127.0.0.1.
+pub fn candidate_ip(
+    listen: IpAddr,
+    external: Option<IpAddr>,
+    fallback: Option<IpAddr>,
+    host: Option<&str>,
+) -> IpAddr {
+    if let Some(ip) = external {
+        return ip;
+    }
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    if let Some(h) = host.and_then(crate::signal::host_of) {
+        let bare = h.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            if !ip.is_unspecified() {
+                return ip;
+            }
+        }
+        if bare == "localhost" {
+            return IpAddr::V4(Ipv4Addr::LOCALHOST);
+        }
+    }
+    fallback
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Everything the task needs.
+pub struct Start {
+    pub udp: UdpSocket,
+    pub tcp: TcpListener,
+    pub external: Option<IpAddr>,
+    pub fallback: Option<IpAddr>,
+    pub signal: Weak<SignalService>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Starts the SFU task and the ICE-TCP acceptor.
+pub fn spawn(s: Start) -> anyhow::Result<(Arc<SfuService>, Vec<JoinHandle<()>>)> {
+    let udp_addr = s.udp.local_addr()?;
+    let tcp_addr = s.tcp.local_addr()?;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let svc = Arc::new(SfuService {
+        tx,
+        udp: udp_addr,
+        tcp: tcp_addr,
+        snapshot: Mutex::new(Snapshot::default()),
+    });
+    let (tcp_tx, tcp_rx) = mpsc::channel(QUEUE);
+    let acceptor = tokio::spawn(accept_tcp(s.tcp, tcp_tx, s.shutdown.clone()));
+    let task = Task {
+        sfu: Sfu::new(SfuConfig::default()),
+        udp: s.udp,
+        udp_addr,
+        tcp_addr,
+        external: s.external,
+        fallback: s.fallback,
+        signal: s.signal,
+        svc: Arc::downgrade(&svc),
+        tcp_conns: HashMap::new(),
+        dropped: 0,
+    };
+    let main = tokio::spawn(task.run(rx, tcp_rx, s.shutdown));
+    Ok((svc, vec![main, acceptor]))
+}
+
+/// What ICE-TCP connections tell the task.
+enum TcpEvent {
+    Open(SocketAddr, SocketAddr, mpsc::Sender<Vec<u8>>),
+    Packet(SocketAddr, SocketAddr, Vec<u8>),
+    Closed(SocketAddr),
+}
+
+struct Task {
+    sfu: Sfu,
+    udp: UdpSocket,
+    udp_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    external: Option<IpAddr>,
+    fallback: Option<IpAddr>,
+    signal: Weak<SignalService>,
+    svc: Weak<SfuService>,
+    tcp_conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    dropped: u64,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut tcp_rx: mpsc::Receiver<TcpEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 2048];
+        let mut snapshot_at = Instant::now();
+        loop {
+            let now = Instant::now();
+            let wake = self
+                .sfu
+                .poll_timeout()
+                .unwrap_or(now + Duration::from_secs(1))
+                .min(now + Duration::from_secs(1))
+                .max(now);
+            tokio::select! {
+                r = self.udp.recv_from(&mut buf) => {
+                    if let Ok((n, src)) = r {
+                        let now = Instant::now();
+                        self.sfu.handle_receive(now, Protocol::Udp, src, self.udp_addr, &buf[..n]);
+                        // More that already arrived, without waiting.
+                        for _ in 1..BATCH {
+                            match self.udp.try_recv_from(&mut buf) {
+                                Ok((n, src)) => {
+                                    self.sfu.handle_receive(now, Protocol::Udp, src, self.udp_addr, &buf[..n]);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => return,
+                },
+                ev = tcp_rx.recv() => if let Some(ev) = ev {
+                    self.tcp_event(ev);
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    self.sfu.handle_timeout(Instant::now());
+                }
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            self.flush();
+            let now = Instant::now();
+            if now.saturating_duration_since(snapshot_at) >= Duration::from_secs(1) {
+                snapshot_at = now;
+                if let Some(svc) = self.svc.upgrade() {
+                    *svc.snapshot.lock() = Snapshot {
+                        totals: self.sfu.totals(),
+                        rooms: self.sfu.room_stats(),
+                    };
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd) {
+        let now = Instant::now();
+        match cmd {
+            Cmd::Message {
+                room,
+                peer,
+                data,
+                host,
+            } => {
+                let ip = candidate_ip(
+                    self.udp_addr.ip(),
+                    self.external,
+                    self.fallback,
+                    host.as_deref(),
+                );
+                let local = [
+                    (Protocol::Udp, SocketAddr::new(ip, self.udp_addr.port())),
+                    (Protocol::Tcp, SocketAddr::new(ip, self.tcp_addr.port())),
+                ];
+                if let Err(e) = self
+                    .sfu
+                    .handle_message(now, &room, &peer, data.get(), &local)
+                {
+                    tracing::debug!(%room, %peer, "sfu: {e}");
+                }
+            }
+            Cmd::Remove { room, peer } => self.sfu.remove(now, &room, &peer),
+            Cmd::PeerStats { room, reply } => {
+                let _ = reply.send(self.sfu.peer_stats(&room, now));
+            }
+        }
+    }
+
+    fn tcp_event(&mut self, ev: TcpEvent) {
+        match ev {
+            TcpEvent::Open(remote, _local, tx) => {
+                self.tcp_conns.insert(remote, tx);
+            }
+            TcpEvent::Packet(remote, local, data) => {
+                let now = Instant::now();
+                self.sfu
+                    .handle_receive(now, Protocol::Tcp, remote, local, &data);
+            }
+            TcpEvent::Closed(remote) => {
+                self.tcp_conns.remove(&remote);
+            }
+        }
+    }
+
+    /// Sends what the SFU produced and delivers its signaling messages.
+    fn flush(&mut self) {
+        while let Some(t) = self.sfu.poll_transmit() {
+            match t.proto {
+                Protocol::Udp => {
+                    if self.udp.try_send_to(&t.contents, t.destination).is_err() {
+                        self.dropped += 1;
+                        if self.dropped.is_power_of_two() {
+                            tracing::debug!(dropped = self.dropped, "sfu: UDP send buffer full");
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(tx) = self.tcp_conns.get(&t.destination) {
+                        let _ = tx.try_send(t.contents.to_vec());
+                    }
+                }
+            }
+        }
+        let Some(signal) = self.signal.upgrade() else {
+            while self.sfu.poll_event().is_some() {}
+            return;
+        };
+        while let Some(ev) = self.sfu.poll_event() {
+            match ev {
+                SfuEvent::ToPeer { room, peer, data } => signal.sfu_push(&room, &peer, data),
+                SfuEvent::ToRoom { room, data } => signal.sfu_push_room(&room, data),
+            }
+        }
+    }
+}
+
+async fn accept_tcp(
+    listener: TcpListener,
+    tx: mpsc::Sender<TcpEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r.ok(),
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let Some((stream, remote)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TCP {
+            continue;
+        }
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, open) = (tx.clone(), open.clone());
+        tokio::spawn(async move {
+            tcp_conn(stream, remote, tx).await;
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+}
+
+/// One ICE-TCP connection: RFC 4571 frames (16-bit length, then the packet) both ways.
+async fn tcp_conn(stream: TcpStream, remote: SocketAddr, tx: mpsc::Sender<TcpEvent>) {
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
+    if tx
+        .send(TcpEvent::Open(remote, local, out_tx))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(pkt) = out_rx.recv().await {
+            let Ok(len) = u16::try_from(pkt.len()) else {
+                continue;
+            };
+            if wr.write_all(&len.to_be_bytes()).await.is_err() || wr.write_all(&pkt).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut len = [0u8; 2];
+    loop {
+        let read = async {
+            rd.read_exact(&mut len).await?;
+            let n = usize::from(u16::from_be_bytes(len));
+            let mut pkt = vec![0u8; n];
+            rd.read_exact(&mut pkt).await?;
+            Ok::<_, std::io::Error>(pkt)
+        };
+        match tokio::time::timeout(TCP_IDLE, read).await {
+            Ok(Ok(pkt)) => {
+                if tx.send(TcpEvent::Packet(remote, local, pkt)).await.is_err() {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    writer.abort();
+    let _ = tx.send(TcpEvent::Closed(remote)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_ip_order() {
+        let any: IpAddr = "0.0.0.0"
+            .parse()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let ext: IpAddr = "203.0.113.7".parse().unwrap_or(any);
+        let relay: IpAddr = "10.0.0.5".parse().unwrap_or(any);
+        assert_eq!(
+            candidate_ip(any, Some(ext), Some(relay), Some("127.0.0.1:8080")),
+            ext
+        );
+        let listen: IpAddr = "192.0.2.9".parse().unwrap_or(any);
+        assert_eq!(
+            candidate_ip(listen, None, Some(relay), Some("127.0.0.1:8080")),
+            listen
+        );
+        assert_eq!(
+            candidate_ip(any, None, Some(relay), Some("127.0.0.2:8080")),
+            "127.0.0.2".parse::<IpAddr>().unwrap_or(any)
+        );
+        assert_eq!(
+            candidate_ip(any, None, Some(relay), Some("localhost:8080")),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(
+            candidate_ip(any, None, Some(relay), Some("example.org")),
+            relay
+        );
+        assert_eq!(
+            candidate_ip(any, None, None, None),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(
+            candidate_ip(any, None, None, Some("[::1]:8080")),
+            "::1".parse::<IpAddr>().unwrap_or(any)
+        );
+    }
+}
