@@ -85,6 +85,7 @@ fn admin_routes() -> Router<HttpState> {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/status", get(admin_status))
+        .route("/admin/sfu", get(admin_sfu))
         .route("/admin/drain", post(admin_drain))
         .route("/admin/reload", post(admin_reload))
 }
@@ -196,7 +197,64 @@ async fn admin_status(
         "signal_sessions_attached": sessions.as_ref().map_or(0, |s| s.attached),
         "signal_rooms": sessions.as_ref().map_or(0, |s| s.rooms),
         "open_connections": state.gate.open_connections(),
+        "sfu": state.signal.as_ref().and_then(|s| s.sfu()).map(|s| {
+            let snap = s.snapshot();
+            serde_json::json!({
+                "address": s.udp.to_string(),
+                "rooms": snap.totals.rooms,
+                "participants": snap.totals.participants,
+                "tracks_published": snap.totals.tracks_in,
+                "tracks_forwarded": snap.totals.tracks_out,
+            })
+        }),
     });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+/// `GET /admin/sfu`: every SFU room (participants, tracks, bitrates, speaker); with
+/// `?room=R`, that room's participants in detail (ICE state, address, bitrates, bandwidth
+/// estimate, published layers, forwarded layers and views).
+async fn admin_sfu(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    client: Client,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = admin_control(&state, &headers, &client) {
+        return *r;
+    }
+    let Some(sfu) = state.signal.as_ref().and_then(|s| s.sfu()) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"not_found","message":"this server has no SFU (sfu_listen is off)"}"#
+                .to_string(),
+        );
+    };
+    let body = match q.get("room") {
+        Some(room) => serde_json::json!({
+            "room": room,
+            "participants": sfu.peer_stats(room).await,
+        }),
+        None => {
+            let snap = sfu.snapshot();
+            serde_json::json!({
+                "address": sfu.udp.to_string(),
+                "totals": {
+                    "rooms": snap.totals.rooms,
+                    "participants": snap.totals.participants,
+                    "tracks_published": snap.totals.tracks_in,
+                    "tracks_forwarded": snap.totals.tracks_out,
+                    "packets_in": snap.totals.packets_in,
+                    "packets_out": snap.totals.packets_out,
+                    "bytes_in": snap.totals.bytes_in,
+                    "bytes_out": snap.totals.bytes_out,
+                    "frames_forwarded": snap.totals.frames_forwarded,
+                    "keyframe_requests": snap.totals.keyframe_requests,
+                },
+                "rooms": snap.rooms,
+            })
+        }
+    };
     json_response(StatusCode::OK, body.to_string())
 }
 
@@ -255,6 +313,9 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap, client: Cli
             .set(i64::try_from(st.rooms).unwrap_or(i64::MAX));
         m.signal_buffered_bytes
             .set(i64::try_from(st.buffered_bytes).unwrap_or(i64::MAX));
+        if let Some(sfu) = signal.sfu() {
+            m.sfu.update(&sfu.snapshot());
+        }
     }
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],

@@ -264,6 +264,201 @@ pub struct Metrics {
     pub refusals: [Counter; 10],
     /// `icebreaker_draining`: 1 while the server drains.
     pub draining: Gauge,
+    /// `icebreaker_sfu_*`.
+    pub sfu: SfuMetrics,
+}
+
+/// Rooms that get per-room SFU series at most (the largest ones), so that label sets stay
+/// bounded however many rooms exist.
+pub const SFU_METRICS_ROOMS: usize = 100;
+
+type RoomLabel = Vec<(String, String)>;
+
+/// The SFU's series, refreshed from its snapshot at each scrape.
+#[derive(Debug)]
+pub struct SfuMetrics {
+    rooms: Gauge,
+    participants: Gauge,
+    tracks_published: Gauge,
+    tracks_forwarded: Gauge,
+    packets: InOut,
+    bytes: InOut,
+    frames_forwarded: Counter,
+    keyframe_requests: Counter,
+    room_participants: Family<RoomLabel, Gauge>,
+    room_tracks: Family<RoomLabel, Gauge>,
+    room_bitrate_out: Family<RoomLabel, Gauge>,
+    room_bitrate_in: Family<RoomLabel, Gauge>,
+    /// Totals at the previous scrape (counters advance by the difference).
+    last: parking_lot::Mutex<icebreaker_sfu::SfuTotals>,
+}
+
+/// A counter pair by `direction` (`in`, `out`).
+#[derive(Debug)]
+struct InOut {
+    inbound: Counter,
+    outbound: Counter,
+}
+
+const SFU_COUNTERS: [&str; 4] = [
+    "icebreaker_sfu_packets",
+    "icebreaker_sfu_bytes",
+    "icebreaker_sfu_frames_forwarded",
+    "icebreaker_sfu_keyframe_requests",
+];
+
+fn gauge_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl SfuMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let g = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let rooms = g(
+            registry,
+            "icebreaker_sfu_rooms",
+            "Rooms with participants on the SFU",
+        );
+        let participants = g(
+            registry,
+            "icebreaker_sfu_participants",
+            "Participants connected to the SFU",
+        );
+        let tracks_published = g(
+            registry,
+            "icebreaker_sfu_tracks_published",
+            "Tracks published to the SFU",
+        );
+        let tracks_forwarded = g(
+            registry,
+            "icebreaker_sfu_tracks_forwarded",
+            "Tracks the SFU forwards (one per subscriber per track)",
+        );
+        let dir = |registry: &mut Registry, name: &'static str, help: &str| {
+            let fam = Family::<Labels1, Counter>::default();
+            registry.register(name, help, fam.clone());
+            let inbound = fam.get_or_create(&[("direction", "in")]).clone();
+            let outbound = fam.get_or_create(&[("direction", "out")]).clone();
+            InOut { inbound, outbound }
+        };
+        let packets = dir(
+            registry,
+            SFU_COUNTERS[0],
+            "Datagrams the SFU received (in) and sent (out)",
+        );
+        let bytes = dir(
+            registry,
+            SFU_COUNTERS[1],
+            "Bytes the SFU received (in) and sent (out)",
+        );
+        let frames_forwarded = Counter::default();
+        registry.register(
+            SFU_COUNTERS[2],
+            "Media frames forwarded (one per subscriber)",
+            frames_forwarded.clone(),
+        );
+        let keyframe_requests = Counter::default();
+        registry.register(
+            SFU_COUNTERS[3],
+            "Keyframe requests (PLI/FIR) sent to publishers",
+            keyframe_requests.clone(),
+        );
+        let fam = |registry: &mut Registry, name: &str, help: &str| {
+            let f = Family::<RoomLabel, Gauge>::default();
+            registry.register(name, help, f.clone());
+            f
+        };
+        let room_participants = fam(
+            registry,
+            "icebreaker_sfu_room_participants",
+            "Participants per SFU room (the largest rooms only)",
+        );
+        let room_tracks = fam(
+            registry,
+            "icebreaker_sfu_room_tracks",
+            "Published tracks per SFU room (the largest rooms only)",
+        );
+        let room_bitrate_out = fam(
+            registry,
+            "icebreaker_sfu_room_bitrate_out",
+            "Bits per second the SFU sends to a room's participants (the largest rooms only)",
+        );
+        let room_bitrate_in = fam(
+            registry,
+            "icebreaker_sfu_room_bitrate_in",
+            "Bits per second the SFU receives from a room's participants (the largest rooms only)",
+        );
+        SfuMetrics {
+            rooms,
+            participants,
+            tracks_published,
+            tracks_forwarded,
+            packets,
+            bytes,
+            frames_forwarded,
+            keyframe_requests,
+            room_participants,
+            room_tracks,
+            room_bitrate_out,
+            room_bitrate_in,
+            last: parking_lot::Mutex::new(icebreaker_sfu::SfuTotals::default()),
+        }
+    }
+
+    /// Takes the SFU's latest figures.
+    pub fn update(&self, snap: &crate::sfu::Snapshot) {
+        let t = &snap.totals;
+        self.rooms.set(gauge_i64(t.rooms as u64));
+        self.participants.set(gauge_i64(t.participants as u64));
+        self.tracks_published.set(gauge_i64(t.tracks_in as u64));
+        self.tracks_forwarded.set(gauge_i64(t.tracks_out as u64));
+        {
+            let mut last = self.last.lock();
+            let d = |now: u64, before: u64| now.saturating_sub(before);
+            self.packets
+                .inbound
+                .inc_by(d(t.packets_in, last.packets_in));
+            self.packets
+                .outbound
+                .inc_by(d(t.packets_out, last.packets_out));
+            self.bytes.inbound.inc_by(d(t.bytes_in, last.bytes_in));
+            self.bytes.outbound.inc_by(d(t.bytes_out, last.bytes_out));
+            self.frames_forwarded
+                .inc_by(d(t.frames_forwarded, last.frames_forwarded));
+            self.keyframe_requests
+                .inc_by(d(t.keyframe_requests, last.keyframe_requests));
+            *last = *t;
+        }
+        self.room_participants.clear();
+        self.room_tracks.clear();
+        self.room_bitrate_out.clear();
+        self.room_bitrate_in.clear();
+        let mut rooms: Vec<&icebreaker_sfu::RoomStats> = snap.rooms.iter().collect();
+        rooms.sort_by(|a, b| {
+            b.participants
+                .cmp(&a.participants)
+                .then(a.room.cmp(&b.room))
+        });
+        for r in rooms.into_iter().take(SFU_METRICS_ROOMS) {
+            let l = vec![("room".to_string(), r.room.clone())];
+            self.room_participants
+                .get_or_create(&l)
+                .set(gauge_i64(r.participants as u64));
+            self.room_tracks
+                .get_or_create(&l)
+                .set(gauge_i64(r.tracks as u64));
+            self.room_bitrate_out
+                .get_or_create(&l)
+                .set(gauge_i64(r.bitrate_out));
+            self.room_bitrate_in
+                .get_or_create(&l)
+                .set(gauge_i64(r.bitrate_in));
+        }
+    }
 }
 
 /// Counter families are registered without the `_total` suffix (prometheus-client appends it to
@@ -429,10 +624,12 @@ impl Metrics {
             draining.clone(),
         );
 
+        let sfu = SfuMetrics::new(&mut registry);
         Metrics {
             registry,
             refusals,
             draining,
+            sfu,
             allocations,
             permissions,
             channels,
@@ -534,7 +731,11 @@ fn counter_meta_line(line: &str) -> Option<String> {
         .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)))?;
     let (prefix, rest) = rest;
     let (name, tail) = rest.split_once(' ')?;
-    if COUNTER_NAMES.contains(&name) || name == PEER_DENIED || name == REFUSALS {
+    if COUNTER_NAMES.contains(&name)
+        || SFU_COUNTERS.contains(&name)
+        || name == PEER_DENIED
+        || name == REFUSALS
+    {
         Some(format!("{prefix}{name}_total {tail}"))
     } else {
         None

@@ -244,6 +244,9 @@ struct Layer {
     last_keyframe_request: Option<Instant>,
 }
 
+/// An offer to a client not answered in this time is withdrawn and made again.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A layer is active while its packets keep arriving.
 const LAYER_ACTIVE: Duration = Duration::from_millis(1500);
 
@@ -348,6 +351,8 @@ struct Part {
     fingerprint: Option<String>,
     ufrag: String,
     pending: Option<SdpPendingOffer>,
+    /// When the pending offer was sent.
+    pending_since: Option<Instant>,
     channel: Option<ChannelId>,
     tracks_in: Vec<TrackId>,
     tracks_out: Vec<TrackOut>,
@@ -604,14 +609,7 @@ impl Sfu {
             }
         };
         // Our own pending offer (if any) is rolled back: redo it after this answer.
-        part.pending = None;
-        for t in &mut part.tracks_out {
-            match t.state {
-                OutState::Negotiating(_) => t.state = OutState::ToOpen,
-                OutState::NegotiatingStop(m) => t.state = OutState::ToStop(m),
-                _ => {}
-            }
-        }
+        roll_back(part);
         let ufrag = part.rtc.direct_api().local_ice_credentials().ufrag;
         if ufrag != part.ufrag {
             self.by_ufrag.remove(&part.ufrag);
@@ -695,6 +693,7 @@ impl Sfu {
                 fingerprint,
                 ufrag,
                 pending: None,
+                pending_since: None,
                 channel: None,
                 tracks_in: Vec::new(),
                 tracks_out,
@@ -721,6 +720,7 @@ impl Sfu {
             return Ok(());
         };
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        part.pending_since = None;
         let Some(pending) = part.pending.take() else {
             // An answer to an offer we already withdrew (the client's own offer crossed it).
             return Ok(());
@@ -961,7 +961,7 @@ impl Sfu {
 
     /// Polls one participant's output until its next timeout.
     fn drain(&mut self, now: Instant, id: PartId) {
-        self.negotiate(id);
+        self.negotiate(now, id);
         loop {
             let Some(p) = self.parts.get_mut(&id) else {
                 return;
@@ -1338,7 +1338,7 @@ impl Sfu {
     }
 
     /// Offers pending track changes to participant `id`, when it can take an offer.
-    fn negotiate(&mut self, id: PartId) {
+    fn negotiate(&mut self, now: Instant, id: PartId) {
         let Some(p) = self.parts.get_mut(&id) else {
             return;
         };
@@ -1376,6 +1376,7 @@ impl Sfu {
             return;
         };
         p.pending = Some(pending);
+        p.pending_since = Some(now);
         let tracks = Self::tracks_json(p);
         let data = serde_json::json!({
             "kind": "offer",
@@ -1423,9 +1424,21 @@ impl Sfu {
                 t.sort_layers();
             }
         }
-        for p in self.parts.values_mut() {
+        let mut stuck = Vec::new();
+        for (id, p) in self.parts.iter_mut() {
             p.rate_in.roll(now);
             p.rate_out.roll(now);
+            // An offer the client never answered (lost, or ignored by a client that broke
+            // the negotiation rules): withdraw it and offer again.
+            if p.pending_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= OFFER_TIMEOUT)
+            {
+                roll_back(p);
+                stuck.push(*id);
+            }
+        }
+        for id in stuck {
+            self.mark(id);
         }
         let ids: Vec<PartId> = self.parts.keys().copied().collect();
         for id in ids {
@@ -1642,6 +1655,20 @@ impl Sfu {
                     .collect(),
             })
             .collect()
+    }
+}
+
+/// Forgets our pending offer: what it added is to be offered again, what it stopped to be
+/// stopped again.
+fn roll_back(part: &mut Part) {
+    part.pending = None;
+    part.pending_since = None;
+    for t in &mut part.tracks_out {
+        match t.state {
+            OutState::Negotiating(_) => t.state = OutState::ToOpen,
+            OutState::NegotiatingStop(m) => t.state = OutState::ToStop(m),
+            _ => {}
+        }
     }
 }
 
