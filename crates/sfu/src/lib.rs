@@ -242,7 +242,12 @@ struct Layer {
     bitrate: u64,
     last_seen: Instant,
     last_keyframe_request: Option<Instant>,
+    /// A request was throttled: send it when the interval has passed (unless a keyframe came).
+    keyframe_wanted: Option<KeyframeRequestKind>,
 }
+
+/// Data-channel messages kept for a participant whose channel is not open yet.
+const BACKLOG_MESSAGES: usize = 64;
 
 /// An offer to a client not answered in this time is withdrawn and made again.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -286,6 +291,7 @@ impl TrackIn {
                     bitrate: 0,
                     last_seen: now,
                     last_keyframe_request: None,
+                    keyframe_wanted: None,
                 });
                 self.layers.len() - 1
             }
@@ -354,6 +360,8 @@ struct Part {
     /// When the pending offer was sent.
     pending_since: Option<Instant>,
     channel: Option<ChannelId>,
+    /// Room messages that arrived before its data channel opened (bounded).
+    backlog: VecDeque<(bool, Vec<u8>)>,
     tracks_in: Vec<TrackId>,
     tracks_out: Vec<TrackOut>,
     addrs: Vec<(Protocol, SocketAddr)>,
@@ -695,6 +703,7 @@ impl Sfu {
                 pending: None,
                 pending_since: None,
                 channel: None,
+                backlog: VecDeque::new(),
                 tracks_in: Vec::new(),
                 tracks_out,
                 addrs: Vec::new(),
@@ -1044,6 +1053,15 @@ impl Sfu {
                 if let Some(p) = self.parts.get_mut(&id) {
                     if p.channel.is_none() {
                         p.channel = Some(cid);
+                        // What the room said while it was connecting.
+                        let backlog = std::mem::take(&mut p.backlog);
+                        if let Some(mut ch) = p.rtc.channel(cid) {
+                            for (binary, data) in backlog {
+                                if let Err(e) = ch.write(binary, &data) {
+                                    tracing::debug!(peer = %p.peer, "sfu: channel write: {e}");
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -1138,6 +1156,7 @@ impl Sfu {
         layer.last_seen = now;
         layer.window_bytes += d.data.len() as u64;
         if keyframe {
+            layer.keyframe_wanted = None;
             if let Some((w, h)) = vp8::keyframe_size(&d.data) {
                 if (w, h) != (layer.width, layer.height) {
                     layer.width = w;
@@ -1219,9 +1238,12 @@ impl Sfu {
             .last_keyframe_request
             .is_some_and(|at| now.saturating_duration_since(at) < min)
         {
+            // Throttled, not forgotten: sent once the interval has passed (see `tick`).
+            layer.keyframe_wanted = Some(kind);
             return;
         }
         layer.last_keyframe_request = Some(now);
+        layer.keyframe_wanted = None;
         let Some(p) = self.parts.get_mut(&publisher) else {
             return;
         };
@@ -1327,7 +1349,13 @@ impl Sfu {
             let Some(sub) = self.parts.get_mut(&m) else {
                 continue;
             };
-            let Some(cid) = sub.channel else { continue };
+            let Some(cid) = sub.channel else {
+                // Not open yet: keep a little for when it opens.
+                if sub.backlog.len() < BACKLOG_MESSAGES {
+                    sub.backlog.push_back((binary, payload.clone()));
+                }
+                continue;
+            };
             if let Some(mut ch) = sub.rtc.channel(cid) {
                 if let Err(e) = ch.write(binary, &payload) {
                     tracing::debug!(peer = %sub.peer, "sfu: channel write: {e}");
@@ -1409,6 +1437,22 @@ impl Sfu {
 
     /// Periodic work: bitrates, layer choice, the active speaker.
     fn tick(&mut self, now: Instant) {
+        let min = self.config.keyframe_interval;
+        let mut retry = Vec::new();
+        for (tid, t) in &self.tracks {
+            for l in &t.layers {
+                if let Some(kind) = l.keyframe_wanted {
+                    if l.last_keyframe_request
+                        .is_none_or(|at| now.saturating_duration_since(at) >= min)
+                    {
+                        retry.push((t.owner, *tid, l.rid, kind));
+                    }
+                }
+            }
+        }
+        for (owner, tid, rid, kind) in retry {
+            self.request_keyframe(now, owner, tid, rid, kind);
+        }
         for t in self.tracks.values_mut() {
             let mut resort = false;
             for l in &mut t.layers {

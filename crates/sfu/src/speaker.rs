@@ -15,6 +15,9 @@ pub const SMOOTHING: Duration = Duration::from_millis(300);
 pub const VOICE_THRESHOLD: f64 = 67.0;
 /// How long a new candidate must stay the loudest before it becomes the speaker.
 pub const HOLD: Duration = Duration::from_millis(800);
+/// Loudness within this of the loudest counts as "as loud" (two people talking at once do not
+/// reset each other's claim).
+pub const MARGIN: f64 = 4.0;
 
 /// One participant's smoothed loudness.
 #[derive(Debug, Clone, Default)]
@@ -74,16 +77,36 @@ impl<K: Copy + PartialEq> SpeakerDetector<K> {
 
     /// One tick with every participant's loudness now; returns the new speaker when it changed.
     pub fn tick(&mut self, now: Instant, levels: impl Iterator<Item = (K, f64)>) -> Option<K> {
+        let levels: Vec<(K, f64)> = levels.collect();
+        let level_of = |k: K| {
+            levels
+                .iter()
+                .find(|(x, _)| *x == k)
+                .map_or(0.0, |(_, v)| *v)
+        };
         let mut loudest: Option<(K, f64)> = None;
-        for (k, v) in levels {
+        for &(k, v) in &levels {
             if v >= VOICE_THRESHOLD && loudest.is_none_or(|(_, best)| v > best) {
                 loudest = Some((k, v));
             }
         }
-        let Some((k, _)) = loudest else {
+        let Some((mut k, best)) = loudest else {
             self.candidate = None;
             return None;
         };
+        // As loud as the loudest: the current speaker keeps the floor, a running candidate
+        // keeps its claim.
+        if let Some(c) = self.current {
+            if level_of(c) >= best - MARGIN {
+                self.candidate = None;
+                return None;
+            }
+        }
+        if let Some((c, _)) = self.candidate {
+            if level_of(c) >= best - MARGIN && level_of(c) >= VOICE_THRESHOLD {
+                k = c;
+            }
+        }
         if self.current == Some(k) {
             self.candidate = None;
             return None;
@@ -159,5 +182,30 @@ mod tests {
         assert_eq!(d.current(), Some(2));
         assert!(d.remove(2));
         assert_eq!(d.current(), None);
+    }
+
+    #[test]
+    fn two_voices_at_once_do_not_stall_the_choice() {
+        let t0 = Instant::now();
+        let mut d = SpeakerDetector::<u32>::default();
+        // 1 and 2 equally loud, the loudest alternating by a hair: one of them wins after HOLD.
+        let mut won = None;
+        for i in 0..8u64 {
+            let (a, b) = if i % 2 == 0 {
+                (90.0, 89.0)
+            } else {
+                (89.0, 90.0)
+            };
+            if let Some(k) = d.tick(t0 + ms(250 * i), [(1, a), (2, b)].into_iter()) {
+                won = Some(k);
+            }
+        }
+        assert_eq!(won, Some(1));
+        // 2 is not clearly louder: 1 keeps the floor.
+        assert_eq!(
+            d.tick(t0 + ms(3000), [(1, 88.0), (2, 90.0)].into_iter()),
+            None
+        );
+        assert_eq!(d.current(), Some(1));
     }
 }

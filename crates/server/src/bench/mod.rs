@@ -11,6 +11,7 @@
 
 pub mod hist;
 pub mod setup;
+pub mod sfu;
 pub mod signal;
 pub mod soak;
 pub mod stun;
@@ -24,6 +25,7 @@ use anyhow::{bail, Context};
 use clap::{ArgGroup, Args, Subcommand};
 
 use crate::client::turn::Credentials;
+pub use sfu::{format_sfu, run_sfu, SfuBench, SfuReport};
 pub use signal::{
     format_signal, run_signal, SignalBench, SignalLoad, SignalProtocol, SignalReport,
 };
@@ -52,6 +54,42 @@ pub enum BenchCommand {
     /// run, with random disconnects, resumes and re-allocations; fails on any lost allocation,
     /// lost or duplicated message, dead server or growing server RSS
     Soak(SoakArgs),
+    /// SFU forwarding: synthetic str0m participants (real ICE, DTLS-SRTP) in SFU rooms, some
+    /// publishing audio + video, all receiving; reports forwarded streams and packets per
+    /// second per server core
+    Sfu(SfuArgs),
+}
+
+/// `icebreaker bench sfu`.
+#[derive(Args, Debug)]
+pub struct SfuArgs {
+    /// The server's HTTP listener, http://HOST:PORT
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// Rooms
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub rooms: usize,
+    /// Publishing members per room (audio + video each)
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub publishers: usize,
+    /// Receive-only members per room
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub subscribers: usize,
+    /// Seconds of measurement after everyone connected (1..=3600)
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub duration: u64,
+    /// Video bitrate per publisher, kbit/s
+    #[arg(long, default_value_t = 500, value_name = "KBPS")]
+    pub video_kbps: u32,
+    /// Video frames per second
+    #[arg(long, default_value_t = 30, value_name = "FPS")]
+    pub fps: u32,
+    /// PID of the server on this machine: its CPU time gives the per-core figures
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `icebreaker bench soak`.
@@ -357,6 +395,40 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
+            })
+        }
+        BenchCommand::Sfu(a) => {
+            if !(1..=3600).contains(&a.duration) {
+                bail!("--duration must be 1..=3600 seconds");
+            }
+            if a.rooms == 0 || a.publishers == 0 || a.publishers + a.subscribers < 2 {
+                bail!("give at least one room, one publisher and two members per room");
+            }
+            if a.publishers + a.subscribers > 50 {
+                bail!("at most 50 members per room (the default room capacity)");
+            }
+            let (http, _) = signal::parse_server(&a.server)?;
+            let cfg = SfuBench {
+                http,
+                rooms: a.rooms,
+                publishers: a.publishers,
+                subscribers: a.subscribers,
+                duration: Duration::from_secs(a.duration),
+                video_kbps: a.video_kbps.clamp(10, 20_000),
+                fps: a.fps.clamp(1, 60),
+                server_pid: a.server_pid,
+                ..SfuBench::default()
+            };
+            let report = run_sfu(&cfg)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", format_sfu(&report));
+            }
+            Ok(if report.connected == report.members {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             })
         }
         BenchCommand::Soak(a) => {
