@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs turn.test.mjs and room.test.mjs (headless Chromium via playwright-core)
-# against the server under test, in its own network namespace. room.test.mjs
-# (the served pages, the SDK and signaling) needs icebreaker itself: it is
-# skipped with ICEBREAKER_TEST_SERVER=coturn.
+# Runs turn.test.mjs, room.test.mjs and sfu.test.mjs (headless Chromium via
+# playwright-core) against the server under test, in its own network
+# namespace. room.test.mjs and sfu.test.mjs (the served pages, the SDK,
+# signaling and the SFU) need icebreaker itself: they are skipped with
+# ICEBREAKER_TEST_SERVER=coturn.
 # Usage: tests/browser/run.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
 # the suite against coturn; CHROMIUM_PATH to use another Chromium binary).
 set -euo pipefail
@@ -39,6 +40,16 @@ run_room() {
 }
 if [[ "$IB_SERVER" == "icebreaker" ]]; then
   ib_check "Chromium room pages + SDK: mesh video, TURN, resume, SSE/poll fallback, ICE tester" run_room
+fi
+
+run_sfu() {
+  # The same server: its SFU listens on IB_SFU_PORT (UDP + ICE-TCP).
+  export IB_HTTP_PORT IB_SFU_PORT CHROMIUM_PATH
+  cd "$HERE"
+  HOME="$IB_TMP" ib_run timeout -k 5 180 node sfu.test.mjs
+}
+if [[ "$IB_SERVER" == "icebreaker" ]]; then
+  ib_check "Chromium SFU rooms: 6-way video, data channel, leave/rejoin, simulcast views, TURN, mesh→SFU switch, resume" run_sfu
 fi
 
 ib_finish

@@ -1,8 +1,10 @@
 // @ts-check
 // Room page: camera + microphone, one tile per participant with its connection type (direct /
-// via TURN) and live bitrate. Query options: ?relay=1 forces TURN (iceTransportPolicy 'relay'),
-// ?transports=sse,poll limits the signaling transports, ?name=Ada sets the display name.
-// Test hook: window.icebreaker = { client, call, stats() }.
+// via TURN) and live bitrate, the active speaker highlighted, and the room's topology (mesh or
+// SFU) in the header. Query options: ?relay=1 forces TURN (iceTransportPolicy 'relay'),
+// ?transports=sse,poll limits the signaling transports, ?name=Ada sets the display name,
+// ?topology=auto|mesh|sfu chooses the topology when this join creates the room.
+// Test hook: window.icebreaker = { client, call, localStream, data, stats() }.
 
 import { SignalingClient, Call, SignalingError } from '/sdk/icebreaker.js';
 
@@ -15,6 +17,9 @@ const el = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const params = new URLSearchParams(location.search);
 const room = decodeURIComponent(location.pathname.replace(/^\/r\//, '').replace(/\/$/, ''));
 const relay = params.get('relay') === '1';
+const topologyParam = params.get('topology');
+/** @type {'auto' | 'mesh' | 'sfu' | undefined} */
+const topology = topologyParam === 'auto' || topologyParam === 'mesh' || topologyParam === 'sfu' ? topologyParam : undefined;
 const transports = /** @type {any} */ (params.get('transports')?.split(',').map((t) => t.trim()).filter(Boolean));
 let displayName = params.get('name') ?? '';
 if (!displayName) {
@@ -43,6 +48,13 @@ const tiles = new Map();
 /** @type {MediaStream | null} */
 let localStream = null;
 let joined = false;
+/** @type {import('/sdk/icebreaker.js').Call | null} */
+let call = null;
+/** @type {string | null} the active speaker (a peer id, ours included) */
+let speaker = null;
+/** Data messages received (`call.on('data')`), newest last, for the test hook. */
+/** @type {{ from: string, data: string | { binary: number }, at: number }[]} */
+const received = [];
 
 /** @param {string} text */
 function notice(text) {
@@ -105,6 +117,9 @@ function addTile(id, name) {
   /** @type {Tile} */
   const tile = { root, video, state, path, rate, media, frames: 0, stats: null, conn: 'new' };
   tiles.set(id, tile);
+  if (speaker === id) root.classList.add('speaking');
+  // The SFU sends the simulcast layer that fits the tile (nothing while it is off screen).
+  call?.observe(id, video);
   updateAlone();
   if ('requestVideoFrameCallback' in video) {
     const onFrame = () => {
@@ -122,9 +137,25 @@ function removeTile(id) {
   const t = tiles.get(id);
   if (!t) return;
   tiles.delete(id);
+  call?.unobserve(id);
   t.video.srcObject = null;
   t.root.remove();
   updateAlone();
+}
+
+/** @param {string | null} peer */
+function showSpeaker(peer) {
+  speaker = peer;
+  for (const [id, t] of tiles) t.root.classList.toggle('speaking', id === peer);
+  el('tile-local').classList.toggle('speaking', peer !== null && peer === call?.client.peerId);
+}
+
+/** @param {'mesh' | 'sfu'} t */
+function showTopology(t) {
+  const pill = el('topology');
+  pill.hidden = false;
+  pill.textContent = t === 'sfu' ? 'SFU' : 'mesh';
+  pill.title = t === 'sfu' ? 'Media goes through the server (SFU)' : 'Media goes directly between participants (mesh)';
 }
 
 /** Says so when nobody else is in the room yet. */
@@ -239,7 +270,13 @@ async function main() {
     const m = mediaState();
     if (!m.audio || !m.video) client.send(peer.id, { media: m });
   });
-  const call = new Call(client, { localStream, iceTransportPolicy: relay ? 'relay' : 'all' });
+  call = new Call(client, { localStream, iceTransportPolicy: relay ? 'relay' : 'all' });
+  call.on('topology', ({ topology: t }) => showTopology(t));
+  call.on('speaker', ({ peer }) => showSpeaker(peer));
+  call.on('data', ({ peer, data }) => {
+    received.push({ from: peer, data: typeof data === 'string' ? data : { binary: data.byteLength }, at: Date.now() });
+    if (received.length > 200) received.shift();
+  });
 
   client.on('state', ({ state, transport }) => {
     const text = {
@@ -257,6 +294,7 @@ async function main() {
     }
   });
 
+  const theCall = call;
   call.on('peer-added', ({ peer, info }) => addTile(peer, info.name));
   call.on('peer-removed', ({ peer }) => removeTile(peer));
   call.on('stream', ({ peer, stream }) => {
@@ -302,7 +340,7 @@ async function main() {
   const leave = () => {
     if (left) return;
     left = true;
-    call.close();
+    theCall.close();
     client.leave();
     for (const t of localStream?.getTracks() ?? []) t.stop();
     for (const id of [...tiles.keys()]) removeTile(id);
@@ -324,6 +362,8 @@ async function main() {
     client,
     call,
     localStream,
+    /** Data messages received, newest last: `{from, data, at}` (binary as `{binary: bytes}`). */
+    data: received,
     /** Snapshot for tests and debugging. */
     stats() {
       return {
@@ -332,11 +372,19 @@ async function main() {
         state: client.state,
         transport: client.transport,
         relay,
+        topology: theCall.topology,
+        speaker,
+        dataReceived: received.length,
         peers: [...tiles.entries()].map(([id, t]) => ({
           id,
           name: client.peers.get(id)?.name ?? null,
-          connectionState: call.links.get(id)?.pc.connectionState ?? null,
-          iceState: call.links.get(id)?.pc.iceConnectionState ?? null,
+          connectionState: theCall.peerConnection(id)?.connectionState ?? null,
+          iceState: theCall.peerConnection(id)?.iceConnectionState ?? null,
+          speaking: speaker === id,
+          videoWidth: t.video.videoWidth,
+          videoHeight: t.video.videoHeight,
+          frameWidth: t.stats?.frameWidth ?? null,
+          statsTopology: t.stats?.topology ?? null,
           path: t.stats?.path ?? null,
           local: t.stats?.local ?? null,
           remote: t.stats?.remote ?? null,
@@ -350,7 +398,11 @@ async function main() {
   };
 
   try {
-    await client.join(room, displayName ? { name: displayName } : {});
+    /** @type {import('/sdk/icebreaker.js').JoinOptions} */
+    const opts = {};
+    if (displayName) opts.name = displayName;
+    if (topology) opts.topology = topology;
+    await client.join(room, opts);
     joined = true;
     updateAlone();
   } catch (err) {

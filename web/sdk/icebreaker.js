@@ -1,16 +1,22 @@
 // @ts-check
 /**
  * Icebreaker browser SDK: a signaling client for `icebreaker serve` (docs/PROTOCOL.md) and a
- * mesh call helper on top of it. One ES module, no dependencies, no build step.
+ * call helper on top of it that works the same in mesh rooms and in SFU rooms. One ES module,
+ * no dependencies, no build step.
  *
  * ```js
  * import { SignalingClient, Call } from '/sdk/icebreaker.js';
  * const client = new SignalingClient();                 // same origin by default
  * const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
  * const call = new Call(client, { localStream: stream }); // subscribes before the join
- * call.on('stream', ({ peer, stream }) => { ... });       // attach to a <video>
+ * call.on('stream', ({ peer, stream }) => {               // one stream per remote peer
+ *   video.srcObject = stream;
+ *   call.observe(peer, video);                            // SFU: send the layer that fits
+ * });
  * call.on('stats', (s) => { ... });                       // s.path: 'direct' | 'turn'
- * await client.join('demo', { name: 'Ada' });
+ * call.on('speaker', ({ peer }) => { ... });              // the active speaker
+ * call.on('data', ({ peer, data }) => { ... });           // call.sendData('hi') from peer
+ * await client.join('demo', { name: 'Ada', topology: 'auto' }); // 'auto' | 'mesh' | 'sfu'
  * ```
  *
  * Signaling client
@@ -25,8 +31,16 @@
  *   jitter. When the server no longer knows the session (`resume_failed`), it joins again: the
  *   application sees a new `joined` (with a new peer id).
  * - Messages sent while disconnected are queued and sent after the resume.
+ * - `join(room, {topology})` chooses the topology of a room the join creates; `joined`/`resumed`
+ *   carry `topology` (`'mesh'` | `'sfu'`, also `client.topology`), the `topology` event says the
+ *   room switched to the SFU. `sendSfu(data)` / the `sfu` event carry the SFU's messages (the
+ *   Call does that itself).
  *
- * Call (mesh)
+ * Call: hides the topology. The same events either way: `peer-added`/`peer-removed` (members),
+ * `stream`/`track` (one MediaStream per remote peer with its audio and video), `connection-state`,
+ * `path`, `stats`, `speaker`, `data`, `topology`, `error`.
+ *
+ * Call in a mesh room
  * - One RTCPeerConnection per remote peer, "perfect negotiation": the peer whose id sorts first
  *   (string comparison of the 8-hex-digit ids, i.e. the smaller id) is the **polite** one and
  *   yields on an offer collision; the other is impolite and ignores the colliding offer.
@@ -38,10 +52,41 @@
  *   when it does not connect within `connectTimeout` ms, on a network change (`online`,
  *   `navigator.connection` `change`) and after a signaling resume for links that are not
  *   connected.
+ * - `sendData` goes over a data channel `icebreaker` on each connection (negotiated, id 0,
+ *   created with the local tracks so it is part of the first offer).
+ * - Active speaker (`speaker`): computed from the inbound audio levels (and our microphone's)
+ *   of each stats interval: the loudest voice, switching only when another one has been the
+ *   loudest for 1 s.
+ *
+ * Call in an SFU room (from `joined`/`resumed`, or when the `topology` event arrives: the mesh
+ * connections are closed and the call moves to the SFU; `stream` comes again per peer)
+ * - One RTCPeerConnection to the server's SFU (PROTOCOL.md "The SFU"); the same `iceServers`
+ *   and `iceTransportPolicy`. It publishes the local stream: audio as is, video as simulcast
+ *   ({@link SIMULCAST}: `q` ¼, `h` ½, `f` full resolution, lowest first), trimmed to the top
+ *   layers the capture size can carry in Chromium (2 below 960×540, 1 below 480×270), and a
+ *   data channel `icebreaker`. The client is impolite: it ignores an SFU `offer` while its own
+ *   is outstanding (the SFU offers again after answering). No candidates are sent (the SFU is
+ *   ICE-lite); ICE restart = a new offer with new credentials, on the same triggers as a mesh
+ *   link. An offer the SFU refuses (`error`) is tried again with backoff, one without an answer
+ *   within `answerTimeout` at once: the first offer as it was, a later one rolled back and
+ *   made anew.
+ * - Received tracks are given to their publisher by the `tracks` list of the SFU's `answer`/
+ *   `offer` (`transceiver.mid` → peer), whichever comes first; a peer that leaves loses its
+ *   tracks (its stream ends: `peer-removed`).
+ * - `observe(peer, videoElement)`: the element's size in device pixels (0 × 0 when off screen or
+ *   the page is hidden) is sent as `view` for that peer's video, debounced (200 ms), only when
+ *   it changed and once the mid is known, so that the SFU sends the layer that fits.
+ * - `sendData`: over the SFU's channel; text arrives as `{from, data}`, binary with the
+ *   8-byte sender id in front: both become `data` events `{peer, data}`.
+ * - `speaker` comes from the SFU. `connection-state` and `path` describe the connection to the
+ *   SFU and are announced for every peer; `stats` per peer have that connection's path, rtt and
+ *   bitrate out, and the peer's own bitrate in, frames decoded, frame size and audio level
+ *   (its inbound RTP streams, by `mid`, or by track id where `mid` is missing).
+ *
  * - `iceServers` come from `joined`/`resumed`; `iceTransportPolicy: 'relay'` forces TURN.
  * - Every `statsInterval` ms, a `stats` event per peer: the selected candidate pair (`path` is
  *   `'turn'` when the local or the remote candidate is a relay candidate, else `'direct'`),
- *   bitrates in and out (bits/s), video frames decoded, round-trip time.
+ *   bitrates in and out (bits/s), video frames decoded and size, audio level, round-trip time.
  *
  * @module icebreaker
  */
@@ -49,6 +94,7 @@
 /** @typedef {'websocket' | 'sse' | 'poll'} TransportName */
 /** @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} ClientState */
 /** @typedef {{ id: string, name?: string, meta?: Record<string, unknown> }} PeerInfo */
+/** @typedef {'mesh' | 'sfu'} Topology */
 
 /**
  * A server → client message (see PROTOCOL.md).
@@ -61,6 +107,9 @@
  * @property {Record<string, unknown>} [meta] free-form metadata shown to the others (≤ 1 KiB)
  * @property {string} [token] room token (JWT), when the server requires one
  * @property {number} [capacity] room capacity, when this join creates the room
+ * @property {Topology | 'auto'} [topology] the room's topology, when this join creates the room:
+ *   `'auto'` (the server's default: a mesh that becomes an SFU room past `--sfu-mesh-max`
+ *   members), `'mesh'` or `'sfu'`
  */
 
 /**
@@ -72,6 +121,7 @@
  * @property {PeerInfo[]} peers the others
  * @property {RTCIceServer[]} iceServers
  * @property {number} grace seconds the server keeps a disconnected session
+ * @property {Topology} topology `'sfu'`: media goes through the server's SFU (see {@link Call})
  */
 
 /**
@@ -90,7 +140,7 @@ export const VERSION = '0.1.0';
 const MAX_QUEUE = 1000;
 
 /** Server message types that carry application-visible events. */
-const EVENT_TYPES = ['joined', 'peer-joined', 'peer-left', 'signal', 'broadcast', 'resumed', 'pong', 'error'];
+const EVENT_TYPES = ['joined', 'peer-joined', 'peer-left', 'signal', 'broadcast', 'resumed', 'topology', 'sfu', 'pong', 'error'];
 
 /** Error codes after which retrying the same request cannot help. */
 const FATAL_CODES = new Set(['invalid_room', 'room_full', 'server_full', 'unauthorized', 'forbidden', 'bad_message', 'too_large']);
@@ -188,6 +238,8 @@ export function backoffDelay(attempt, initial, max) {
  * @property {{ peer: string, reason: string }} peer-left
  * @property {{ from: string, data: any, seq: number }} signal
  * @property {{ from: string, data: any, seq: number }} broadcast
+ * @property {{ topology: Topology, seq: number }} topology the room switched topology (to `'sfu'`)
+ * @property {{ data: any, seq: number }} sfu a message from the SFU (SFU rooms; see {@link Call})
  * @property {{ state: ClientState, transport: TransportName | null }} state
  * @property {SignalingError} error
  */
@@ -235,6 +287,8 @@ export class SignalingClient extends Emitter {
     this.iceServers = [];
     /** @type {JoinedInfo | null} */
     this.info = null;
+    /** @type {Topology | null} the room's topology (null before the join) */
+    this.topology = null;
 
     /** @type {Set<string>} our own peer ids of earlier sessions (after a failed resume) */
     this._formerIds = new Set();
@@ -298,6 +352,7 @@ export class SignalingClient extends Emitter {
     if (opts.meta !== undefined) msg.meta = opts.meta;
     if (opts.token !== undefined) msg.token = opts.token;
     if (opts.capacity !== undefined) msg.capacity = opts.capacity;
+    if (opts.topology !== undefined) msg.topology = opts.topology;
     this._joinMsg = msg;
     this._session = null;
     this._lastSeq = 0;
@@ -326,6 +381,15 @@ export class SignalingClient extends Emitter {
    */
   broadcast(data) {
     this._sendMsg({ type: 'broadcast', data });
+  }
+
+  /**
+   * Send `data` (an object with a `kind`, PROTOCOL.md "The SFU") to the SFU of an SFU room.
+   * {@link Call} does this itself; this is for applications that drive the SFU on their own.
+   * @param {Record<string, unknown>} data
+   */
+  sendSfu(data) {
+    this._sendMsg({ type: 'sfu', data });
   }
 
   /** Leave the room now (the others see `peer-left` `left`) and close the client. */
@@ -968,6 +1032,16 @@ export class SignalingClient extends Emitter {
       case 'broadcast':
         this._emit('broadcast', { from: msg.from, data: msg.data, seq: msg.seq ?? 0 });
         break;
+      case 'topology':
+        if (msg.topology === 'sfu' || msg.topology === 'mesh') {
+          this.topology = msg.topology;
+          if (this.info) this.info.topology = msg.topology;
+          this._emit('topology', { topology: msg.topology, seq: msg.seq ?? 0 });
+        }
+        break;
+      case 'sfu':
+        this._emit('sfu', { data: msg.data, seq: msg.seq ?? 0 });
+        break;
       case 'error':
         this._emit('error', new SignalingError(msg.code ?? 'internal', msg.message ?? '', msg.ref));
         break;
@@ -988,6 +1062,7 @@ export class SignalingClient extends Emitter {
       if (p && typeof p.id === 'string' && !this._formerIds.has(p.id)) this.peers.set(p.id, p);
     }
     if (Array.isArray(msg.iceServers)) this.iceServers = msg.iceServers;
+    this.topology = msg.topology === 'sfu' ? 'sfu' : 'mesh';
     return {
       peer: msg.peer,
       room: msg.room,
@@ -996,6 +1071,7 @@ export class SignalingClient extends Emitter {
       initiator: false,
       capacity: 0,
       grace: 0,
+      topology: this.topology,
     };
   }
 
@@ -1046,14 +1122,39 @@ function toSignalingError(err) {
 
 /**
  * @typedef {object} CallOptions
- * @property {MediaStream | null} [localStream] tracks to send to every peer
+ * @property {MediaStream | null} [localStream] tracks to send to every peer (mesh) or to publish to the SFU
  * @property {RTCIceTransportPolicy} [iceTransportPolicy] `'relay'` forces TURN
  * @property {RTCIceServer[]} [iceServers] override the servers from `joined`
- * @property {number} [statsInterval] ms between `stats` events (default 1000; 0 disables)
+ * @property {number} [statsInterval] ms between `stats` events (default 1000; 0 disables, and with it the mesh's active speaker)
  * @property {number} [disconnectTimeout] ms in `disconnected` before an ICE restart (default 3000)
  * @property {number} [connectTimeout] ms to reach `connected` before an ICE restart (default 15000)
  * @property {number} [offerTimeout] ms a member waits for a newcomer's offer before offering itself (default 3000)
+ * @property {number} [answerTimeout] ms the SFU connection waits for the SFU's `answer` before offering again (default 10000)
+ * @property {RTCRtpEncodingParameters[] | null} [simulcast] the video encodings published to the SFU,
+ *   lowest first (default {@link SIMULCAST}; `null` or `[]`: one encoding)
  */
+
+/**
+ * The simulcast layers a Call publishes to the SFU by default: a quarter, half and full
+ * resolution, lowest first (`rid` `q`, `h`, `f`).
+ * @type {ReadonlyArray<Readonly<RTCRtpEncodingParameters>>}
+ */
+export const SIMULCAST = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', maxBitrate: 1_500_000 }),
+]);
+
+/** Label of the data channel of `sendData` (mesh: one per peer, negotiated id 0; SFU: to the SFU). */
+const DATA_LABEL = 'icebreaker';
+/** Data messages kept per channel while it is not open yet. */
+const MAX_DATA_QUEUE = 256;
+/** ms between the last size/visibility change of an observed element and the `view` sent for it. */
+const VIEW_DEBOUNCE = 200;
+/** Mesh active speaker: the RMS level (0..1) a voice must exceed to count. */
+const SPEAKER_THRESHOLD = 0.01;
+/** Mesh active speaker: ms another voice must have been the loudest before it takes over. */
+const SPEAKER_HOLD = 1000;
 
 /**
  * @typedef {object} CandidateInfo
@@ -1065,31 +1166,58 @@ function toSignalingError(err) {
  */
 
 /**
+ * Stats of one remote peer. In an SFU room the connection (`path`, `local`, `remote`, `rtt`,
+ * `bitrateOut`) is the one to the SFU, shared by every peer; `bitrateIn`, `framesDecoded`,
+ * `frameWidth`/`frameHeight` and `audioLevel` are this peer's own (the inbound RTP streams
+ * whose `mid` the SFU's `tracks` give to this peer).
  * @typedef {object} PeerStats
  * @property {string} peer
+ * @property {Topology} topology
  * @property {'direct' | 'turn' | null} path null until a candidate pair is selected
  * @property {CandidateInfo | null} local
  * @property {CandidateInfo | null} remote
- * @property {number} bitrateIn bits/s received (all media and data, from the selected pair)
- * @property {number} bitrateOut bits/s sent
- * @property {number} framesDecoded video frames decoded so far (all inbound video)
+ * @property {number} bitrateIn bits/s received from this peer (mesh: all media and data of the
+ *   selected pair; SFU: this peer's audio and video RTP)
+ * @property {number} bitrateOut bits/s sent (mesh: to this peer; SFU: to the SFU, all of it)
+ * @property {number} framesDecoded video frames of this peer decoded so far
+ * @property {number | null} frameWidth width of this peer's video as last decoded (null: none yet)
+ * @property {number | null} frameHeight
+ * @property {number | null} audioLevel RMS level (0..1) of this peer's audio over the last interval
  * @property {number | null} rtt seconds (current round-trip time of the pair)
  */
 
 /**
  * @typedef {object} CallEvents
  * @property {{ peer: string, info: PeerInfo }} peer-added
- * @property {{ peer: string, reason: string }} peer-removed
+ * @property {{ peer: string, reason: string }} peer-removed the peer left; its stream ends
  * @property {{ peer: string, track: MediaStreamTrack, stream: MediaStream }} track
- * @property {{ peer: string, stream: MediaStream }} stream a peer's remote stream (once per peer connection)
+ * @property {{ peer: string, stream: MediaStream }} stream a peer's remote stream (once per
+ *   peer and connection: again after a switch to the SFU)
  * @property {{ peer: string, state: RTCPeerConnectionState, ice: RTCIceConnectionState }} connection-state
+ *   (SFU: the state of the connection to the SFU, announced for every peer)
  * @property {{ peer: string, path: 'direct' | 'turn', local: CandidateInfo | null, remote: CandidateInfo | null }} path selected path changed
  * @property {PeerStats} stats
- * @property {{ peer: string, error: Error }} error
+ * @property {{ topology: Topology }} topology the call's topology (first known, or switched to `'sfu'`)
+ * @property {{ peer: string | null }} speaker the active speaker changed (may be your own id)
+ * @property {{ peer: string, data: string | ArrayBuffer }} data a message of `sendData` from `peer`
+ * @property {{ peer: string | null, error: Error }} error (`peer` null: about the SFU connection)
  */
 
 /**
- * Mesh call: one RTCPeerConnection per remote peer (see the module documentation).
+ * An element whose size the Call reports to the SFU (`observe`).
+ * @typedef {object} ViewWatch
+ * @property {string} peer
+ * @property {Element} element
+ * @property {number} width CSS pixels (content box)
+ * @property {number} height
+ * @property {boolean} visible intersects the viewport
+ * @property {ResizeObserver | null} ro
+ * @property {IntersectionObserver | null} io
+ * @property {ReturnType<typeof setTimeout> | null} timer
+ */
+
+/**
+ * A call: mesh or SFU, whichever the room is (see the module documentation).
  * @extends {Emitter<CallEvents>}
  */
 export class Call extends Emitter {
@@ -1108,17 +1236,35 @@ export class Call extends Emitter {
     this.disconnectTimeout = options.disconnectTimeout ?? 3000;
     this.connectTimeout = options.connectTimeout ?? 15000;
     this.offerTimeout = options.offerTimeout ?? 3000;
-    /** @type {Map<string, PeerLink>} */
+    this.answerTimeout = options.answerTimeout ?? 10000;
+    /** @type {RTCRtpEncodingParameters[]} */
+    this.simulcast = (options.simulcast === undefined ? SIMULCAST : options.simulcast ?? []).map((e) => ({ ...e }));
+    /** @type {Topology | null} null until joined */
+    this.topology = null;
+    /** @type {Map<string, PeerInfo>} the other members of the room (as `peer-added` announced them) */
+    this.members = new Map();
+    /** @type {Map<string, PeerLink>} mesh: one connection per member */
     this.links = new Map();
+    /** @type {SfuLink | null} SFU room: the connection to the SFU */
+    this.sfu = null;
+    /** @type {string | null} the active speaker */
+    this.speaker = null;
+    /** @type {Map<string, ViewWatch>} */
+    this.views = new Map();
     this.closed = false;
+    /** @type {string | null} mesh active speaker: the voice that is taking over */
+    this._speakerNext = null;
+    this._speakerSince = 0;
 
     /** @type {(() => void)[]} */
     this._unsubs = [
       client.on('joined', (info) => this._onJoined(info)),
       client.on('resumed', (info) => this._onResumed(info)),
+      client.on('topology', ({ topology }) => this._onTopology(topology)),
       client.on('peer-joined', ({ peer }) => this._onPeerJoined(peer)),
       client.on('peer-left', ({ peer, reason }) => this._removePeer(peer, reason)),
       client.on('signal', ({ from, data }) => this._onSignal(from, data)),
+      client.on('sfu', ({ data }) => this.sfu?.onMessage(data)),
     ];
     this._onNetworkChange = () => this.restartIce();
     if (typeof window !== 'undefined') window.addEventListener('online', this._onNetworkChange);
@@ -1126,6 +1272,10 @@ export class Call extends Emitter {
     const conn = typeof navigator !== 'undefined' ? /** @type {any} */ (navigator).connection : null;
     this._connection = conn && typeof conn.addEventListener === 'function' ? conn : null;
     this._connection?.addEventListener('change', this._onNetworkChange);
+    this._onVisibility = () => {
+      for (const w of this.views.values()) this._scheduleView(w);
+    };
+    if (typeof document !== 'undefined') document.addEventListener('visibilitychange', this._onVisibility);
     /** @type {ReturnType<typeof setInterval> | null} */
     this._statsTimer = this.statsInterval > 0 ? setInterval(() => this._pollStats(), this.statsInterval) : null;
 
@@ -1139,6 +1289,16 @@ export class Call extends Emitter {
   }
 
   /**
+   * The RTCPeerConnection that carries `peer`'s media: its own (mesh) or the one to the SFU.
+   * @param {string} peer
+   * @returns {RTCPeerConnection | null}
+   */
+  peerConnection(peer) {
+    if (this.sfu) return this.members.has(peer) ? this.sfu.pc : null;
+    return this.links.get(peer)?.pc ?? null;
+  }
+
+  /**
    * Replace the local stream (e.g. after getUserMedia succeeded late): tracks are replaced in
    * place where a sender of the same kind exists, added otherwise.
    * @param {MediaStream | null} stream
@@ -1146,11 +1306,75 @@ export class Call extends Emitter {
   setLocalStream(stream) {
     this.localStream = stream;
     for (const link of this.links.values()) link.attachLocal();
+    this.sfu?.attachLocal();
   }
 
   /** Restart ICE on every connection (e.g. after a network change). */
   restartIce() {
     for (const link of this.links.values()) link.restartIce('requested');
+    this.sfu?.restartIce('requested');
+  }
+
+  /**
+   * Send a message to every other member over the data channel `icebreaker`: in a mesh room on
+   * the channel to each peer, in an SFU room to the SFU, which relays it. The others get a
+   * `data` event `{peer, data}` (text as a string, binary as an ArrayBuffer). Messages sent
+   * before a channel is open wait for it (at most 256 per channel; older ones are dropped).
+   * @param {string | ArrayBuffer | ArrayBufferView} data
+   */
+  sendData(data) {
+    if (this.closed) throw new SignalingError('closed', 'the call is closed');
+    if (this.sfu) this.sfu.data.send(data);
+    else for (const link of this.links.values()) link.data.send(data);
+  }
+
+  /**
+   * Tell the SFU at what size `peer`'s video is shown in `element` (usually its `<video>`), so
+   * that it sends the simulcast layer that fits: the SDK watches the element (ResizeObserver,
+   * IntersectionObserver, page visibility) and sends `{kind: 'view', mid, width, height}`
+   * (device pixels; 0 × 0 while the element is off screen, not rendered or the page hidden,
+   * which pauses that video) at most every 200 ms and only when it changed. In a mesh room
+   * nothing is sent (the watch stays, and takes effect if the room switches to the SFU).
+   * @param {string} peer
+   * @param {Element} element
+   */
+  observe(peer, element) {
+    this.unobserve(peer);
+    if (this.closed) return;
+    const rect = element.getBoundingClientRect();
+    /** @type {ViewWatch} */
+    const w = { peer, element, width: rect.width, height: rect.height, visible: true, ro: null, io: null, timer: null };
+    if (typeof ResizeObserver !== 'undefined') {
+      w.ro = new ResizeObserver((entries) => {
+        const box = entries[entries.length - 1].contentRect;
+        w.width = box.width;
+        w.height = box.height;
+        this._scheduleView(w);
+      });
+      w.ro.observe(element);
+    }
+    if (typeof IntersectionObserver !== 'undefined') {
+      w.io = new IntersectionObserver((entries) => {
+        w.visible = entries[entries.length - 1].isIntersecting;
+        this._scheduleView(w);
+      });
+      w.io.observe(element);
+    }
+    this.views.set(peer, w);
+    this._scheduleView(w);
+  }
+
+  /**
+   * Stop watching `peer`'s element (the SFU keeps the last size it was told).
+   * @param {string} peer
+   */
+  unobserve(peer) {
+    const w = this.views.get(peer);
+    if (!w) return;
+    this.views.delete(peer);
+    w.ro?.disconnect();
+    w.io?.disconnect();
+    if (w.timer) clearTimeout(w.timer);
   }
 
   /** Close every connection and stop listening to the client (does not leave the room). */
@@ -1159,23 +1383,35 @@ export class Call extends Emitter {
     this.closed = true;
     for (const u of this._unsubs) u();
     if (typeof window !== 'undefined') window.removeEventListener('online', this._onNetworkChange);
+    if (typeof document !== 'undefined') document.removeEventListener('visibilitychange', this._onVisibility);
     this._connection?.removeEventListener('change', this._onNetworkChange);
     if (this._statsTimer) clearInterval(this._statsTimer);
-    for (const id of [...this.links.keys()]) this._removePeer(id, 'closed');
+    for (const peer of [...this.views.keys()]) this.unobserve(peer);
+    for (const id of [...this.members.keys()]) this._removePeer(id, 'closed');
+    this._closeSfu();
   }
 
   /** @param {JoinedInfo} info */
   _onJoined(info) {
     // A (re)join: any old connection belongs to a previous peer id.
-    for (const id of [...this.links.keys()]) this._removePeer(id, 'rejoined');
+    for (const id of [...this.members.keys()]) this._removePeer(id, 'rejoined');
+    this._closeSfu();
+    this._setTopology(info.topology === 'sfu' ? 'sfu' : 'mesh');
     for (const p of info.peers) this._addPeer(p, true);
+    if (this.topology === 'sfu') this._startSfu();
   }
 
   /** @param {JoinedInfo} info */
   _onResumed(info) {
+    // `topology` is replayed before `resumed`; this only covers a server that skipped it.
+    if (info.topology === 'sfu' && this.topology !== 'sfu') this._onTopology('sfu');
     const present = new Set(info.peers.map((p) => p.id));
-    for (const id of [...this.links.keys()]) if (!present.has(id)) this._removePeer(id, 'left');
-    for (const p of info.peers) if (!this.links.has(p.id)) this._addPeer(p, true);
+    for (const id of [...this.members.keys()]) if (!present.has(id)) this._removePeer(id, 'left');
+    for (const p of info.peers) if (!this.members.has(p.id)) this._addPeer(p, true);
+    if (this.sfu) {
+      this.sfu.onResumed();
+      return;
+    }
     // Signals may have been lost while the connection was down (client → server side).
     for (const link of this.links.values()) {
       const ice = link.pc.iceConnectionState;
@@ -1183,22 +1419,59 @@ export class Call extends Emitter {
     }
   }
 
+  /** @param {Topology} topology */
+  _onTopology(topology) {
+    if (this.closed || topology !== 'sfu' || this.topology === 'sfu') return;
+    // The room became an SFU room: the mesh connections go, one connection to the SFU comes.
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
+    this._setTopology('sfu');
+    this._startSfu();
+  }
+
+  /** @param {Topology} topology */
+  _setTopology(topology) {
+    if (this.topology === topology) return;
+    this.topology = topology;
+    this._emit('topology', { topology });
+  }
+
+  _startSfu() {
+    if (this.closed || this.sfu || !this.client.peerId) return;
+    this.sfu = new SfuLink(this);
+  }
+
+  _closeSfu() {
+    const sfu = this.sfu;
+    this.sfu = null;
+    sfu?.close();
+  }
+
   /** @param {PeerInfo} peer */
   _onPeerJoined(peer) {
-    if (this.links.has(peer.id)) return;
-    // The newcomer offers; wait for it (no glare), offer ourselves if it stays silent.
+    if (this.members.has(peer.id)) return;
+    // Mesh: the newcomer offers; wait for it (no glare), offer ourselves if it stays silent.
     this._addPeer(peer, false);
   }
 
   /**
+   * A member (peer-added once); in a mesh room also its connection.
    * @param {PeerInfo} info
    * @param {boolean} offer
    */
   _addPeer(info, offer) {
     if (this.closed || !this.client.peerId || info.id === this.client.peerId) return undefined;
-    const link = new PeerLink(this, info, offer);
-    this.links.set(info.id, link);
-    this._emit('peer-added', { peer: info.id, info });
+    if (!this.members.has(info.id)) {
+      this.members.set(info.id, info);
+      this._emit('peer-added', { peer: info.id, info });
+      this.sfu?.onMember(info.id);
+    }
+    if (this.topology === 'sfu' || this.closed) return undefined;
+    let link = this.links.get(info.id);
+    if (!link) {
+      link = new PeerLink(this, info, offer);
+      this.links.set(info.id, link);
+    }
     return link;
   }
 
@@ -1208,10 +1481,14 @@ export class Call extends Emitter {
    */
   _removePeer(id, reason) {
     const link = this.links.get(id);
-    if (!link) return;
-    this.links.delete(id);
-    link.close();
+    if (link) {
+      this.links.delete(id);
+      link.close();
+    }
+    this.sfu?.removePeer(id);
+    if (!this.members.delete(id)) return;
     this._emit('peer-removed', { peer: id, reason });
+    if (this.speaker === id) this._setSpeaker(null);
   }
 
   /**
@@ -1219,7 +1496,7 @@ export class Call extends Emitter {
    * @param {any} data
    */
   _onSignal(from, data) {
-    if (this.closed || !data || typeof data !== 'object') return;
+    if (this.closed || this.topology === 'sfu' || !data || typeof data !== 'object') return;
     if (!('sdp' in data) && !('candidate' in data)) return; // not ours
     let link = this.links.get(from);
     if (!link) {
@@ -1230,19 +1507,218 @@ export class Call extends Emitter {
     link.onSignal(data);
   }
 
+  /** @param {string | null} peer */
+  _setSpeaker(peer) {
+    this._speakerNext = null;
+    if (peer === this.speaker) return;
+    this.speaker = peer;
+    this._emit('speaker', { peer });
+  }
+
+  /**
+   * Mesh active speaker, from the audio levels of the last stats interval: the loudest voice,
+   * changing only when another one has been the loudest for SPEAKER_HOLD ms.
+   * @param {Map<string, number>} levels
+   */
+  _meshSpeaker(levels) {
+    /** @type {string | null} */
+    let best = null;
+    let loudest = SPEAKER_THRESHOLD;
+    for (const [peer, level] of levels) {
+      if (level > loudest) {
+        best = peer;
+        loudest = level;
+      }
+    }
+    if (best === null || best === this.speaker) {
+      this._speakerNext = null;
+      return;
+    }
+    const now = Date.now();
+    if (this._speakerNext !== best) {
+      this._speakerNext = best;
+      this._speakerSince = now;
+    }
+    if (this.speaker === null || now - this._speakerSince >= SPEAKER_HOLD) this._setSpeaker(best);
+  }
+
+  /** @param {ViewWatch} w */
+  _scheduleView(w) {
+    if (w.timer) clearTimeout(w.timer);
+    w.timer = setTimeout(() => {
+      w.timer = null;
+      this._sendView(w);
+    }, VIEW_DEBOUNCE);
+  }
+
+  /** @param {ViewWatch} w */
+  _sendView(w) {
+    if (this.views.get(w.peer) !== w || !this.sfu) return;
+    const hidden = typeof document !== 'undefined' && document.visibilityState === 'hidden';
+    const shown = w.visible && !hidden && w.element.isConnected && w.width > 0 && w.height > 0;
+    const dpr = (typeof window !== 'undefined' && window.devicePixelRatio) || 1;
+    this.sfu.setView(w.peer, shown ? Math.round(w.width * dpr) : 0, shown ? Math.round(w.height * dpr) : 0);
+  }
+
+  /**
+   * Send the views of `peer` (or of everyone) now, e.g. once its mid is known.
+   * @param {string} [peer]
+   */
+  _flushViews(peer) {
+    for (const w of this.views.values()) if (peer === undefined || w.peer === peer) this._sendView(w);
+  }
+
   async _pollStats() {
+    if (this.sfu) {
+      try {
+        for (const s of await this.sfu.stats()) this._emit('stats', s);
+      } catch {
+        /* the connection closed meanwhile */
+      }
+      return;
+    }
+    /** @type {Map<string, number>} */
+    const levels = new Map();
+    /** @type {number | null} */
+    let own = null;
     for (const link of [...this.links.values()]) {
       try {
         const s = await link.stats();
-        if (s) this._emit('stats', s);
+        if (!s) continue;
+        this._emit('stats', s);
+        if (s.audioLevel !== null) levels.set(s.peer, s.audioLevel);
+        if (own === null) own = link.localAudioLevel;
       } catch {
         /* the connection closed meanwhile */
       }
     }
+    const speaking = this.localStream?.getAudioTracks().some((t) => t.enabled && t.readyState === 'live');
+    if (own !== null && speaking && this.client.peerId) levels.set(this.client.peerId, own);
+    if (!this.closed && this.topology === 'mesh') this._meshSpeaker(levels);
   }
 }
 
-/** One RTCPeerConnection to one remote peer, with perfect negotiation. */
+/** A data channel, with a bounded queue for what is sent before it opens. */
+class DataPipe {
+  /** @param {(data: string | ArrayBuffer) => void} onMessage */
+  constructor(onMessage) {
+    /** @type {RTCDataChannel | null} */
+    this.dc = null;
+    /** @type {(string | ArrayBuffer | ArrayBufferView)[]} */
+    this.queue = [];
+    this.onMessage = onMessage;
+  }
+
+  /** @param {RTCDataChannel} dc */
+  attach(dc) {
+    this.dc = dc;
+    dc.binaryType = 'arraybuffer';
+    dc.onopen = () => this.flush();
+    dc.onmessage = (ev) => {
+      if (typeof ev.data === 'string' || ev.data instanceof ArrayBuffer) this.onMessage(ev.data);
+    };
+  }
+
+  /** @param {string | ArrayBuffer | ArrayBufferView} data */
+  send(data) {
+    if (this.dc && this.dc.readyState === 'open') {
+      this.dc.send(/** @type {any} */ (data));
+      return;
+    }
+    this.queue.push(data);
+    if (this.queue.length > MAX_DATA_QUEUE) this.queue.shift();
+  }
+
+  flush() {
+    const dc = this.dc;
+    if (!dc) return;
+    const q = this.queue;
+    this.queue = [];
+    for (const d of q) dc.send(/** @type {any} */ (d));
+  }
+
+  close() {
+    if (this.dc) this.dc.onopen = this.dc.onmessage = null;
+    this.queue = [];
+  }
+}
+
+/**
+ * The encodings to publish for a video capture of the given size. Chromium encodes at most 3
+ * simulcast layers from 960×540 up, 2 from 480×270 up (by pixel count) and 1 below, and simply
+ * never sends the encodings past that count — the top ones. So that the full resolution is
+ * always sent (and every advertised layer really flows), this keeps the top layers of `list`
+ * that the size can carry: for a 640×480 camera `h` and `f` of {@link SIMULCAST}. One layer:
+ * a single encoding without `rid` (no simulcast).
+ * @param {RTCRtpEncodingParameters[]} list lowest first
+ * @param {MediaTrackSettings} settings
+ * @returns {RTCRtpEncodingParameters[]}
+ */
+function simulcastLayers(list, settings) {
+  if (list.length === 0) return [];
+  const px = (settings.width ?? 0) * (settings.height ?? 0);
+  const fit = !px ? list.length : px >= 960 * 540 ? 3 : px >= 480 * 270 ? 2 : 1;
+  const layers = list.slice(Math.max(0, list.length - fit)).map((e) => ({ ...e }));
+  if (layers.length > 1) return layers;
+  const { rid: _rid, scaleResolutionDownBy: _scale, ...single } = layers[0];
+  return [single];
+}
+
+/**
+ * The candidate pair a connection uses, from its stats.
+ * @param {RTCStatsReport} report
+ */
+function selectedPath(report) {
+  /** @type {any} */
+  let pair = null;
+  report.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId) ?? pair;
+  });
+  if (!pair) {
+    report.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.state === 'succeeded' && (s.nominated || s.selected)) pair = s;
+    });
+  }
+  /** @param {string | undefined} id @returns {CandidateInfo | null} */
+  const cand = (id) => {
+    const c = id ? report.get(id) : null;
+    return c
+      ? { type: c.candidateType, protocol: c.protocol, relayProtocol: c.relayProtocol, address: c.address ?? c.ip, port: c.port }
+      : null;
+  };
+  const local = pair ? cand(pair.localCandidateId) : null;
+  const remote = pair ? cand(pair.remoteCandidateId) : null;
+  /** @type {'direct' | 'turn' | null} */
+  const path = local && remote ? (local.type === 'relay' || remote.type === 'relay' ? 'turn' : 'direct') : null;
+  return {
+    path,
+    local,
+    remote,
+    rx: /** @type {number} */ (pair?.bytesReceived ?? 0),
+    tx: /** @type {number} */ (pair?.bytesSent ?? 0),
+    /** @type {number | null} */
+    rtt: pair?.currentRoundTripTime ?? null,
+  };
+}
+
+/**
+ * Audio level (RMS, 0..1) over the interval since the last call, from a stats entry's
+ * cumulative `totalAudioEnergy`/`totalSamplesDuration` (`audioLevel` when those are missing).
+ * @param {Map<string, { e: number, d: number }>} last per stats id
+ * @param {any} s an inbound-rtp or media-source entry of kind audio
+ * @returns {number | null}
+ */
+function audioLevel(last, s) {
+  if (typeof s.totalAudioEnergy !== 'number' || typeof s.totalSamplesDuration !== 'number') {
+    return typeof s.audioLevel === 'number' ? s.audioLevel : null;
+  }
+  const prev = last.get(s.id);
+  last.set(s.id, { e: s.totalAudioEnergy, d: s.totalSamplesDuration });
+  if (!prev || s.totalSamplesDuration <= prev.d) return typeof s.audioLevel === 'number' ? s.audioLevel : null;
+  return Math.sqrt(Math.max(0, s.totalAudioEnergy - prev.e) / (s.totalSamplesDuration - prev.d));
+}
+
+/** Mesh: one RTCPeerConnection to one remote peer, with perfect negotiation. */
 class PeerLink {
   /**
    * @param {Call} call
@@ -1268,10 +1744,16 @@ class PeerLink {
     this.path = null;
     /** @type {{ t: number, rx: number, tx: number } | null} */
     this.lastBytes = null;
+    /** @type {Map<string, { e: number, d: number }>} */
+    this.lastEnergy = new Map();
+    /** @type {number | null} our own microphone's level, from this connection's stats */
+    this.localAudioLevel = null;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.restartTimer = null;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.offerTimer = null;
+    /** The `icebreaker` channel: created with the local tracks, so it is in the first offer. */
+    this.data = new DataPipe((data) => call._emit('data', { peer: this.id, data }));
 
     const pc = new RTCPeerConnection({
       iceServers: call.iceServers,
@@ -1314,6 +1796,9 @@ class PeerLink {
       this.offerTimer = null;
     }
     this.localAttached = true;
+    // Both ends create the channel as negotiated id 0: no glare, no DCEP round trip. The
+    // answerer creates it after applying the offer, which already has the data section.
+    if (!this.data.dc) this.data.attach(this.pc.createDataChannel(DATA_LABEL, { negotiated: true, id: 0 }));
     const stream = this.call.localStream;
     if (!stream) return;
     const tracks = stream.getTracks();
@@ -1441,32 +1926,33 @@ class PeerLink {
   async stats() {
     if (this.closed) return null;
     const report = await this.pc.getStats();
-    /** @type {any} */
-    let pair = null;
     let framesDecoded = 0;
+    /** @type {number | null} */
+    let frameWidth = null;
+    /** @type {number | null} */
+    let frameHeight = null;
+    /** @type {number | null} */
+    let level = null;
+    /** @type {number | null} */
+    let own = null;
     report.forEach((s) => {
-      if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId) ?? pair;
-      if (s.type === 'inbound-rtp' && s.kind === 'video') framesDecoded += s.framesDecoded ?? 0;
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        framesDecoded += s.framesDecoded ?? 0;
+        if (s.frameWidth) {
+          frameWidth = s.frameWidth;
+          frameHeight = s.frameHeight ?? null;
+        }
+      } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        const l = audioLevel(this.lastEnergy, s);
+        if (l !== null) level = Math.max(level ?? 0, l);
+      } else if (s.type === 'media-source' && s.kind === 'audio') {
+        const l = audioLevel(this.lastEnergy, s);
+        if (l !== null) own = Math.max(own ?? 0, l);
+      }
     });
-    if (!pair) {
-      report.forEach((s) => {
-        if (s.type === 'candidate-pair' && s.state === 'succeeded' && (s.nominated || s.selected)) pair = s;
-      });
-    }
-    /** @param {string | undefined} id @returns {CandidateInfo | null} */
-    const cand = (id) => {
-      const c = id ? report.get(id) : null;
-      return c
-        ? { type: c.candidateType, protocol: c.protocol, relayProtocol: c.relayProtocol, address: c.address ?? c.ip, port: c.port }
-        : null;
-    };
-    const local = pair ? cand(pair.localCandidateId) : null;
-    const remote = pair ? cand(pair.remoteCandidateId) : null;
-    /** @type {'direct' | 'turn' | null} */
-    const path = local && remote ? (local.type === 'relay' || remote.type === 'relay' ? 'turn' : 'direct') : null;
+    this.localAudioLevel = own;
+    const { path, local, remote, rx, tx, rtt } = selectedPath(report);
     const now = performance.now();
-    const rx = pair?.bytesReceived ?? 0;
-    const tx = pair?.bytesSent ?? 0;
     let bitrateIn = 0;
     let bitrateOut = 0;
     if (this.lastBytes && now > this.lastBytes.t) {
@@ -1481,13 +1967,17 @@ class PeerLink {
     }
     return {
       peer: this.id,
+      topology: 'mesh',
       path,
       local,
       remote,
       bitrateIn,
       bitrateOut,
       framesDecoded,
-      rtt: pair?.currentRoundTripTime ?? null,
+      frameWidth,
+      frameHeight,
+      audioLevel: level,
+      rtt,
     };
   }
 
@@ -1496,7 +1986,473 @@ class PeerLink {
     this.closed = true;
     this.clearRestartTimer();
     if (this.offerTimer) clearTimeout(this.offerTimer);
+    this.data.close();
     this.pc.onnegotiationneeded = this.pc.onicecandidate = this.pc.ontrack = null;
+    this.pc.oniceconnectionstatechange = this.pc.onconnectionstatechange = null;
+    this.pc.close();
+  }
+}
+
+/**
+ * SFU room: the one RTCPeerConnection to the server's SFU (PROTOCOL.md "The SFU"). It publishes
+ * the local stream (video as simulcast), receives every other member's tracks on m-lines the
+ * SFU offers, and hands them out per publisher (`tracks`: mid → peer) as one MediaStream per
+ * peer, so that the application sees the same events as in a mesh.
+ */
+class SfuLink {
+  /** @param {Call} call */
+  constructor(call) {
+    this.call = call;
+    this.closed = false;
+    this.makingOffer = false;
+    /** @type {Promise<void>} SFU messages are handled one after the other */
+    this.chain = Promise.resolve();
+    /** @type {Map<string, { peer: string, kind: string }>} mid → publisher (the SFU's latest `tracks`) */
+    this.tracks = new Map();
+    /** @type {Map<string, MediaStreamTrack>} mid → the track `ontrack` gave for it */
+    this.received = new Map();
+    /** @type {Map<string, { peer: string, track: MediaStreamTrack }>} mid → the stream its track is in now */
+    this.placed = new Map();
+    /** @type {Map<string, MediaStream>} one stream per publisher */
+    this.streams = new Map();
+    /** @type {Map<string, string>} mid → the last `view` sent for it ("WxH") */
+    this.sentViews = new Map();
+    /** @type {Map<string, RTCRtpTransceiver>} kind → our publishing transceiver */
+    this.senders = new Map();
+    /** @type {'direct' | 'turn' | null} the path to the SFU, once known */
+    this.path = null;
+    /** @type {Map<string, 'direct' | 'turn'>} peer → path announced with `path` */
+    this.pathShown = new Map();
+    /** @type {{ t: number, rx: number, tx: number } | null} */
+    this.lastBytes = null;
+    /** @type {Map<string, number>} inbound-rtp id → bytes received at the last stats */
+    this.lastRtp = new Map();
+    /** @type {Map<string, { e: number, d: number }>} */
+    this.lastEnergy = new Map();
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.restartTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.answerTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.retryTimer = null;
+    this.refused = 0;
+    this.data = new DataPipe((d) => this.onData(d));
+
+    const pc = new RTCPeerConnection({
+      iceServers: call.iceServers,
+      iceTransportPolicy: call.iceTransportPolicy,
+    });
+    this.pc = pc;
+    // The SFU is ICE-lite and learns our addresses from our checks: no candidates to send.
+    pc.onnegotiationneeded = () => this.negotiate();
+    pc.ontrack = (ev) => {
+      const mid = ev.transceiver.mid;
+      if (!mid) return;
+      this.received.set(mid, ev.track);
+      this.place();
+    };
+    pc.oniceconnectionstatechange = () => this.onIceState();
+    pc.onconnectionstatechange = () => this.announceState();
+    this.data.attach(pc.createDataChannel(DATA_LABEL));
+    this.attachLocal();
+    this.armConnectTimer();
+  }
+
+  /** Publish the local stream: the first audio and the first video track (video as simulcast). */
+  attachLocal() {
+    if (this.closed) return;
+    const stream = this.call.localStream;
+    for (const kind of ['audio', 'video']) {
+      const track = (kind === 'audio' ? stream?.getAudioTracks() : stream?.getVideoTracks())?.[0] ?? null;
+      const tr = this.senders.get(kind);
+      if (tr) {
+        if (tr.sender.track !== track) tr.sender.replaceTrack(track).catch((err) => this.call._emit('error', { peer: null, error: err }));
+        continue;
+      }
+      if (!track || !stream) continue;
+      /** @type {RTCRtpTransceiverInit} */
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (kind === 'video') {
+        const layers = simulcastLayers(this.call.simulcast, track.getSettings());
+        if (layers.length) init.sendEncodings = layers;
+      }
+      this.senders.set(kind, this.pc.addTransceiver(track, init));
+    }
+  }
+
+  async negotiate() {
+    if (this.closed || this.makingOffer || this.retryTimer || this.pc.signalingState !== 'stable') return;
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      const desc = this.pc.localDescription;
+      if (desc && desc.type === 'offer' && !this.closed) {
+        this.call.client.sendSfu({ kind: 'offer', sdp: desc.sdp });
+        this.armAnswerTimer();
+      }
+    } catch (err) {
+      if (!this.closed) this.call._emit('error', { peer: null, error: /** @type {Error} */ (err) });
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  /** @param {any} data an `sfu` message's data */
+  onMessage(data) {
+    if (this.closed || !data || typeof data !== 'object') return;
+    this.chain = this.chain.then(() => this.handle(data)).catch((err) => {
+      if (!this.closed) this.call._emit('error', { peer: null, error: err });
+    });
+  }
+
+  /** @param {any} data */
+  async handle(data) {
+    if (this.closed) return;
+    const pc = this.pc;
+    switch (data.kind) {
+      case 'answer': {
+        // Not waiting for one: a stale answer (to an offer rolled back since).
+        if (pc.signalingState !== 'have-local-offer' || typeof data.sdp !== 'string') return;
+        this.setTracks(data.tracks);
+        await pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+        this.clearAnswerTimer();
+        this.refused = 0;
+        this.place();
+        break;
+      }
+      case 'offer': {
+        if (typeof data.sdp !== 'string') return;
+        // Impolite: our own offer wins; the SFU answers it and offers again afterwards.
+        if (this.makingOffer || pc.signalingState !== 'stable') return;
+        this.setTracks(data.tracks);
+        await pc.setRemoteDescription({ type: 'offer', sdp: data.sdp });
+        await pc.setLocalDescription();
+        const desc = pc.localDescription;
+        if (desc && !this.closed) this.call.client.sendSfu({ kind: 'answer', sdp: desc.sdp });
+        this.place();
+        break;
+      }
+      case 'speaker':
+        this.call._setSpeaker(typeof data.peer === 'string' ? data.peer : null);
+        break;
+      case 'error': {
+        // The SFU refused our last offer/answer and kept the connection as it was: try the
+        // offer again later (backing off). A later offer is rolled back meanwhile, so that
+        // the SFU's own offers get through; the first one cannot be (see reoffer).
+        if (pc.signalingState === 'have-local-offer') {
+          this.clearAnswerTimer();
+          if (pc.currentRemoteDescription) await pc.setLocalDescription({ type: 'rollback' });
+          this.retryLater();
+        }
+        this.call._emit('error', { peer: null, error: new Error(`SFU: ${data.message ?? 'refused'}`) });
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  /** @param {unknown} list the SFU's `tracks` (every track it sends us); ignored when absent */
+  setTracks(list) {
+    if (!Array.isArray(list)) return;
+    /** @type {Map<string, { peer: string, kind: string }>} */
+    const next = new Map();
+    for (const t of list) {
+      if (t && typeof t.mid === 'string' && typeof t.peer === 'string') next.set(t.mid, { peer: t.peer, kind: t.kind === 'audio' ? 'audio' : 'video' });
+    }
+    for (const [mid, t] of this.tracks) {
+      const n = next.get(mid);
+      if (!n || n.peer !== t.peer) this.sentViews.delete(mid); // a mid given to someone else
+    }
+    this.tracks = next;
+  }
+
+  /**
+   * Put every received track into its publisher's stream, as the latest `tracks` say (a track
+   * may arrive before or after its mapping; a mid may move to another publisher).
+   */
+  place() {
+    if (this.closed) return;
+    /** @type {Set<string>} */
+    const touched = new Set();
+    for (const [mid, track] of this.received) {
+      const map = this.tracks.get(mid);
+      const peer = map && this.call.members.has(map.peer) ? map.peer : null;
+      const cur = this.placed.get(mid);
+      if (cur && cur.peer === peer && cur.track === track) continue;
+      if (cur) this.unplace(mid);
+      if (!peer) continue;
+      let stream = this.streams.get(peer);
+      const fresh = !stream;
+      if (!stream) {
+        stream = new MediaStream();
+        this.streams.set(peer, stream);
+      }
+      if (!stream.getTracks().includes(track)) stream.addTrack(track);
+      this.placed.set(mid, { peer, track });
+      touched.add(peer);
+      if (fresh) this.call._emit('stream', { peer, stream });
+      this.call._emit('track', { peer, track, stream });
+    }
+    for (const mid of [...this.placed.keys()]) if (!this.received.has(mid)) this.unplace(mid);
+    // A publisher's video mid is known now: tell the SFU how it is shown.
+    for (const peer of touched) this.call._flushViews(peer);
+  }
+
+  /** @param {string} mid */
+  unplace(mid) {
+    const cur = this.placed.get(mid);
+    if (!cur) return;
+    this.placed.delete(mid);
+    const stream = this.streams.get(cur.peer);
+    if (stream && ![...this.placed.values()].some((p) => p.peer === cur.peer && p.track === cur.track)) stream.removeTrack(cur.track);
+  }
+
+  /** @param {string} peer a member was added: its tracks may be waiting */
+  onMember(peer) {
+    if (this.closed) return;
+    this.place();
+    this.call._emit('connection-state', { peer, state: this.pc.connectionState, ice: this.pc.iceConnectionState });
+  }
+
+  /** @param {string} peer the member left: its stream ends */
+  removePeer(peer) {
+    for (const [mid, p] of [...this.placed]) if (p.peer === peer) this.unplace(mid);
+    this.streams.delete(peer);
+    this.pathShown.delete(peer);
+  }
+
+  /**
+   * @param {string} peer
+   * @param {number} width device pixels
+   * @param {number} height
+   */
+  setView(peer, width, height) {
+    if (this.closed) return;
+    for (const [mid, t] of this.tracks) {
+      if (t.peer !== peer || t.kind !== 'video') continue;
+      const key = `${width}x${height}`;
+      if (this.sentViews.get(mid) === key) continue;
+      this.sentViews.set(mid, key);
+      this.call.client.sendSfu({ kind: 'view', mid, width, height });
+    }
+  }
+
+  /** @param {string | ArrayBuffer} d a message relayed by the SFU */
+  onData(d) {
+    if (typeof d === 'string') {
+      /** @type {any} */
+      let m = null;
+      try {
+        m = JSON.parse(d);
+      } catch {
+        return;
+      }
+      if (m && typeof m.from === 'string' && typeof m.data === 'string') this.call._emit('data', { peer: m.from, data: m.data });
+    } else if (d.byteLength >= 8) {
+      const peer = String.fromCharCode(...new Uint8Array(d, 0, 8));
+      this.call._emit('data', { peer, data: d.slice(8) });
+    }
+  }
+
+  announceState() {
+    for (const peer of this.call.members.keys()) {
+      this.call._emit('connection-state', { peer, state: this.pc.connectionState, ice: this.pc.iceConnectionState });
+    }
+  }
+
+  onIceState() {
+    const ice = this.pc.iceConnectionState;
+    this.announceState();
+    if (ice === 'connected' || ice === 'completed') {
+      this.clearRestartTimer();
+    } else if (ice === 'failed') {
+      this.restartIce('failed');
+    } else if (ice === 'disconnected') {
+      this.clearRestartTimer();
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = null;
+        if (this.pc.iceConnectionState === 'disconnected') this.restartIce('disconnected');
+      }, this.call.disconnectTimeout);
+    }
+  }
+
+  armConnectTimer() {
+    this.clearRestartTimer();
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      const ice = this.pc.iceConnectionState;
+      if (ice !== 'connected' && ice !== 'completed') this.restartIce('timeout');
+    }, this.call.connectTimeout);
+  }
+
+  clearRestartTimer() {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+  }
+
+  /**
+   * ICE restart: a new offer with new credentials (sent as soon as no offer is outstanding).
+   * @param {string} _why
+   */
+  restartIce(_why) {
+    if (this.closed || this.pc.signalingState === 'closed') return;
+    this.pc.setConfiguration({
+      ...this.pc.getConfiguration(),
+      iceServers: this.call.iceServers,
+      iceTransportPolicy: this.call.iceTransportPolicy,
+    });
+    this.pc.restartIce(); // → negotiationneeded → negotiate()
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      this.chain = this.chain.then(() => this.reoffer()).catch(() => {});
+    }
+    this.armConnectTimer();
+  }
+
+  /** After a signaling resume: what was sent meanwhile arrived, but ICE may have broken. */
+  onResumed() {
+    const ice = this.pc.iceConnectionState;
+    if (ice !== 'connected' && ice !== 'completed') this.restartIce('resumed');
+  }
+
+  /** No answer to our offer within answerTimeout (signaling up): roll back and offer again. */
+  armAnswerTimer() {
+    this.clearAnswerTimer();
+    this.answerTimer = setTimeout(() => {
+      this.answerTimer = null;
+      if (this.closed || this.pc.signalingState !== 'have-local-offer') return;
+      if (this.call.client.state !== 'open') {
+        this.armAnswerTimer();
+        return;
+      }
+      this.chain = this.chain
+        .then(() => this.reoffer())
+        .catch((err) => {
+          if (!this.closed) this.call._emit('error', { peer: null, error: err });
+        });
+    }, this.call.answerTimeout);
+  }
+
+  /**
+   * The outstanding offer got no answer (or was refused): offer again. The first offer is sent
+   * again as it is: Chromium, once the offer that brought the data channel is rolled back,
+   * never offers the channel again (and keeps firing negotiationneeded). A later one is rolled
+   * back and made anew (with what changed since, e.g. an ICE restart).
+   */
+  async reoffer() {
+    if (this.closed) return;
+    const pc = this.pc;
+    if (pc.signalingState === 'have-local-offer' && !pc.currentRemoteDescription) {
+      const desc = pc.localDescription;
+      if (desc) {
+        this.call.client.sendSfu({ kind: 'offer', sdp: desc.sdp });
+        this.armAnswerTimer();
+      }
+      return;
+    }
+    if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+    await this.negotiate();
+  }
+
+  clearAnswerTimer() {
+    if (this.answerTimer) clearTimeout(this.answerTimer);
+    this.answerTimer = null;
+  }
+
+  retryLater() {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const delay = backoffDelay(this.refused++, 1000, 30000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.chain = this.chain
+        .then(() => this.reoffer())
+        .catch((err) => {
+          if (!this.closed) this.call._emit('error', { peer: null, error: err });
+        });
+    }, delay);
+  }
+
+  /**
+   * Stats per member: the connection to the SFU (path, candidates, rtt, bitrate out) plus this
+   * member's own inbound RTP streams (matched by `mid`, or by track id where `mid` is missing).
+   * @returns {Promise<PeerStats[]>}
+   */
+  async stats() {
+    if (this.closed) return [];
+    const report = await this.pc.getStats();
+    /** @type {Map<string, string>} receiver track id → mid */
+    const midOfTrack = new Map();
+    for (const t of this.pc.getTransceivers()) if (t.mid && t.receiver.track) midOfTrack.set(t.receiver.track.id, t.mid);
+    /** @type {Map<string, { rx: number, frames: number, w: number | null, h: number | null, level: number | null }>} */
+    const per = new Map();
+    /** @type {Map<string, number>} */
+    const rtpNow = new Map();
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      const mid = s.mid ?? midOfTrack.get(s.trackIdentifier);
+      const peer = mid ? this.placed.get(mid)?.peer : undefined;
+      if (!peer) return;
+      let p = per.get(peer);
+      if (!p) per.set(peer, (p = { rx: 0, frames: 0, w: null, h: null, level: null }));
+      const bytes = (s.bytesReceived ?? 0) + (s.headerBytesReceived ?? 0);
+      rtpNow.set(s.id, bytes);
+      p.rx += Math.max(0, bytes - (this.lastRtp.get(s.id) ?? bytes));
+      if (s.kind === 'video') {
+        p.frames += s.framesDecoded ?? 0;
+        if (s.frameWidth) {
+          p.w = s.frameWidth;
+          p.h = s.frameHeight ?? null;
+        }
+      } else if (s.kind === 'audio') {
+        const l = audioLevel(this.lastEnergy, s);
+        if (l !== null) p.level = Math.max(p.level ?? 0, l);
+      }
+    });
+    this.lastRtp = rtpNow;
+    const { path, local, remote, rx, tx, rtt } = selectedPath(report);
+    const now = performance.now();
+    const dt = this.lastBytes && now > this.lastBytes.t ? (now - this.lastBytes.t) / 1000 : 0;
+    const bitrateOut = this.lastBytes && dt ? Math.max(0, Math.round(((tx - this.lastBytes.tx) * 8) / dt)) : 0;
+    this.lastBytes = { t: now, rx, tx };
+    if (path) this.path = path;
+    /** @type {PeerStats[]} */
+    const out = [];
+    for (const peer of this.call.members.keys()) {
+      const p = per.get(peer);
+      if (path && this.pathShown.get(peer) !== path) {
+        this.pathShown.set(peer, path);
+        this.call._emit('path', { peer, path, local, remote });
+      }
+      out.push({
+        peer,
+        topology: 'sfu',
+        path,
+        local,
+        remote,
+        bitrateIn: p && dt ? Math.round((p.rx * 8) / dt) : 0,
+        bitrateOut,
+        framesDecoded: p?.frames ?? 0,
+        frameWidth: p?.w ?? null,
+        frameHeight: p?.h ?? null,
+        audioLevel: p?.level ?? null,
+        rtt,
+      });
+    }
+    return out;
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.clearRestartTimer();
+    this.clearAnswerTimer();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.data.close();
+    for (const peer of [...this.streams.keys()]) this.removePeer(peer);
+    this.pc.onnegotiationneeded = this.pc.ontrack = null;
     this.pc.oniceconnectionstatechange = this.pc.onconnectionstatechange = null;
     this.pc.close();
   }

@@ -494,6 +494,20 @@ fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
     user.split(':').next()
 }
 
+/// Marks every media section's candidates complete (`a=end-of-candidates`, RFC 8840): an ICE-lite
+/// server has no other candidates to trickle, and clients that wait for the end of remote
+/// candidates before checking (aiortc) would otherwise never start.
+fn complete_candidates(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 128);
+    for line in sdp.split_inclusive('\n') {
+        out.push_str(line);
+        if line.starts_with("a=ice-pwd:") {
+            out.push_str("a=end-of-candidates\r\n");
+        }
+    }
+    out
+}
+
 fn error_json(message: &str) -> String {
     serde_json::json!({"kind": "error", "message": message}).to_string()
 }
@@ -627,7 +641,7 @@ impl Sfu {
         let tracks = Self::tracks_json(part);
         let data = serde_json::json!({
             "kind": "answer",
-            "sdp": answer.to_sdp_string(),
+            "sdp": complete_candidates(&answer.to_sdp_string()),
             "tracks": tracks,
         })
         .to_string();
@@ -720,6 +734,20 @@ impl Sfu {
         );
         if self.next_tick.is_none() {
             self.next_tick = Some(now + self.config.tick);
+        }
+        // A newcomer learns who speaks now (changes come as they happen).
+        let speaker = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.speaker.current())
+            .and_then(|s| self.parts.get(&s))
+            .map(|p| p.peer.clone());
+        if let Some(speaker) = speaker {
+            self.events.push_back(SfuEvent::ToPeer {
+                room: room.to_owned(),
+                peer: peer.to_owned(),
+                data: serde_json::json!({"kind": "speaker", "peer": speaker}).to_string(),
+            });
         }
         Ok(id)
     }
@@ -1408,7 +1436,7 @@ impl Sfu {
         let tracks = Self::tracks_json(p);
         let data = serde_json::json!({
             "kind": "offer",
-            "sdp": offer.to_sdp_string(),
+            "sdp": complete_candidates(&offer.to_sdp_string()),
             "tracks": tracks,
         })
         .to_string();
