@@ -246,6 +246,9 @@ struct Layer {
     keyframe_wanted: Option<KeyframeRequestKind>,
 }
 
+/// Tracks one participant may publish.
+const MAX_TRACKS_IN: usize = 8;
+
 /// Data-channel messages kept for a participant whose channel is not open yet.
 const BACKLOG_MESSAGES: usize = 64;
 
@@ -1117,6 +1120,16 @@ impl Sfu {
     }
 
     fn add_track_in(&mut self, now: Instant, owner: PartId, mid: Mid, kind: MediaKind) {
+        // Every published track costs every other member a stream: a participant publishes a
+        // few (camera, microphone, screen), never hundreds.
+        if self
+            .parts
+            .get(&owner)
+            .is_none_or(|p| p.tracks_in.len() >= MAX_TRACKS_IN)
+        {
+            tracing::debug!("sfu: track refused (publisher gone or at {MAX_TRACKS_IN} tracks)");
+            return;
+        }
         let tid = TrackId(self.next);
         self.next += 1;
         self.tracks.insert(
