@@ -962,6 +962,10 @@ fuzz_target!(|data: &[u8]| {
         max_buffered_bytes: usize::MAX,
         max_unsequenced: usize::from(c3 >> 5),
         token_secret: (c4 & 1 != 0).then(|| SECRET.to_vec()),
+        // Topology switches are not modelled (tests/hub.rs covers them): no SFU, rooms stay
+        // meshes, `sfu` messages are refused like any misuse.
+        sfu: false,
+        mesh_max: 4,
     };
     let t0 = Instant::now();
     let mut m = Model {

@@ -23,10 +23,13 @@
 //   7. an SFU call of two: one's signaling is cut for 2 s while a third joins; it resumes its
 //      session (the SFU's offer with the newcomer's tracks is replayed) and all three decode each
 //      other; then a network change (`online`) restarts ICE towards the SFU (new ufrag) and
-//      video keeps coming.
+//      video keeps coming;
+//   8. ICE-TCP: with UDP to the SFU's port dropped (iptables, in this test's own namespace), two
+//      participants still reach the SFU, over TCP to its passive ICE-TCP candidate.
 //
 // Run by tests/browser/run.sh (own network namespace; a server with its SFU on). Configuration
-// from the environment: IB_HTTP_PORT (the server's HTTP listener on 127.0.0.1), CHROMIUM_PATH
+// from the environment: IB_HTTP_PORT (the server's HTTP listener on 127.0.0.1), IB_SFU_PORT (its
+// SFU port, for scenario 8), CHROMIUM_PATH
 // (default /usr/bin/chromium), and optionally IB_ONLY (comma-separated scenario numbers; 2 and
 // 3 need 1).
 
@@ -425,6 +428,31 @@ const SCENARIOS = [
         throw withDiag(err, parts);
       } finally {
         await closeAll(parts);
+      }
+    },
+  },
+  {
+    name: 'ICE-TCP: UDP to the SFU dropped, two participants connect over TCP',
+    async run(browser) {
+      const port = env.IB_SFU_PORT;
+      if (!port) throw new Error('IB_SFU_PORT is not set');
+      const { execFileSync } = await import('node:child_process');
+      const rule = ['OUTPUT', '-o', 'lo', '-p', 'udp', '--dport', String(port), '-j', 'DROP'];
+      execFileSync('iptables', ['-I', ...rule]);
+      const deadline = Date.now() + SCENARIO_TIMEOUT_MS;
+      let parts = [];
+      try {
+        parts = await joinAll(browser, `sfutcp-${nonce()}`, ['T1', 'T2'], 'topology=sfu');
+        const snaps = await waitForVideo(parts, deadline, {
+          extra: (p) => p.connectionState === 'connected' && p.remote?.protocol === 'tcp',
+        });
+        const s = snaps[0].peers[0];
+        return `both decode each other; T1's pair: local ${s.local?.type}/${s.local?.protocol} → remote ${s.remote?.type}/${s.remote?.protocol} ${s.remote?.address}:${s.remote?.port}`;
+      } catch (err) {
+        throw withDiag(err, parts);
+      } finally {
+        await closeAll(parts);
+        execFileSync('iptables', ['-D', ...rule]);
       }
     },
   },

@@ -184,3 +184,53 @@ async fn metrics_and_admin_view_show_a_live_room() {
     let report = bench.await.expect("join");
     assert_eq!(report.connected, 3, "{report:?}");
 }
+
+/// A lossy downlink: subscribers drop 10 % of the RTP packets they receive. The SFU retransmits
+/// what they report missing (NACK → RTX), so they still get (nearly) every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_rtx_recovers_a_lossy_downlink() {
+    let srv = common::server(common::config(false)).await;
+    let report = run(SfuBench {
+        http: srv.http,
+        rooms: 1,
+        publishers: 1,
+        subscribers: 2,
+        duration: Duration::from_secs(5),
+        video_kbps: 400,
+        fps: 15,
+        loss: 0.10,
+        room_prefix: "lossy-".into(),
+        connect_timeout: Duration::from_secs(10),
+        ..SfuBench::default()
+    })
+    .await;
+    assert_eq!(report.connected, 3, "{report:#?}");
+    let publisher = report
+        .members_detail
+        .iter()
+        .find(|m| m.publisher)
+        .map(|m| m.peer.clone())
+        .expect("a publisher");
+    for m in report.members_detail.iter().filter(|m| !m.publisher) {
+        assert!(m.error.is_none(), "{m:?}");
+        assert!(m.dropped >= 20, "the loss was simulated: {m:?}");
+        let (video, _) = m.received.get(&publisher).copied().unwrap_or_default();
+        eprintln!(
+            "{}: {video} video frames, {} RTP packets dropped, {} unrepaired gaps",
+            m.peer, m.dropped, m.gaps
+        );
+        assert!(video >= 50, "{} got {video} video frames: {m:?}", m.peer);
+        // Without retransmissions every dropped packet would leave a gap; NACK → RTX repairs
+        // (nearly) all of them.
+        assert!(
+            m.gaps * 4 <= m.dropped,
+            "{}: {} gaps for {} dropped packets: NACK/RTX did not repair them: {m:?}",
+            m.peer,
+            m.gaps,
+            m.dropped
+        );
+    }
+    let sfu = srv.signal().sfu().expect("an SFU");
+    let snap = sfu.snapshot();
+    assert!(snap.totals.frames_forwarded > 0, "{snap:?}");
+}

@@ -57,6 +57,9 @@ pub struct SfuBench {
     pub server_pid: Option<u32>,
     /// Each member sends one data-channel message once connected (tests).
     pub data_message: bool,
+    /// Receive-only members drop this fraction of the media (RTP) datagrams they receive, as
+    /// a lossy downlink would: what NACK/RTX recovers shows in the frames they still get.
+    pub loss: f64,
     /// Time allowed for everyone to connect.
     pub connect_timeout: Duration,
 }
@@ -74,6 +77,7 @@ impl Default for SfuBench {
             room_prefix: format!("bench-sfu-{}-", std::process::id()),
             server_pid: None,
             data_message: false,
+            loss: 0.0,
             connect_timeout: Duration::from_secs(20),
         }
     }
@@ -96,6 +100,11 @@ pub struct MemberReport {
     pub speakers: Vec<Option<String>>,
     /// Error, if it failed.
     pub error: Option<String>,
+    /// RTP datagrams dropped on purpose (`loss`).
+    pub dropped: u64,
+    /// Video frames that came after a gap the stack could not repair (str0m's `contiguous`
+    /// false): what NACK/RTX did not recover.
+    pub gaps: u64,
 }
 
 /// The result.
@@ -381,7 +390,11 @@ async fn member(
                 }
             }
         }
-        if let (Some(id), false, true) = (channel_open, sent_data, ctx.cfg.data_message) {
+        // Once everyone is connected (a message reaches the members connected to the SFU).
+        let everyone = ctx.measuring.load(Ordering::Relaxed);
+        if let (Some(id), false, true, true) =
+            (channel_open, sent_data, ctx.cfg.data_message, everyone)
+        {
             if let Some(mut ch) = rtc.channel(id) {
                 if matches!(
                     ch.write(false, format!("hello from {}", rep.peer).as_bytes()),
@@ -409,6 +422,9 @@ async fn member(
                     Event::MediaData(d) => {
                         if ctx.measuring.load(Ordering::Relaxed) {
                             ctx.counters.frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if !d.contiguous && d.params.spec().codec == Codec::Vp8 {
+                            rep.gaps += 1;
                         }
                         if let Some((peer, kind)) = tracks.get(&d.mid) {
                             let e = rep.received.entry(peer.clone()).or_default();
@@ -442,6 +458,12 @@ async fn member(
             r = udp.recv_from(&mut buf) => {
                 let (n, src) = r?;
                 let now = Instant::now();
+                // Simulated downlink loss: RTP only (first byte 128..=191, payload type not RTCP's).
+                let rtp = n > 12 && (128..=191).contains(&buf[0]) && !(64..=95).contains(&(buf[1] & 0x7f));
+                if !publisher && ctx.cfg.loss > 0.0 && rtp && connected && rand::random::<f64>() < ctx.cfg.loss {
+                    rep.dropped += 1;
+                    continue;
+                }
                 if ctx.measuring.load(Ordering::Relaxed) {
                     ctx.counters.packets.fetch_add(1, Ordering::Relaxed);
                     ctx.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
