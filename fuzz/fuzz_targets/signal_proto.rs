@@ -10,7 +10,9 @@
 
 use icebreaker_signal::proto::{parse_client, valid_peer_id, valid_room, DEFAULT_MAX_MESSAGE};
 use icebreaker_signal::token::{self, Perm, MAX_TOKEN_LEN};
-use icebreaker_signal::{ClientMessage, ErrorCode, PeerInfo, ProtoError, ServerMessage};
+use icebreaker_signal::{
+    ClientMessage, ErrorCode, PeerInfo, ProtoError, ServerMessage, TopologyRequest,
+};
 use icebreaker_signal::{Outbox, SessionToken};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
@@ -120,6 +122,14 @@ fn serialise(msg: &ClientMessage) -> String {
             if let Some(t) = &j.token {
                 f.push(("token", json_str(t)));
             }
+            if let Some(t) = j.topology {
+                let name = match t {
+                    TopologyRequest::Auto => "auto",
+                    TopologyRequest::Mesh => "mesh",
+                    TopologyRequest::Sfu => "sfu",
+                };
+                f.push(("topology", json_str(name)));
+            }
         }
         ClientMessage::Resume(r) => {
             f.push(("last_seq", r.last_seq.to_string()));
@@ -130,6 +140,7 @@ fn serialise(msg: &ClientMessage) -> String {
             f.push(("to", json_str(&s.to)));
         }
         ClientMessage::Broadcast(b) => f.push(("data", b.data.get().to_owned())),
+        ClientMessage::Sfu(m) => f.push(("data", m.data.get().to_owned())),
         ClientMessage::Ack { seq } => f.push(("seq", seq.to_string())),
         ClientMessage::Ping { .. } | ClientMessage::Leave { .. } => {}
     }
@@ -262,8 +273,31 @@ fn server_messages(msg: &ClientMessage) {
             assert_eq!(v["type"], "pong");
             assert_eq!(v.get("id").and_then(Value::as_str), id.as_deref());
         }
+        ClientMessage::Sfu(m) => {
+            // The SFU's messages back carry a JSON object verbatim too.
+            assert!(m.data.get().trim_start().starts_with('{'));
+            let enc = ServerMessage::Sfu {
+                data: m.data.clone(),
+            }
+            .encode();
+            for seq in [0, u64::MAX] {
+                let text = enc.with_seq(seq);
+                let r: SfuMsg<'_> = serde_json::from_str(&text).expect("sfu message is JSON");
+                assert_eq!((r.ty.as_str(), r.seq), ("sfu", seq));
+                assert_eq!(r.data.get(), m.data.get(), "payload not verbatim");
+            }
+        }
         ClientMessage::Resume(_) | ClientMessage::Ack { .. } | ClientMessage::Leave { .. } => {}
     }
+}
+
+#[derive(Deserialize)]
+struct SfuMsg<'a> {
+    #[serde(rename = "type")]
+    ty: String,
+    seq: u64,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 fn relayed(m: ServerMessage, data: &str) {
