@@ -1719,14 +1719,63 @@ function audioLevel(last, s) {
 }
 
 /** Mesh: one RTCPeerConnection to one remote peer, with perfect negotiation. */
-class PeerLink {
+/**
+ * ICE recovery shared by a mesh link and the SFU link: an ICE restart on `failed`, after
+ * `disconnectTimeout` in `disconnected`, and when `connectTimeout` passes without connecting.
+ * A subclass sets `pc` and implements `restartIce(why)`.
+ */
+class IceRecovery {
+  /** @param {Call} call */
+  constructor(call) {
+    this.call = call;
+    /** @type {RTCPeerConnection} */
+    this.pc = /** @type {any} */ (null);
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.restartTimer = null;
+  }
+
+  /** @param {string} _why */
+  restartIce(_why) {}
+
+  /** Call on every `iceconnectionstatechange`. */
+  recoverIce() {
+    const ice = this.pc.iceConnectionState;
+    if (ice === 'connected' || ice === 'completed') {
+      this.clearRestartTimer();
+    } else if (ice === 'failed') {
+      this.restartIce('failed');
+    } else if (ice === 'disconnected') {
+      this.clearRestartTimer();
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = null;
+        if (this.pc.iceConnectionState === 'disconnected') this.restartIce('disconnected');
+      }, this.call.disconnectTimeout);
+    }
+  }
+
+  armConnectTimer() {
+    this.clearRestartTimer();
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      const ice = this.pc.iceConnectionState;
+      if (ice !== 'connected' && ice !== 'completed') this.restartIce('timeout');
+    }, this.call.connectTimeout);
+  }
+
+  clearRestartTimer() {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+  }
+}
+
+class PeerLink extends IceRecovery {
   /**
    * @param {Call} call
    * @param {PeerInfo} info
    * @param {boolean} offer whether to add local tracks (and so offer) at once
    */
   constructor(call, info, offer) {
-    this.call = call;
+    super(call);
     this.id = info.id;
     this.info = info;
     // The smaller id is polite (yields on collisions).
@@ -1748,8 +1797,6 @@ class PeerLink {
     this.lastEnergy = new Map();
     /** @type {number | null} our own microphone's level, from this connection's stats */
     this.localAudioLevel = null;
-    /** @type {ReturnType<typeof setTimeout> | null} */
-    this.restartTimer = null;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.offerTimer = null;
     /** The `icebreaker` channel: created with the local tracks, so it is in the first offer. */
@@ -1881,31 +1928,7 @@ class PeerLink {
   onIceState() {
     const ice = this.pc.iceConnectionState;
     this.call._emit('connection-state', { peer: this.id, state: this.pc.connectionState, ice });
-    if (ice === 'connected' || ice === 'completed') {
-      this.clearRestartTimer();
-    } else if (ice === 'failed') {
-      this.restartIce('failed');
-    } else if (ice === 'disconnected') {
-      this.clearRestartTimer();
-      this.restartTimer = setTimeout(() => {
-        this.restartTimer = null;
-        if (this.pc.iceConnectionState === 'disconnected') this.restartIce('disconnected');
-      }, this.call.disconnectTimeout);
-    }
-  }
-
-  armConnectTimer() {
-    this.clearRestartTimer();
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = null;
-      const ice = this.pc.iceConnectionState;
-      if (ice !== 'connected' && ice !== 'completed') this.restartIce('timeout');
-    }, this.call.connectTimeout);
-  }
-
-  clearRestartTimer() {
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.restartTimer = null;
+    this.recoverIce();
   }
 
   /** @param {string} _why */
@@ -1999,10 +2022,10 @@ class PeerLink {
  * SFU offers, and hands them out per publisher (`tracks`: mid → peer) as one MediaStream per
  * peer, so that the application sees the same events as in a mesh.
  */
-class SfuLink {
+class SfuLink extends IceRecovery {
   /** @param {Call} call */
   constructor(call) {
-    this.call = call;
+    super(call);
     this.closed = false;
     this.makingOffer = false;
     /** @type {Promise<void>} SFU messages are handled one after the other */
@@ -2029,8 +2052,6 @@ class SfuLink {
     this.lastRtp = new Map();
     /** @type {Map<string, { e: number, d: number }>} */
     this.lastEnergy = new Map();
-    /** @type {ReturnType<typeof setTimeout> | null} */
-    this.restartTimer = null;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.answerTimer = null;
     /** @type {ReturnType<typeof setTimeout> | null} */
@@ -2262,33 +2283,8 @@ class SfuLink {
   }
 
   onIceState() {
-    const ice = this.pc.iceConnectionState;
     this.announceState();
-    if (ice === 'connected' || ice === 'completed') {
-      this.clearRestartTimer();
-    } else if (ice === 'failed') {
-      this.restartIce('failed');
-    } else if (ice === 'disconnected') {
-      this.clearRestartTimer();
-      this.restartTimer = setTimeout(() => {
-        this.restartTimer = null;
-        if (this.pc.iceConnectionState === 'disconnected') this.restartIce('disconnected');
-      }, this.call.disconnectTimeout);
-    }
-  }
-
-  armConnectTimer() {
-    this.clearRestartTimer();
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = null;
-      const ice = this.pc.iceConnectionState;
-      if (ice !== 'connected' && ice !== 'completed') this.restartIce('timeout');
-    }, this.call.connectTimeout);
-  }
-
-  clearRestartTimer() {
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.restartTimer = null;
+    this.recoverIce();
   }
 
   /**

@@ -641,18 +641,8 @@ impl Sfu {
             self.by_ufrag.insert(ufrag.clone(), id);
             part.ufrag = ufrag;
         }
-        let tracks = Self::tracks_json(part);
-        let data = serde_json::json!({
-            "kind": "answer",
-            "sdp": complete_candidates(&answer.to_sdp_string()),
-            "tracks": tracks,
-        })
-        .to_string();
-        self.events.push_back(SfuEvent::ToPeer {
-            room: room.to_owned(),
-            peer: peer.to_owned(),
-            data,
-        });
+        let ev = sdp_event(part, "answer", &answer.to_sdp_string());
+        self.events.push_back(ev);
         self.mark(id);
         Ok(())
     }
@@ -1446,18 +1436,8 @@ impl Sfu {
         };
         p.pending = Some(pending);
         p.pending_since = Some(now);
-        let tracks = Self::tracks_json(p);
-        let data = serde_json::json!({
-            "kind": "offer",
-            "sdp": complete_candidates(&offer.to_sdp_string()),
-            "tracks": tracks,
-        })
-        .to_string();
-        self.events.push_back(SfuEvent::ToPeer {
-            room: p.room.clone(),
-            peer: p.peer.clone(),
-            data,
-        });
+        let ev = sdp_event(p, "offer", &offer.to_sdp_string());
+        self.events.push_back(ev);
     }
 
     fn tracks_json(p: &Part) -> serde_json::Value {
@@ -1740,6 +1720,22 @@ impl Sfu {
                     .collect(),
             })
             .collect()
+    }
+}
+
+/// The `answer` / `offer` message for `part`: the SDP (candidates marked complete) and the
+/// tracks it receives.
+fn sdp_event(part: &Part, kind: &str, sdp: &str) -> SfuEvent {
+    let data = serde_json::json!({
+        "kind": kind,
+        "sdp": complete_candidates(sdp),
+        "tracks": Sfu::tracks_json(part),
+    })
+    .to_string();
+    SfuEvent::ToPeer {
+        room: part.room.clone(),
+        peer: part.peer.clone(),
+        data,
     }
 }
 
