@@ -197,18 +197,16 @@ async fn admin_status(
         "signal_sessions_attached": sessions.as_ref().map_or(0, |s| s.attached),
         "signal_rooms": sessions.as_ref().map_or(0, |s| s.rooms),
         "open_connections": state.gate.open_connections(),
-        "sfu": state.signal.as_ref().and_then(|s| s.sfu()).map(|s| {
-            let snap = s.snapshot();
-            serde_json::json!({
-                "address": s.udp.to_string(),
-                "rooms": snap.totals.rooms,
-                "participants": snap.totals.participants,
-                "tracks_published": snap.totals.tracks_in,
-                "tracks_forwarded": snap.totals.tracks_out,
-            })
-        }),
+        "sfu": state.signal.as_ref().and_then(|s| s.sfu()).map(|s| sfu_totals_json(&s)),
     });
     json_response(StatusCode::OK, body.to_string())
+}
+
+/// The SFU block of `/admin/status`: its address and totals.
+fn sfu_totals_json(sfu: &crate::sfu::SfuService) -> serde_json::Value {
+    let mut v = serde_json::to_value(sfu.snapshot().totals).unwrap_or_default();
+    v["address"] = serde_json::Value::String(sfu.udp.to_string());
+    v
 }
 
 /// `GET /admin/sfu`: every SFU room (participants, tracks, bitrates, speaker); with
@@ -239,18 +237,7 @@ async fn admin_sfu(
             let snap = sfu.snapshot();
             serde_json::json!({
                 "address": sfu.udp.to_string(),
-                "totals": {
-                    "rooms": snap.totals.rooms,
-                    "participants": snap.totals.participants,
-                    "tracks_published": snap.totals.tracks_in,
-                    "tracks_forwarded": snap.totals.tracks_out,
-                    "packets_in": snap.totals.packets_in,
-                    "packets_out": snap.totals.packets_out,
-                    "bytes_in": snap.totals.bytes_in,
-                    "bytes_out": snap.totals.bytes_out,
-                    "frames_forwarded": snap.totals.frames_forwarded,
-                    "keyframe_requests": snap.totals.keyframe_requests,
-                },
+                "totals": snap.totals,
                 "rooms": snap.rooms,
             })
         }

@@ -752,6 +752,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             external: config.external_ip.first().map(|e| e.public),
             fallback: v4.or(v6),
             signal: Arc::downgrade(&signal),
+            gate: gate.clone(),
             shutdown: shutdown.clone(),
         })?;
         signal.set_sfu(sfu);

@@ -27,8 +27,6 @@ use crate::signal::SignalService;
 
 /// Commands queued for the SFU task at most; beyond, messages are dropped (and logged).
 const QUEUE: usize = 16_384;
-/// ICE-TCP connections at most.
-const MAX_TCP: usize = 4096;
 /// An ICE-TCP connection that sends nothing this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(30);
 /// Datagrams read per wake.
@@ -151,6 +149,8 @@ pub struct Start {
     pub external: Option<IpAddr>,
     pub fallback: Option<IpAddr>,
     pub signal: Weak<SignalService>,
+    /// Per-address connection rate and open-connection caps, as on the other TCP listeners.
+    pub gate: Arc<crate::gate::Gate>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -166,7 +166,7 @@ pub fn spawn(s: Start) -> anyhow::Result<(Arc<SfuService>, Vec<JoinHandle<()>>)>
         snapshot: Mutex::new(Snapshot::default()),
     });
     let (tcp_tx, tcp_rx) = mpsc::channel(QUEUE);
-    let acceptor = tokio::spawn(accept_tcp(s.tcp, tcp_tx, s.shutdown.clone()));
+    let acceptor = tokio::spawn(accept_tcp(s.tcp, tcp_tx, s.gate, s.shutdown.clone()));
     let task = Task {
         sfu: Sfu::new(SfuConfig::default()),
         udp: s.udp,
@@ -346,9 +346,9 @@ impl Task {
 async fn accept_tcp(
     listener: TcpListener,
     tx: mpsc::Sender<TcpEvent>,
+    gate: Arc<crate::gate::Gate>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r.ok(),
@@ -358,14 +358,14 @@ async fn accept_tcp(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TCP {
+        // Over the address's connection rate or open-connection cap: closed at once.
+        let Some(slot) = gate.admit(remote.ip()) else {
             continue;
-        }
-        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, open) = (tx.clone(), open.clone());
+        };
+        let tx = tx.clone();
         tokio::spawn(async move {
             tcp_conn(stream, remote, tx).await;
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop(slot);
         });
     }
 }

@@ -86,16 +86,18 @@ pub enum SfuEvent {
     },
 }
 
-/// Totals for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Totals for metrics and the admin view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SfuTotals {
     /// Rooms with at least one participant connected to the SFU.
     pub rooms: usize,
     /// Participants.
     pub participants: usize,
     /// Published tracks.
+    #[serde(rename = "tracks_published")]
     pub tracks_in: usize,
     /// Forwarded tracks (one per subscriber per track being sent).
+    #[serde(rename = "tracks_forwarded")]
     pub tracks_out: usize,
     /// Datagrams sent since start.
     pub packets_out: u64,
@@ -251,6 +253,8 @@ const MAX_TRACKS_IN: usize = 8;
 
 /// Data-channel messages kept for a participant whose channel is not open yet.
 const BACKLOG_MESSAGES: usize = 64;
+/// ... and bytes (a message may be up to 256 KiB).
+const BACKLOG_BYTES: usize = 256 * 1024;
 
 /// An offer to a client not answered in this time is withdrawn and made again.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -346,8 +350,8 @@ struct TrackOut {
     /// Layer to switch to at its next keyframe.
     target: Option<Option<Rid>>,
     view: Option<(u32, u32)>,
-    /// Timestamp rewriting across layer switches: out = in + offset (mod 2^32 on the wire).
-    ts_offset: i64,
+    /// Timestamp rewriting across layer switches: out = in + offset (modular, as RTP time is).
+    ts_offset: u64,
     last_out: Option<(u64, Instant, u32)>,
 }
 
@@ -614,7 +618,7 @@ impl Sfu {
                 .get(&id)
                 .is_some_and(|p| !p.rtc.is_alive() || p.fingerprint != fingerprint);
             if stale {
-                self.remove_part(now, id);
+                self.remove_part(id);
             }
         }
         let (id, fresh) = match self.by_peer.get(&key) {
@@ -628,7 +632,7 @@ impl Sfu {
             Ok(a) => a,
             Err(e) => {
                 if fresh {
-                    self.remove_part(now, id);
+                    self.remove_part(id);
                 }
                 return Err(SfuError::Sdp(e.to_string()));
             }
@@ -686,15 +690,10 @@ impl Sfu {
         let r = self.rooms.entry(room.to_owned()).or_default();
         // Subscribe to what the others already publish.
         let mut tracks_out = Vec::new();
-        for m in &r.members {
-            for (tid, t) in &self.tracks {
-                if t.owner == *m {
-                    let publisher = self
-                        .parts
-                        .get(m)
-                        .map(|p| p.peer.clone())
-                        .unwrap_or_default();
-                    tracks_out.push(new_out(*tid, publisher, t.kind));
+        for p in r.members.iter().filter_map(|m| self.parts.get(m)) {
+            for tid in &p.tracks_in {
+                if let Some(t) = self.tracks.get(tid) {
+                    tracks_out.push(new_out(*tid, p.peer.clone(), t.kind));
                 }
             }
         }
@@ -792,12 +791,12 @@ impl Sfu {
             .get(&(room.to_owned(), peer.to_owned()))
             .copied()
         {
-            self.remove_part(now, id);
+            self.remove_part(id);
             self.run(now);
         }
     }
 
-    fn remove_part(&mut self, now: Instant, id: PartId) {
+    fn remove_part(&mut self, id: PartId) {
         let Some(mut part) = self.parts.remove(&id) else {
             return;
         };
@@ -848,7 +847,6 @@ impl Sfu {
                 self.mark(m);
             }
         }
-        let _ = now;
     }
 
     /// A datagram received on the SFU's socket (`proto` Udp) or a framed TCP connection.
@@ -1030,7 +1028,7 @@ impl Sfu {
                 }
             }
             Event::MediaAdded(m) if m.direction.is_receiving() => {
-                self.add_track_in(now, id, m.mid, m.kind);
+                self.add_track_in(id, m.mid, m.kind);
             }
             Event::MediaChanged(m) => {
                 if !m.direction.is_receiving() {
@@ -1048,7 +1046,7 @@ impl Sfu {
                             .and_then(|p| p.rtc.media(m.mid))
                             .map(|md| md.kind());
                         if let Some(kind) = kind {
-                            self.add_track_in(now, id, m.mid, kind);
+                            self.add_track_in(id, m.mid, kind);
                         }
                     }
                 }
@@ -1109,7 +1107,7 @@ impl Sfu {
         }
     }
 
-    fn add_track_in(&mut self, now: Instant, owner: PartId, mid: Mid, kind: MediaKind) {
+    fn add_track_in(&mut self, owner: PartId, mid: Mid, kind: MediaKind) {
         // Every published track costs every other member a stream: a participant publishes a
         // few (camera, microphone, screen), never hundreds.
         if self
@@ -1135,7 +1133,6 @@ impl Sfu {
         if let Some(p) = self.parts.get_mut(&owner) {
             p.tracks_in.push(tid);
         }
-        let _ = now;
         self.props.push_back(Prop::TrackOpened(tid));
     }
 
@@ -1322,8 +1319,8 @@ impl Sfu {
                     out.ts_offset = match out.last_out {
                         Some((last, at, freq)) if freq == d.time.denom() => {
                             let elapsed = now.saturating_duration_since(at).as_secs_f64();
-                            let step = (elapsed * f64::from(freq)).max(1.0) as i64;
-                            (last as i64 + step) - d.time.numer() as i64
+                            let step = (elapsed * f64::from(freq)).max(1.0) as u64;
+                            last.wrapping_add(step).wrapping_sub(d.time.numer())
                         }
                         _ => out.ts_offset,
                     };
@@ -1338,7 +1335,7 @@ impl Sfu {
             let Some(pt) = writer.match_params(d.params) else {
                 continue;
             };
-            let ts = (d.time.numer() as i64 + out.ts_offset).max(0) as u64;
+            let ts = d.time.numer().wrapping_add(out.ts_offset);
             let time = MediaTime::new(ts, d.time.frequency());
             if let Err(e) = writer.write(pt, d.network_time, time, d.data.clone()) {
                 tracing::debug!(peer = %sub.peer, "sfu: write: {e}");
@@ -1382,7 +1379,8 @@ impl Sfu {
             };
             let Some(cid) = sub.channel else {
                 // Not open yet: keep a little for when it opens.
-                if sub.backlog.len() < BACKLOG_MESSAGES {
+                let held: usize = sub.backlog.iter().map(|(_, d)| d.len()).sum();
+                if sub.backlog.len() < BACKLOG_MESSAGES && held + payload.len() <= BACKLOG_BYTES {
                     sub.backlog.push_back((binary, payload.clone()));
                 }
                 continue;
@@ -1538,7 +1536,7 @@ impl Sfu {
             let Some(r) = self.rooms.get_mut(&name) else {
                 continue;
             };
-            if let Some(who) = r.speaker.tick(now, levels.into_iter()) {
+            if let Some(who) = r.speaker.tick(now, &levels) {
                 if let Some(p) = self.parts.get(&who) {
                     self.events.push_back(SfuEvent::ToRoom {
                         room: name.clone(),

@@ -76,8 +76,7 @@ impl<K: Copy + PartialEq> SpeakerDetector<K> {
     }
 
     /// One tick with every participant's loudness now; returns the new speaker when it changed.
-    pub fn tick(&mut self, now: Instant, levels: impl Iterator<Item = (K, f64)>) -> Option<K> {
-        let levels: Vec<(K, f64)> = levels.collect();
+    pub fn tick(&mut self, now: Instant, levels: &[(K, f64)]) -> Option<K> {
         let level_of = |k: K| {
             levels
                 .iter()
@@ -85,7 +84,7 @@ impl<K: Copy + PartialEq> SpeakerDetector<K> {
                 .map_or(0.0, |(_, v)| *v)
         };
         let mut loudest: Option<(K, f64)> = None;
-        for &(k, v) in &levels {
+        for &(k, v) in levels {
             if v >= VOICE_THRESHOLD && loudest.is_none_or(|(_, best)| v > best) {
                 loudest = Some((k, v));
             }
@@ -163,22 +162,19 @@ mod tests {
         let t0 = Instant::now();
         let mut d = SpeakerDetector::<u32>::default();
         // Noise only: nobody.
-        assert_eq!(d.tick(t0, [(1, 40.0), (2, 50.0)].into_iter()), None);
+        assert_eq!(d.tick(t0, &[(1, 40.0), (2, 50.0)]), None);
         // 2 speaks: after HOLD it becomes the speaker, once.
-        assert_eq!(d.tick(t0, [(1, 40.0), (2, 90.0)].into_iter()), None);
-        assert_eq!(d.tick(t0 + ms(400), [(2, 90.0)].into_iter()), None);
-        assert_eq!(d.tick(t0 + HOLD, [(2, 90.0)].into_iter()), Some(2));
-        assert_eq!(d.tick(t0 + HOLD + ms(250), [(2, 90.0)].into_iter()), None);
+        assert_eq!(d.tick(t0, &[(1, 40.0), (2, 90.0)]), None);
+        assert_eq!(d.tick(t0 + ms(400), &[(2, 90.0)]), None);
+        assert_eq!(d.tick(t0 + HOLD, &[(2, 90.0)]), Some(2));
+        assert_eq!(d.tick(t0 + HOLD + ms(250), &[(2, 90.0)]), None);
         // A short burst from 1 does not flip it.
         let t1 = t0 + ms(2000);
-        assert_eq!(d.tick(t1, [(1, 100.0), (2, 90.0)].into_iter()), None);
-        assert_eq!(
-            d.tick(t1 + ms(250), [(1, 60.0), (2, 90.0)].into_iter()),
-            None
-        );
+        assert_eq!(d.tick(t1, &[(1, 100.0), (2, 90.0)]), None);
+        assert_eq!(d.tick(t1 + ms(250), &[(1, 60.0), (2, 90.0)]), None);
         assert_eq!(d.current(), Some(2));
         // Silence keeps the last speaker.
-        assert_eq!(d.tick(t1 + ms(500), [(1, 0.0), (2, 0.0)].into_iter()), None);
+        assert_eq!(d.tick(t1 + ms(500), &[(1, 0.0), (2, 0.0)]), None);
         assert_eq!(d.current(), Some(2));
         assert!(d.remove(2));
         assert_eq!(d.current(), None);
@@ -196,16 +192,13 @@ mod tests {
             } else {
                 (89.0, 90.0)
             };
-            if let Some(k) = d.tick(t0 + ms(250 * i), [(1, a), (2, b)].into_iter()) {
+            if let Some(k) = d.tick(t0 + ms(250 * i), &[(1, a), (2, b)]) {
                 won = Some(k);
             }
         }
         assert_eq!(won, Some(1));
         // 2 is not clearly louder: 1 keeps the floor.
-        assert_eq!(
-            d.tick(t0 + ms(3000), [(1, 88.0), (2, 90.0)].into_iter()),
-            None
-        );
+        assert_eq!(d.tick(t0 + ms(3000), &[(1, 88.0), (2, 90.0)]), None);
         assert_eq!(d.current(), Some(1));
     }
 }

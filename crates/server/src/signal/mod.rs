@@ -180,10 +180,8 @@ impl Inner {
             for (room, peer) in self.hub.drain_departed() {
                 sfu.send(crate::sfu::Cmd::Remove { room, peer });
             }
-        } else {
-            self.hub.drain_sfu().for_each(drop);
-            self.hub.drain_departed().for_each(drop);
         }
+        // Without an SFU the hub has no SFU room: it queues nothing for one.
         for key in self.hub.drain_dirty() {
             if let Some(io) = self.io.get(&key) {
                 io.notify.notify_waiters();
