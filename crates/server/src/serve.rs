@@ -466,6 +466,33 @@ fn udp_listener(addr: SocketAddr) -> anyhow::Result<StdUdpSocket> {
     Ok(sock.into())
 }
 
+/// Binds `first` on `addr`, then `second` on the port `first` got. When `addr` asks for port 0
+/// and the second bind fails (the port the kernel chose for one protocol is taken in the other),
+/// both are dropped and tried again with a new port, up to 32 times.
+pub(crate) fn same_port<A, B>(
+    addr: SocketAddr,
+    first: impl Fn(SocketAddr) -> anyhow::Result<A>,
+    second: impl Fn(SocketAddr) -> anyhow::Result<B>,
+    bound: impl Fn(&A) -> std::io::Result<SocketAddr>,
+) -> anyhow::Result<(A, B)> {
+    let mut attempt = 0;
+    loop {
+        let a = first(addr)?;
+        let at = bound(&a)?;
+        match second(at) {
+            Ok(b) => return Ok((a, b)),
+            Err(e) if addr.port() == 0 && attempt < 31 => {
+                attempt += 1;
+                tracing::debug!(
+                    "port {} taken for the second protocol ({e:#}); again",
+                    at.port()
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn tcp_listener(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
@@ -606,11 +633,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut tcp = Vec::new();
     let mut turn_addrs = Vec::new();
     for addr in &config.turn_listen {
-        // The TCP listener picks the port when 0 is asked for; UDP then binds the same port.
-        let t = tcp_listener(*addr)?;
+        // The TCP listener picks the port when 0 is asked for; UDP then binds the same port
+        // (tried again with another port if that one is taken for UDP).
+        let (t, udps): (_, Vec<StdUdpSocket>) = same_port(
+            *addr,
+            tcp_listener,
+            |bound| (0..workers).map(|_| udp_listener(bound)).collect(),
+            |t| t.local_addr(),
+        )?;
         let bound = t.local_addr()?;
-        for list in udp_listeners.iter_mut() {
-            list.push((bound, udp_listener(bound)?));
+        for (list, u) in udp_listeners.iter_mut().zip(udps) {
+            list.push((bound, u));
         }
         turn_addrs.push(bound);
         tcp.push((t, Transport::Tcp));

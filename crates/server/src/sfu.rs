@@ -93,20 +93,27 @@ impl SfuService {
     }
 }
 
-/// Binds the SFU's UDP socket and TCP listener (same port; when `listen` has port 0, the UDP
-/// socket picks it).
+/// Binds the SFU's UDP socket and TCP listener (same port; when `listen` has port 0, the TCP
+/// listener picks it, and another is tried if it is taken for UDP).
 pub fn bind(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
-    let udp = std::net::UdpSocket::bind(listen)
-        .with_context(|| format!("cannot bind the SFU's UDP port {listen}"))?;
-    let bound = udp.local_addr()?;
+    let (tcp, udp) = crate::serve::same_port(
+        listen,
+        |a| {
+            std::net::TcpListener::bind(a)
+                .with_context(|| format!("cannot bind the SFU's ICE-TCP port {a}"))
+        },
+        |a| {
+            std::net::UdpSocket::bind(a)
+                .with_context(|| format!("cannot bind the SFU's UDP port {a}"))
+        },
+        |t| t.local_addr(),
+    )?;
     udp.set_nonblocking(true)?;
     let sock = socket2::Socket::from(udp);
     // Room for bursts of media (keyframes) across many participants.
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
     let udp = UdpSocket::from_std(sock.into())?;
-    let tcp = std::net::TcpListener::bind(bound)
-        .with_context(|| format!("cannot bind the SFU's ICE-TCP port {bound}"))?;
     tcp.set_nonblocking(true)?;
     Ok((udp, TcpListener::from_std(tcp)?))
 }
