@@ -179,11 +179,58 @@ const publishDiag = (p) =>
 
 const videoWidthOf = async (p, id) => (await snapshot(p)).peers.find((x) => x.id === id)?.videoWidth ?? 0;
 
-/** Frames decoded by `p` from each of `ids` (from the page's per-peer stats). */
-const framesOf = async (p, ids) => {
-  const s = await snapshot(p);
-  return ids.map((id) => s.peers.find((x) => x.id === id)?.framesDecoded ?? 0);
-};
+/**
+ * Frames decoded by `p` from each of `ids`, from the page's per-peer stats as of now: the SDK
+ * polls them every second, so this waits for its next `stats` event of each of `ids` (a count
+ * read from the last snapshot can be up to a second old, e.g. from before a tile was hidden).
+ */
+const framesOf = (p, ids) =>
+  p.page.evaluate(
+    (ids) =>
+      new Promise((resolve, reject) => {
+        const got = new Map();
+        const off = window.icebreaker.call.on('stats', (s) => {
+          if (!ids.includes(s.peer)) return;
+          got.set(s.peer, s.framesDecoded);
+          if (got.size < ids.length) return;
+          off();
+          clearTimeout(timer);
+          resolve(ids.map((id) => got.get(id)));
+        });
+        const timer = setTimeout(() => {
+          off();
+          reject(new Error(`no stats within 5 s for ${ids.filter((id) => !got.has(id)).join(',')}`));
+        }, 5000);
+      }),
+    ids,
+  );
+
+/**
+ * Diagnostics: what the SFU forwards to `p` (its admin view, loopback only): per subscription
+ * the publisher's name, kind, mid, layer forwarded (`-`: none, paused) and the view it knows;
+ * `p`'s bandwidth estimate; the video layers each other participant publishes.
+ */
+async function sfuSubscriptions(p, parts) {
+  try {
+    const room = await p.page.evaluate(() => window.icebreaker.client.room);
+    const res = await fetch(`${BASE}/admin/sfu?room=${encodeURIComponent(room)}`);
+    const body = await res.json();
+    const me = body.participants?.find((x) => x.peer === p.id);
+    if (!me) return `not in the SFU's room ${room}`;
+    const name = (id) => parts.find((x) => x.id === id)?.name ?? id;
+    const subs = me.receiving
+      .map((r) => `${name(r.publisher)}/${r.kind}/${r.mid ?? '-'}:${r.layer ?? '-'}@${r.view ? r.view.join('x') : '?'}`)
+      .join(', ');
+    const layers = body.participants
+      .filter((x) => x.peer !== p.id)
+      .map((x) => `${name(x.peer)} ${x.publishing.filter((t) => t.kind === 'video').map((t) => t.layers.map(([rid, w, h, bps]) => `${rid || '-'}:${w}x${h}/${Math.round(bps / 1000)}k`).join(' ')).join('; ')}`)
+      .join(', ');
+    const est = me.bandwidth_estimate == null ? '?' : `${Math.round(me.bandwidth_estimate / 1000)}k`;
+    return `${subs}; its estimate ${est}, ${Math.round(me.bitrate_out / 1000)}k sent to it; video layers arriving: ${layers}`;
+  } catch (err) {
+    return `admin view unavailable: ${err.message}`;
+  }
+}
 
 /**
  * Scenario 4 (participants sub, pub, other): `sub` hides `other`'s tile (view 0×0: the SFU
@@ -192,6 +239,8 @@ const framesOf = async (p, ids) => {
 async function resizeSteps(parts, deadline) {
   const [sub, pub, other] = parts;
   const hidden = parts.filter((p) => p !== sub && p !== pub).map((p) => p.id);
+  const tHide = Date.now();
+  await sub.page.evaluate(() => window.__views?.push(`hide@${Date.now() - window.__views.t0}`));
   for (const id of hidden) await sub.page.evaluate((id) => (document.querySelector(`.tile[data-peer="${id}"] video`).style.display = 'none'), id);
   await setVideoSize(sub, pub.id, [640, 480]);
   const big = await waitFor('the top layer for a 640×480 view', Math.min(deadline, Date.now() + 15_000), async () => {
@@ -199,11 +248,16 @@ async function resizeSteps(parts, deadline) {
     return { ok: w > 400, info: w, w };
   });
   const w0 = big.w;
-  // Paused: no new frames from the hidden four (stats are polled every second).
+  // Paused: no new frames from the hidden tile over (at least) 2 s of fresh stats.
+  const tBig = Date.now() - tHide;
   const f0 = await framesOf(sub, hidden);
   await sleep(2000);
   const f1 = await framesOf(sub, hidden);
-  if (f1.some((f, i) => f > f0[i] + 2)) throw new Error(`hidden videos still decode frames: ${f0} → ${f1}`);
+  if (f1.some((f, i) => f > f0[i] + 2)) {
+    throw new Error(
+      `hidden videos still decode frames: ${f0} → ${f1} (the top layer came ${tBig} ms after hiding)`,
+    );
+  }
   await setVideoSize(sub, pub.id, [160, 90]);
   const t1 = Date.now();
   const small = await waitFor(`videoWidth ≤ ${w0 / 2} for a 160×90 view`, Math.min(deadline, t1 + 10_000), async () => {
@@ -213,7 +267,9 @@ async function resizeSteps(parts, deadline) {
   const down = Date.now() - t1;
   await setVideoSize(sub, pub.id, [640, 480]);
   const t2 = Date.now();
-  const back = await waitFor(`videoWidth > ${small.w} again for a 640×480 view`, Math.min(deadline, t2 + 10_000), async () => {
+  // The way back up waits for the subscriber's bandwidth estimate to ramp up (str0m probes), which
+  // took from 0.25 s to over 10 s on this 2-core machine under the load of the room.
+  const back = await waitFor(`videoWidth > ${small.w} again for a 640×480 view`, Math.min(deadline, t2 + 20_000), async () => {
     const w = await videoWidthOf(sub, pub.id);
     return { ok: w > small.w, info: w, w };
   });
@@ -319,20 +375,20 @@ const SCENARIOS = [
       const sub = parts[0];
       try {
         await waitForVideo(parts, deadline, { extra: (p) => p.connectionState === 'connected' });
-        // The `view`s the subscriber sends, for the diagnostics.
+        // The `view`s the subscriber sends (ms after this hook), for the diagnostics.
         await sub.page.evaluate(() => {
           const c = window.icebreaker.client;
-          window.__views = [];
+          window.__views = Object.assign([], { t0: Date.now() });
           const send = c.sendSfu.bind(c);
           c.sendSfu = (d) => {
-            if (d.kind === 'view') window.__views.push(`${d.mid}:${d.width}x${d.height}`);
+            if (d.kind === 'view') window.__views.push(`${d.mid}:${d.width}x${d.height}@${Date.now() - window.__views.t0}`);
             send(d);
           };
         });
         return await resizeSteps(parts, deadline);
       } catch (err) {
         const views = await sub.page.evaluate(() => window.__views).catch(() => null);
-        err.message += `; views sent by ${sub.name}: ${JSON.stringify(views)}; ${parts[1]?.name} publishes: ${await publishDiag(parts[1]).catch((e) => e.message)}`;
+        err.message += `; views sent by ${sub.name}: ${JSON.stringify(views)}; ${parts[1]?.name} publishes: ${await publishDiag(parts[1]).catch((e) => e.message)}; the SFU forwards to ${sub.name}: ${await sfuSubscriptions(sub, parts)}`;
         throw withDiag(err, parts);
       } finally {
         await closeAll(parts);

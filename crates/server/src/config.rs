@@ -376,6 +376,24 @@ pub struct ServeArgs {
     /// Rooms created as `auto` become SFU rooms when a join would make them larger than this [default: 4]
     #[arg(long, env = "ICEBREAKER_SFU_MESH_MAX", value_name = "N")]
     pub sfu_mesh_max: Option<u32>,
+
+    /// Join a cluster through this Redis (`redis://[user:password@]host:port[/db]`): rooms,
+    /// sessions and TURN nodes are shared with the other nodes [default: none, one node]
+    #[arg(
+        long,
+        env = "ICEBREAKER_CLUSTER",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub cluster: Option<String>,
+
+    /// This node's id in the cluster (letters, digits, `-_.`, up to 64) [default: random per start]
+    #[arg(long, env = "ICEBREAKER_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Prefix of every Redis key of the cluster (several clusters can share one Redis) [default: ib:]
+    #[arg(long, env = "ICEBREAKER_CLUSTER_PREFIX", value_name = "PREFIX")]
+    pub cluster_prefix: Option<String>,
 }
 
 /// The TOML file. Same keys as the flags, with underscores.
@@ -428,6 +446,9 @@ struct FileConfig {
     admin_listen: Option<String>,
     sfu_listen: Option<String>,
     sfu_mesh_max: Option<u32>,
+    cluster: Option<String>,
+    node_id: Option<String>,
+    cluster_prefix: Option<String>,
 }
 
 /// The resolved configuration. `Config::default()` is the configuration with no flags, no
@@ -493,6 +514,12 @@ pub struct Config {
     /// The SFU's media address; `None` = no SFU.
     pub sfu_listen: Option<SocketAddr>,
     pub sfu_mesh_max: u32,
+    /// Redis URL of the cluster (`None`: one node, in-memory state).
+    pub cluster: Option<String>,
+    /// This node's id (`None`: random per start).
+    pub node_id: Option<String>,
+    /// Redis key prefix.
+    pub cluster_prefix: String,
 }
 
 impl Default for Config {
@@ -544,6 +571,9 @@ impl Default for Config {
             admin_listen: None,
             sfu_listen: Some(DEFAULT_SFU_LISTEN),
             sfu_mesh_max: DEFAULT_SFU_MESH_MAX,
+            cluster: None,
+            node_id: None,
+            cluster_prefix: "ib:".to_string(),
         }
     }
 }
@@ -612,6 +642,12 @@ impl fmt::Debug for Config {
             .field("admin_listen", &self.admin_listen)
             .field("sfu_listen", &self.sfu_listen)
             .field("sfu_mesh_max", &self.sfu_mesh_max)
+            .field(
+                "cluster",
+                &self.cluster.as_deref().map(crate::cluster::redact),
+            )
+            .field("node_id", &self.node_id)
+            .field("cluster_prefix", &self.cluster_prefix)
             .finish()
     }
 }
@@ -1085,6 +1121,13 @@ impl Config {
                 .sfu_mesh_max
                 .or(f.sfu_mesh_max)
                 .unwrap_or(d.sfu_mesh_max),
+            cluster: args.cluster.clone().or(f.cluster),
+            node_id: args.node_id.clone().or(f.node_id),
+            cluster_prefix: args
+                .cluster_prefix
+                .clone()
+                .or(f.cluster_prefix)
+                .unwrap_or(d.cluster_prefix),
         };
         if l.problems.is_empty() {
             Ok(config)
@@ -1110,6 +1153,7 @@ impl Config {
         self.check_limits(&mut c);
         self.check_signal(&mut c);
         self.check_misc(&mut c);
+        self.check_cluster(&mut c);
         c.0.sort_by_key(|p| std::cmp::Reverse(p.severity));
         c.0
     }
@@ -1349,6 +1393,39 @@ impl Config {
                  REST secret for this run only and prints it; add --user NAME:PASS or \
                  --turn-secret SECRET to choose your own",
             );
+        }
+    }
+
+    fn check_cluster(&self, c: &mut Checker) {
+        if let Some(url) = &self.cluster {
+            let scheme_ok = url.starts_with("redis://") || url.starts_with("redis+unix://");
+            if !scheme_ok {
+                c.error(format!(
+                    "cluster must be a Redis URL like redis://10.0.0.5:6379/0 (got {:?}); rediss:// (TLS) is not supported: keep Redis on a private network",
+                    crate::cluster::redact(url)
+                ));
+            }
+            if self.turn_secrets.is_empty() && !self.users.is_empty() {
+                c.warning(
+                    "cluster without turn_secrets: the iceServers signaling hands out carry no credentials for the other nodes' TURN; give every node the same turn_secrets",
+                );
+            }
+        }
+        if let Some(id) = &self.node_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                c.error("node_id must be 1 to 64 characters of A-Z a-z 0-9 - _ .");
+            }
+        }
+        if self.cluster_prefix.is_empty()
+            || self.cluster_prefix.len() > 32
+            || self.cluster_prefix.contains(char::is_whitespace)
+        {
+            c.error("cluster_prefix must be 1 to 32 characters without spaces (e.g. ib:)");
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod credentials;

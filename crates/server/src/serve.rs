@@ -344,7 +344,10 @@ impl Running {
             udp_workers,
             log,
             log_format,
-            sfu_listen
+            sfu_listen,
+            cluster,
+            node_id,
+            cluster_prefix
         );
         if let (Some(store), Some(cert), Some(key)) = (&self.certs, &new.tls_cert, &new.tls_key) {
             store
@@ -778,6 +781,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown.clone(),
     );
     tasks.push(signal.spawn_ticker());
+    let cluster = match &config.cluster {
+        Some(url) => {
+            let node = config
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+            let c = crate::cluster::Cluster::connect(crate::cluster::ClusterConfig {
+                url: url.clone(),
+                node,
+                prefix: config.cluster_prefix.clone(),
+                replay_limit: config.signal_replay_limit,
+                replay_max_bytes: icebreaker_signal::session::DEFAULT_REPLAY_BYTES,
+                grace: Duration::from_secs(u64::from(config.signal_grace)),
+            })
+            .await?;
+            tracing::info!(
+                node = c.node(),
+                "cluster: joined through {}",
+                crate::cluster::redact(url)
+            );
+            Some(c)
+        }
+        None => None,
+    };
     if let Some((udp, tcp)) = sfu_sockets {
         let (sfu, sfu_tasks) = crate::sfu::spawn(crate::sfu::Start {
             udp,
@@ -790,6 +817,47 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         })?;
         signal.set_sfu(sfu);
         tasks.extend(sfu_tasks);
+    }
+    if let Some(c) = &cluster {
+        // The registry entry: this node's TURN addresses as clients reach them and its load.
+        let public = config.external_ip.first().map(|e| e.public).or(v4).or(v6);
+        let advertise = |a: &SocketAddr| match public {
+            Some(ip) if a.ip().is_unspecified() => SocketAddr::new(ip, a.port()).to_string(),
+            _ => a.to_string(),
+        };
+        let turn: Vec<String> = turn_addrs.iter().map(advertise).collect();
+        let turns: Vec<String> = turns_addrs.iter().map(advertise).collect();
+        let (group, gate2, sig) = (shared.group.clone(), gate.clone(), signal.clone());
+        let max = config.max_allocations as u64;
+        let has_sfu = sfu_addr.is_some();
+        let http = http_addr.to_string();
+        let started = crate::credentials::now_unix();
+        let c2 = c.clone();
+        let update = move || {
+            c2.set_info(|i| {
+                i.turn = turn.clone();
+                i.turns = turns.clone();
+                i.allocations = group.allocations() as u64;
+                i.max_allocations = max;
+                i.sessions = sig.stats().sessions as u64;
+                i.draining = gate2.is_draining();
+                i.sfu = has_sfu;
+                i.http = http.clone();
+                i.started = started;
+            })
+        };
+        update();
+        let mut stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => update(),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }));
+        signal.set_cluster(c.clone());
     }
     let http_state = HttpState {
         metrics: metrics.clone(),

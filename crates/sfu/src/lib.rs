@@ -1060,7 +1060,13 @@ impl Sfu {
                 let Some(t) = self.tracks.get(&out.track) else {
                     return;
                 };
-                let rid = out.current.or(out.target).flatten();
+                // Nothing forwarded on it (paused: a hidden tile; or no layer chosen yet):
+                // nothing to repair. Chromium asks for a keyframe about 3 s into a pause;
+                // passed on, it would cost the publisher a keyframe nobody receives, for no
+                // layer of a simulcast track. A layer chosen later starts with a keyframe.
+                let Some(rid) = out.current.or(out.target) else {
+                    return;
+                };
                 self.props.push_back(Prop::Keyframe {
                     publisher: t.owner,
                     track: out.track,
@@ -1261,7 +1267,11 @@ impl Sfu {
             return;
         }
         let mid = t.mid;
-        let layer = t.layer_mut(rid, now);
+        // Only for a layer that arrives: an unknown `rid` must not become a layer (it would
+        // count as active, unsized and costless, and stop the layers from being sorted).
+        let Some(layer) = t.layers.iter_mut().find(|l| l.rid == rid) else {
+            return;
+        };
         if layer
             .last_keyframe_request
             .is_some_and(|at| now.saturating_duration_since(at) < min)
@@ -1782,5 +1792,49 @@ fn new_out(track: TrackId, publisher: String, kind: MediaKind) -> TrackOut {
         view: None,
         ts_offset: 0,
         last_out: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A keyframe request names a layer that arrives, or is dropped: an unknown `rid` (none
+    /// for a simulcast track: what a paused subscription would have asked for) must not add a
+    /// phantom layer that counts as active and keeps the layers from being sorted.
+    #[test]
+    fn keyframe_request_for_an_unknown_layer_adds_no_layer() {
+        let now = Instant::now();
+        let mut sfu = Sfu::new(SfuConfig::default());
+        let mut t = TrackIn {
+            owner: PartId(1),
+            mid: Mid::from("v"),
+            kind: MediaKind::Video,
+            layers: Vec::new(),
+            loudness: Loudness::default(),
+        };
+        for (rid, width) in [("h", 320), ("f", 640)] {
+            let l = t.layer_mut(Some(Rid::from(rid)), now);
+            l.width = width;
+            l.height = width * 3 / 4;
+        }
+        let tid = TrackId(7);
+        sfu.tracks.insert(tid, t);
+
+        let pli = KeyframeRequestKind::Pli;
+        sfu.request_keyframe(now, PartId(1), tid, None, pli);
+        sfu.request_keyframe(now, PartId(1), tid, Some(Rid::from("q")), pli);
+        let layers = &sfu.tracks[&tid].layers;
+        assert_eq!(layers.len(), 2, "no layer for an unknown rid");
+        assert!(layers.iter().all(|l| l.last_keyframe_request.is_none()));
+
+        sfu.request_keyframe(now, PartId(1), tid, Some(Rid::from("h")), pli);
+        let layers = &sfu.tracks[&tid].layers;
+        assert_eq!(layers.len(), 2);
+        assert_eq!(
+            layers[0].last_keyframe_request,
+            Some(now),
+            "a known layer is asked"
+        );
     }
 }

@@ -87,6 +87,17 @@ impl SessionKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(u64);
 
+/// A `join` checked by [`Hub::check_join`].
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// The room it would create.
+    pub spec: RoomSpec,
+    /// What its token grants.
+    pub perms: Perms,
+    /// Its display name (`name`, else the token's `sub`), ≤ 64 characters.
+    pub name: Option<String>,
+}
+
 /// A successful [`Hub::join`].
 #[derive(Debug, Clone)]
 pub struct Joined {
@@ -127,6 +138,9 @@ pub enum CloseReason {
     Timeout,
     /// [`Hub::kick`].
     Kicked,
+    /// [`Hub::forget`]: the session lives on elsewhere (another node of a cluster took it
+    /// over) or ended there.
+    Forgotten,
 }
 
 /// An `sfu` message from a member, for the SFU (see [`Hub::drain_sfu`]).
@@ -258,13 +272,15 @@ impl<S: RoomStore> Hub<S> {
             .map_err(|e| e.with_id(id))
     }
 
-    fn join_inner(
-        &mut self,
-        now: Instant,
-        now_unix: u64,
-        join: Join,
-        ice_servers: impl FnOnce(&str) -> Value,
-    ) -> Result<Joined, ProtoError> {
+    /// The checks of a `join` that need no room state: room name, capacity, room token
+    /// (`now_unix` for its expiry), topology. With the id of the join on errors. Used by
+    /// [`Hub::join`], and by a cluster that admits into a shared store.
+    pub fn check_join(&self, now_unix: u64, join: &Join) -> Result<JoinRequest, ProtoError> {
+        self.check_join_inner(now_unix, join)
+            .map_err(|e| e.with_id(join.id.clone()))
+    }
+
+    fn check_join_inner(&self, now_unix: u64, join: &Join) -> Result<JoinRequest, ProtoError> {
         if !crate::proto::valid_room(&join.room) {
             return Err(ProtoError::new(
                 ErrorCode::InvalidRoom,
@@ -301,12 +317,6 @@ impl<S: RoomStore> Hub<S> {
                 (claims.perms, claims.sub)
             }
         };
-        if self.sessions.len() >= self.config.max_sessions {
-            return Err(ProtoError::new(
-                ErrorCode::ServerFull,
-                "the server is at its session limit",
-            ));
-        }
         let request = join.topology.unwrap_or_default();
         if request == TopologyRequest::Sfu && !self.config.sfu {
             return Err(ProtoError::new(
@@ -323,7 +333,27 @@ impl<S: RoomStore> Hub<S> {
             },
             auto: request == TopologyRequest::Auto,
         };
-        let name = join.name.or_else(|| sub.map(|s| truncate_chars(s, 64)));
+        let name = join
+            .name
+            .clone()
+            .or_else(|| sub.map(|s| truncate_chars(s, 64)));
+        Ok(JoinRequest { spec, perms, name })
+    }
+
+    fn join_inner(
+        &mut self,
+        now: Instant,
+        now_unix: u64,
+        join: Join,
+        ice_servers: impl FnOnce(&str) -> Value,
+    ) -> Result<Joined, ProtoError> {
+        let JoinRequest { spec, perms, name } = self.check_join_inner(now_unix, &join)?;
+        if self.sessions.len() >= self.config.max_sessions {
+            return Err(ProtoError::new(
+                ErrorCode::ServerFull,
+                "the server is at its session limit",
+            ));
+        }
         let peer = self.fresh_peer_id();
         let member = PeerInfo {
             id: peer.clone(),
@@ -635,7 +665,8 @@ impl<S: RoomStore> Hub<S> {
         // Constant-time comparison of the token itself, independent of the digest map.
         self.sessions
             .get(&key)
-            .filter(|s| s.token.matches(token))
+            // A session known only by its digest (adopted) was found by that digest.
+            .filter(|s| s.token.is_digest_only() || s.token.matches(token))
             .map(|_| key)
     }
 
@@ -817,7 +848,7 @@ impl<S: RoomStore> Hub<S> {
         let reason = match why {
             CloseReason::Left => LeaveReason::Left,
             CloseReason::Timeout => LeaveReason::Timeout,
-            CloseReason::Kicked => LeaveReason::Kicked,
+            CloseReason::Kicked | CloseReason::Forgotten => LeaveReason::Kicked,
         };
         let enc = ServerMessage::PeerLeft {
             peer: s.peer,
@@ -826,6 +857,116 @@ impl<S: RoomStore> Hub<S> {
         .encode();
         self.deliver_room(&s.room, None, &enc);
         true
+    }
+
+    /// Adds a session whose room membership and message numbering live elsewhere (a cluster's
+    /// shared store): the local copy of a session joined or resumed on this node. It starts
+    /// detached (grace running) with an empty replay buffer whose next `seq` is
+    /// `last_seq + 1`; feed it with [`Hub::push_sequenced`] and attach a stream. The room
+    /// store is not touched: such sessions have no local room, and leaving, presence and
+    /// delivery to other members are the cluster's business. `None` when `peer` or the token
+    /// already has a session here, or at `max_sessions`.
+    pub fn adopt(
+        &mut self,
+        now: Instant,
+        token_digest: [u8; 32],
+        peer: &str,
+        room: &str,
+        perms: Perms,
+        last_seq: u64,
+    ) -> Option<SessionKey> {
+        if self.by_peer.contains_key(peer)
+            || self.by_digest.contains_key(&token_digest)
+            || self.sessions.len() >= self.config.max_sessions
+        {
+            return None;
+        }
+        let key = SessionKey(self.next_key);
+        self.next_key += 1;
+        let outbox = Outbox::starting_after(
+            last_seq,
+            self.config.replay_limit,
+            self.config.replay_max_bytes,
+        )
+        .metered(self.buffered.clone());
+        let deadline = grace_deadline(now, self.config.grace);
+        self.deadlines.insert((deadline, key));
+        self.sessions.insert(
+            key,
+            Session {
+                // Only its digest is known here (the token was given to the client elsewhere).
+                token: SessionToken::from_digest_only(),
+                digest: token_digest,
+                peer: peer.to_owned(),
+                room: room.to_owned(),
+                perms,
+                outbox,
+                unsequenced: VecDeque::new(),
+                stream: None,
+                deadline: Some(deadline),
+                dirty: false,
+            },
+        );
+        self.by_digest.insert(token_digest, key);
+        self.by_peer.insert(peer.to_owned(), key);
+        Some(key)
+    }
+
+    /// Finds a session by the SHA-256 digest of its token (sessions added by [`Hub::adopt`]).
+    pub fn lookup_digest(&self, digest: &[u8; 32]) -> Option<SessionKey> {
+        self.by_digest.get(digest).copied()
+    }
+
+    /// Appends a message numbered elsewhere (`text` carries its `seq`) to session `key`.
+    /// `Ok(true)` taken, `Ok(false)` a duplicate (ignored), `Err(next)` a gap: the messages
+    /// from `next` on must come first. Unknown session: `Ok(false)`.
+    pub fn push_sequenced(&mut self, key: SessionKey, seq: u64, text: &str) -> Result<bool, u64> {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return Ok(false);
+        };
+        let taken = s.outbox.push_at(seq, text)?;
+        if taken {
+            self.mark_dirty(key);
+        }
+        Ok(taken)
+    }
+
+    /// Drops the local session `key` without any room effect (no `peer-left`): it was taken
+    /// over by another node of a cluster, or it ended there. Its stream sees it gone.
+    pub fn forget(&mut self, key: SessionKey) -> bool {
+        let Some(s) = self.sessions.remove(&key) else {
+            return false;
+        };
+        if s.stream.is_some() {
+            self.attached = self.attached.saturating_sub(1);
+        }
+        self.by_digest.remove(&s.digest);
+        self.by_peer.remove(&s.peer);
+        if let Some(d) = s.deadline {
+            self.deadlines.remove(&(d, key));
+        }
+        if !s.dirty {
+            self.dirty.push(key);
+        }
+        self.closed.push((key, CloseReason::Forgotten));
+        true
+    }
+
+    /// Every message held in the session's replay buffer, `(seq, text)`, oldest first.
+    pub fn held(&self, key: SessionKey) -> Vec<(u64, String)> {
+        let Some(s) = self.sessions.get(&key) else {
+            return Vec::new();
+        };
+        let after = s.outbox.oldest_seq().saturating_sub(1);
+        s.outbox
+            .replay_after(after)
+            .map(|it| it.map(|(q, t)| (q, t.to_owned())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The session's permissions.
+    pub fn perms(&self, key: SessionKey) -> Option<Perms> {
+        self.sessions.get(&key).map(|s| s.perms)
     }
 
     /// The `sfu` messages members sent since the last call, in order, for the SFU.

@@ -100,8 +100,8 @@ pub mod store;
 pub mod token;
 
 pub use hub::{
-    Attached, CloseReason, Handled, Hub, HubConfig, HubStats, Joined, SessionKey, SfuInput,
-    StreamId,
+    Attached, CloseReason, Handled, Hub, HubConfig, HubStats, JoinRequest, Joined, SessionKey,
+    SfuInput, StreamId,
 };
 pub use limits::RateLimiter;
 pub use proto::{

@@ -758,6 +758,13 @@ impl Encoded {
         out
     }
 
+    /// The message split where `seq` goes: `with_seq(n)` is `head + n + tail` (`head` ends
+    /// with `"seq":`). For stores that number messages themselves (a cluster's Lua scripts).
+    pub fn seq_parts(&self) -> (String, &str) {
+        let (head, tail) = self.text.split_at(self.split);
+        (format!("{head},\"seq\":"), tail)
+    }
+
     /// The message as serialised, without `seq` (for `pong` and session-less errors).
     pub fn without_seq(&self) -> &str {
         &self.text

@@ -165,6 +165,31 @@ impl Outbox {
         seq
     }
 
+    /// An empty outbox (limits as [`Outbox::with_max_bytes`]) whose next message is
+    /// `last_seq + 1`: the local copy of a session whose messages are numbered elsewhere (a
+    /// cluster's shared store).
+    pub fn starting_after(last_seq: u64, limit: usize, max_bytes: usize) -> Self {
+        let mut o = Outbox::with_max_bytes(limit, max_bytes);
+        o.first_seq = last_seq.saturating_add(1);
+        o.next_seq = o.first_seq;
+        o
+    }
+
+    /// Appends a message numbered elsewhere, `text` already carrying its `seq`. Taken only when
+    /// `seq` is the next one: `Ok(true)`; an older `seq` (a duplicate) is ignored: `Ok(false)`;
+    /// a later one is a gap the caller must fill first: `Err(next_seq)`.
+    pub fn push_at(&mut self, seq: u64, text: &str) -> Result<bool, u64> {
+        use std::cmp::Ordering as O;
+        match seq.cmp(&self.next_seq) {
+            O::Less => Ok(false),
+            O::Greater => Err(self.next_seq),
+            O::Equal => {
+                self.push_text(text.to_owned());
+                Ok(true)
+            }
+        }
+    }
+
     /// Queues the text `render(seq)` returns for the next `seq`, which it returns.
     pub fn push_with(&mut self, render: impl FnOnce(u64) -> String) -> u64 {
         let text = render(self.next_seq);
@@ -262,6 +287,16 @@ impl SessionToken {
         let mut bytes = [0u8; 32];
         rng.fill_bytes(&mut bytes);
         SessionToken(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// A token that matches nothing (a session known here only by its digest).
+    pub fn from_digest_only() -> Self {
+        SessionToken(String::new())
+    }
+
+    /// Made by [`SessionToken::from_digest_only`].
+    pub fn is_digest_only(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The 43-character string.

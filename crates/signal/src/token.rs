@@ -70,6 +70,16 @@ impl Perms {
         self.bits & Perms::bit(p) != 0
     }
 
+    /// As a number (for stores): bit 0 `create`, 1 `signal`, 2 `broadcast`.
+    pub fn bits(self) -> u8 {
+        self.bits
+    }
+
+    /// From [`Perms::bits`] (unknown bits ignored).
+    pub fn from_bits(bits: u8) -> Perms {
+        Perms { bits: bits & 0b111 }
+    }
+
     /// With `p` added.
     pub fn with(self, p: Perm) -> Perms {
         Perms {

@@ -106,17 +106,28 @@ pub(super) async fn join(
         }
         Err(e) => return error_response(&e, None),
     };
-    match svc.join(
-        join,
-        request_host(&headers),
-        crate::http::client_ip(&client),
-    ) {
+    match svc
+        .join(
+            join,
+            request_host(&headers),
+            crate::http::client_ip(&client),
+        )
+        .await
+    {
         Ok(j) => json_response(
             StatusCode::OK,
             serde_json::json!({ "session": j.session.as_str(), "peer": j.peer }).to_string(),
         ),
         Err(e) => error_response(&e, None),
     }
+}
+
+/// Who sends on `POST /signal/send`.
+enum Sender {
+    /// A session held here.
+    Local(icebreaker_signal::SessionKey),
+    /// A session held by another node of the cluster: its peer id and permissions.
+    Remote(String, icebreaker_signal::Perms),
 }
 
 /// `POST /signal/send?session=S`: one message or an array of messages.
@@ -140,19 +151,49 @@ pub(super) async fn send(
         let inner = svc.inner.lock();
         inner.hub.lookup(token)
     };
-    let Some(key) = key else {
-        return error_response(
+    let not_joined = || {
+        error_response(
             &ProtoError::new(
                 ErrorCode::NotJoined,
                 "unknown or expired session (join first)",
             ),
             None,
-        );
+        )
+    };
+    let cluster = svc.cluster();
+    let sender = match (key, &cluster) {
+        (Some(key), _) => Sender::Local(key),
+        // A session held by another node of the cluster (no sticky sessions needed).
+        (None, Some(c)) => {
+            if !icebreaker_signal::SessionToken::well_formed(token) {
+                return not_joined();
+            }
+            let digest = icebreaker_signal::session::token_digest(token);
+            match c.who(&super::cluster::hex(&digest)).await {
+                Ok(Some((peer, perms))) => {
+                    Sender::Remote(peer, icebreaker_signal::Perms::from_bits(perms))
+                }
+                Ok(None) => return not_joined(),
+                Err(e) => {
+                    return error_response(
+                        &ProtoError::new(ErrorCode::ServerFull, e.to_string()),
+                        None,
+                    )
+                }
+            }
+        }
+        (None, None) => return not_joined(),
     };
     let max = svc.settings().max_message;
     let limit = max.saturating_mul(SEND_BODY_MESSAGES);
     let refuse = |e: ProtoError| {
-        let seq = svc.push_error(key, &e);
+        let seq = match &sender {
+            Sender::Local(key) => svc.push_error(*key, &e),
+            Sender::Remote(peer, _) => {
+                svc.push_error_cluster(peer, &e);
+                None
+            }
+        };
         error_response(&e, seq)
     };
     let body = match read_body(body, limit).await {
@@ -175,12 +216,17 @@ pub(super) async fn send(
         vec![text]
     };
     for m in messages {
-        let allowed = {
-            let mut inner = svc.inner.lock();
-            inner
-                .io
-                .get_mut(&key)
-                .map(|io| io.limiter.allow(Instant::now()))
+        // A session held by another node is limited there (its streams) and by the per-address
+        // limits here.
+        let allowed = match &sender {
+            Sender::Local(key) => {
+                let mut inner = svc.inner.lock();
+                inner
+                    .io
+                    .get_mut(key)
+                    .map(|io| io.limiter.allow(Instant::now()))
+            }
+            Sender::Remote(..) => Some(true),
         };
         match allowed {
             None => {
@@ -202,9 +248,19 @@ pub(super) async fn send(
             Ok(msg) => msg,
             Err(e) => return refuse(e),
         };
-        if let Err(e) = svc.handle(key, msg) {
-            // Already queued on the session by the hub.
-            let seq = svc.inner.lock().hub.last_seq(key);
+        let r = match (&sender, &cluster) {
+            (Sender::Remote(peer, perms), Some(c)) => {
+                svc.handle_cluster(c, None, peer, *perms, msg).await
+            }
+            (Sender::Local(key), _) => svc.handle(*key, msg).await,
+            (Sender::Remote(..), None) => return not_joined(),
+        };
+        if let Err(e) = r {
+            // Already queued on the session.
+            let seq = match &sender {
+                Sender::Local(key) => svc.inner.lock().hub.last_seq(*key),
+                Sender::Remote(..) => None,
+            };
             return error_response(&e, seq);
         }
     }
@@ -284,13 +340,17 @@ pub(super) async fn events(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let att = match svc.open(
-        Open::Sse {
-            token,
-            last_seq: last,
-        },
-        Kind::Sse,
-    ) {
+    let att = match svc
+        .open(
+            Open::Sse {
+                token,
+                last_seq: last,
+            },
+            Kind::Sse,
+            request_host(&headers),
+        )
+        .await
+    {
         Ok(a) => a,
         Err(e) => return error_response(&e, None),
     };
@@ -364,13 +424,17 @@ pub(super) async fn poll(
         Ok(t) => t.unwrap_or(POLL_DEFAULT).clamp(1, POLL_MAX),
         Err(e) => return error_response(&e, None),
     };
-    let att = match svc.open(
-        Open::Poll {
-            token,
-            last_seq: last,
-        },
-        Kind::Poll,
-    ) {
+    let att = match svc
+        .open(
+            Open::Poll {
+                token,
+                last_seq: last,
+            },
+            Kind::Poll,
+            request_host(&headers),
+        )
+        .await
+    {
         Ok(a) => a,
         Err(e) => return error_response(&e, None),
     };

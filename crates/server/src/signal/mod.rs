@@ -10,6 +10,7 @@
 //! A stream task registers its `Notified` future before looking at the hub, so a wake between
 //! the look and the wait is never lost.
 
+pub(crate) mod cluster;
 mod http;
 mod ice;
 mod ws;
@@ -48,6 +49,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const BATCH: usize = 64;
 /// Parse errors in a row after which a connection is closed.
 const MAX_BAD_IN_A_ROW: u32 = 10;
+
+/// In a cluster the local copy of a session outlives its grace period by this much (the
+/// cluster ends sessions; the local timer only cleans up copies whose end was not heard of).
+pub const CLUSTER_LOCAL_GRACE_EXTRA: Duration = Duration::from_secs(60);
 
 /// Settings of the transports (the hub has its own).
 #[derive(Clone, Debug)]
@@ -91,7 +96,12 @@ pub fn hub_config(c: &Config) -> HubConfig {
         max_sessions: c.signal_max_sessions,
         default_capacity: cap,
         max_capacity: cap,
-        grace: Duration::from_secs(u64::from(c.signal_grace)),
+        grace: Duration::from_secs(u64::from(c.signal_grace))
+            + if c.cluster.is_some() {
+                CLUSTER_LOCAL_GRACE_EXTRA
+            } else {
+                Duration::ZERO
+            },
         replay_limit: c.signal_replay_limit,
         max_buffered_bytes: c.signal_max_buffered,
         token_secret: c
@@ -139,6 +149,8 @@ struct SessionIo {
     epoch: u64,
     /// Rate limit of `POST /signal/send` for this session.
     limiter: RateLimiter,
+    /// In a cluster: what else this node knows of the session.
+    cluster: Option<cluster::ClSession>,
 }
 
 struct Inner {
@@ -146,9 +158,30 @@ struct Inner {
     io: HashMap<SessionKey, SessionIo>,
     /// The SFU, when the server has one: `sfu` messages and departures go there.
     sfu: Option<Arc<crate::sfu::SfuService>>,
+    /// The cluster, when this node is in one.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Its ordered operations.
+    ctl: Option<tokio::sync::mpsc::UnboundedSender<cluster::Ctl>>,
 }
 
 impl Inner {
+    /// In a cluster: tell Redis a stream of `key` attached or ended (grace timer).
+    fn cluster_attach(&self, key: SessionKey, attached: bool) {
+        let (Some(tx), Some(cl)) = (
+            &self.ctl,
+            self.io.get(&key).and_then(|io| io.cluster.as_ref()),
+        ) else {
+            return;
+        };
+        if let Some((peer, _)) = self.hub.peer_and_room(key) {
+            let _ = tx.send(cluster::Ctl::Attach {
+                peer: peer.to_owned(),
+                epoch: cl.epoch,
+                attached,
+            });
+        }
+    }
+
     /// Whether `att` is still the stream of its session (not superseded by a resume nor
     /// force-closed).
     fn is_current(&self, att: &Attachment) -> bool {
@@ -227,7 +260,10 @@ struct Attachment {
 impl Drop for Attachment {
     fn drop(&mut self) {
         let mut inner = self.svc.inner.lock();
-        inner.hub.detach(Instant::now(), self.key, self.stream);
+        let was_current = inner.hub.detach(Instant::now(), self.key, self.stream);
+        if was_current {
+            inner.cluster_attach(self.key, false);
+        }
         inner.wake();
     }
 }
@@ -283,6 +319,8 @@ impl SignalService {
                 hub: Hub::new(hub_config(config)),
                 io: HashMap::new(),
                 sfu: None,
+                cluster: None,
+                ctl: None,
             }),
             settings: parking_lot::RwLock::new(Arc::new(SignalSettings::from_config(config))),
             ice: parking_lot::RwLock::new(Arc::new(ice)),
@@ -307,6 +345,18 @@ impl SignalService {
             return;
         };
         let mut inner = self.inner.lock();
+        if inner.ctl.is_some() {
+            let enc = icebreaker_signal::ServerMessage::Sfu { data: raw }.encode();
+            let (head, tail) = enc.seq_parts();
+            drop(inner);
+            self.ctl(cluster::Ctl::Push {
+                room: room.to_owned(),
+                peer: peer.to_owned(),
+                head,
+                tail: tail.to_owned(),
+            });
+            return;
+        }
         inner.hub.push_sfu(room, peer, raw);
         inner.wake();
     }
@@ -317,6 +367,17 @@ impl SignalService {
             return;
         };
         let mut inner = self.inner.lock();
+        if inner.ctl.is_some() {
+            let enc = icebreaker_signal::ServerMessage::Sfu { data: raw }.encode();
+            let (head, tail) = enc.seq_parts();
+            drop(inner);
+            self.ctl(cluster::Ctl::PushRoom {
+                room: room.to_owned(),
+                head,
+                tail: tail.to_owned(),
+            });
+            return;
+        }
         inner.hub.push_sfu_room(room, raw);
         inner.wake();
     }
@@ -350,7 +411,12 @@ impl SignalService {
 
     /// Live sessions, attached sessions, rooms.
     pub fn stats(&self) -> icebreaker_signal::HubStats {
-        self.inner.lock().hub.stats()
+        let inner = self.inner.lock();
+        let mut st = inner.hub.stats();
+        if let Some(c) = &inner.cluster {
+            st.rooms = usize::try_from(c.rooms()).unwrap_or(usize::MAX);
+        }
+        st
     }
 
     /// Expire grace periods: runs until shutdown.
@@ -435,7 +501,7 @@ impl SignalService {
     }
 
     /// Join: creates the session (detached, grace running). Returns its key, token and peer id.
-    fn join(
+    async fn join(
         &self,
         join: Join,
         host: Option<String>,
@@ -454,6 +520,9 @@ impl SignalService {
                 ))
             }
         }
+        if let Some(c) = self.cluster() {
+            return self.join_cluster(&c, join, host).await;
+        }
         let settings = self.settings();
         let mut inner = self.inner.lock();
         let joined = inner.hub.join(Instant::now(), now_unix(), join, |peer| {
@@ -467,14 +536,29 @@ impl SignalService {
                 last_kind: None,
                 epoch: 0,
                 limiter: RateLimiter::new(settings.rate, settings.burst),
+                cluster: None,
             },
         );
         inner.wake();
         Ok(joined)
     }
 
-    /// Attach a stream of kind `kind` as `how` says.
-    fn open(self: &Arc<Self>, how: Open<'_>, kind: Kind) -> Result<Attachment, ProtoError> {
+    /// Attach a stream of kind `kind` as `how` says (`host`: the request's, for `iceServers` in
+    /// a `resumed` made on another node of a cluster).
+    async fn open(
+        self: &Arc<Self>,
+        how: Open<'_>,
+        kind: Kind,
+        host: Option<String>,
+    ) -> Result<Attachment, ProtoError> {
+        match self.cluster() {
+            Some(c) => self.open_cluster(&c, how, kind, host).await,
+            None => self.attach_local(how, kind),
+        }
+    }
+
+    /// [`SignalService::open`] with this node's hub alone.
+    fn attach_local(self: &Arc<Self>, how: Open<'_>, kind: Kind) -> Result<Attachment, ProtoError> {
         let now = Instant::now();
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
@@ -525,14 +609,16 @@ impl SignalService {
             ));
         };
         io.last_kind = Some(kind);
-        Ok(Attachment {
+        let att = Attachment {
             svc: self.clone(),
             key,
             stream: attached.stream,
             epoch: io.epoch,
             notify: io.notify.clone(),
             from_seq: attached.from_seq,
-        })
+        };
+        inner.cluster_attach(key, true);
+        Ok(att)
     }
 
     /// What stream `att` should send after `sent`.
@@ -568,11 +654,28 @@ impl SignalService {
     }
 
     /// Handle one client message of an attached session. `Ok(true)`: the session left.
-    fn handle(
+    async fn handle(
         &self,
         key: SessionKey,
         msg: icebreaker_signal::ClientMessage,
     ) -> Result<bool, ProtoError> {
+        if let Some(c) = self.cluster() {
+            let who = {
+                let inner = self.inner.lock();
+                inner
+                    .hub
+                    .peer_and_room(key)
+                    .map(|(p, _)| p.to_owned())
+                    .zip(inner.hub.perms(key))
+            };
+            let Some((peer, perms)) = who else {
+                return Err(ProtoError::new(
+                    ErrorCode::NotJoined,
+                    "this session does not exist (join first)",
+                ));
+            };
+            return self.handle_cluster(&c, Some(key), &peer, perms, msg).await;
+        }
         let mut inner = self.inner.lock();
         let r = inner.hub.handle(Instant::now(), key, msg);
         inner.wake();
@@ -582,11 +685,17 @@ impl SignalService {
     /// [`SignalService::handle`] for a message read on the stream of `att`: dropped when that
     /// stream has been superseded (a resume attached another one), so that a frame the old
     /// connection still had buffered cannot overtake what the client sent on the new one.
-    fn handle_on(
+    async fn handle_on(
         &self,
         att: &Attachment,
         msg: icebreaker_signal::ClientMessage,
     ) -> Result<bool, ProtoError> {
+        if self.cluster().is_some() {
+            if !self.inner.lock().is_current(att) {
+                return Ok(false);
+            }
+            return self.handle(att.key, msg).await;
+        }
         let mut inner = self.inner.lock();
         if !inner.is_current(att) {
             return Ok(false);
@@ -599,6 +708,14 @@ impl SignalService {
     /// Queue a transport-level refusal on a session; returns its `seq`.
     fn push_error(&self, key: SessionKey, err: &ProtoError) -> Option<u64> {
         let mut inner = self.inner.lock();
+        if inner.cluster.is_some() {
+            let peer = inner.hub.peer_and_room(key).map(|(p, _)| p.to_owned());
+            drop(inner);
+            if let Some(peer) = peer {
+                self.push_error_cluster(&peer, err);
+            }
+            return None;
+        }
         let seq = inner.hub.push_error(key, err);
         inner.wake();
         seq

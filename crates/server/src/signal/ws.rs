@@ -258,7 +258,7 @@ impl Conn {
         let Some(att) = &self.att else {
             return self.first(msg).await;
         };
-        match self.svc.handle_on(att, msg) {
+        match self.svc.handle_on(att, msg).await {
             Ok(true) => Next::Close(close_code::NORMAL, "left"),
             // Refusals are queued on the session by the hub.
             Ok(false) | Err(_) => Next::Continue,
@@ -297,17 +297,28 @@ impl Conn {
     /// The first message: `join` or `resume`.
     async fn first(&mut self, msg: ClientMessage) -> Next {
         let opened = match msg {
-            ClientMessage::Join(j) => self
-                .svc
-                .join(j, self.host.clone(), self.client)
-                .and_then(|joined| self.svc.open(Open::Joined(joined.key), Kind::WebSocket)),
-            ClientMessage::Resume(r) => self.svc.open(
-                Open::Resume {
-                    token: &r.session,
-                    last_seq: r.last_seq,
-                },
-                Kind::WebSocket,
-            ),
+            ClientMessage::Join(j) => {
+                match self.svc.join(j, self.host.clone(), self.client).await {
+                    Ok(joined) => {
+                        self.svc
+                            .open(Open::Joined(joined.key), Kind::WebSocket, None)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            ClientMessage::Resume(r) => {
+                self.svc
+                    .open(
+                        Open::Resume {
+                            token: &r.session,
+                            last_seq: r.last_seq,
+                        },
+                        Kind::WebSocket,
+                        self.host.clone(),
+                    )
+                    .await
+            }
             other => {
                 let e = ProtoError::new(
                     ErrorCode::BadMessage,

@@ -1,0 +1,427 @@
+//! A cluster of real `icebreaker` processes on one real `redis-server` (Debian's; the test
+//! starts and stops its own on a free loopback port): rooms span nodes, a `kill -9` of a node
+//! loses no message (its clients resume on another node and get every message exactly once,
+//! its members that do not come back leave after the grace period), and a Redis restart (empty,
+//! no persistence) is survived by the nodes without the clients noticing.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::signal::*;
+use serde_json::{json, Value};
+
+/// Grace period of the nodes (short, so that the timeout test is quick).
+const GRACE: u64 = 4;
+
+fn free_port() -> u16 {
+    loop {
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Kills (SIGKILL) and reaps the process when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Redis {
+    port: u16,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = free_port();
+        let mut r = Redis { port, proc: None };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &std::env::temp_dir().to_string_lossy(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/install-deps installs it)");
+        self.proc = Some(Proc(child));
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills Redis (SIGKILL: everything it held is lost).
+    fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+struct Node {
+    http: SocketAddr,
+    proc: Proc,
+}
+
+impl Node {
+    async fn start(redis: &Redis, id: &str) -> Node {
+        let (turn, http) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_icebreaker"))
+            .args([
+                "serve",
+                "--turn-listen",
+                &format!("127.0.0.1:{turn}"),
+                "--http-listen",
+                &format!("127.0.0.1:{http}"),
+                "--sfu-listen",
+                "off",
+                "--relay-ip",
+                "127.0.0.1",
+                "--turn-secret",
+                "cluster-test-secret-0123456789",
+                "--signal-grace",
+                &GRACE.to_string(),
+                "--cluster",
+                &redis.url(),
+                "--node-id",
+                id,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let node = Node {
+            http: format!("127.0.0.1:{http}").parse().unwrap(),
+            proc: Proc(child),
+        };
+        let until = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(node.http).await.is_err() {
+            assert!(Instant::now() < until, "node {id} did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        node
+    }
+
+    fn kill9(self) {
+        drop(self.proc);
+    }
+}
+
+async fn join(node: &Node, room: &str) -> (Ws, Value) {
+    ws_join(node.http, room, json!({})).await
+}
+
+/// Everything until `pred` matches, acknowledging as it goes; returns (messages, the match).
+async fn until(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> (Vec<Value>, Value) {
+    let mut seen = Vec::new();
+    loop {
+        let v = recv(ws).await;
+        if v.get("seq").is_some() {
+            send(ws, json!({"type": "ack", "seq": v["seq"]})).await;
+        }
+        if pred(&v) {
+            return (seen, v);
+        }
+        seen.push(v);
+    }
+}
+
+/// [`until`] for a message that may take longer than [`WAIT`] (pings keep the socket alive).
+async fn until_long(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> (Vec<Value>, Value) {
+    use futures_util::StreamExt;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("in time");
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = m else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+        if pred(&v) {
+            return (seen, v);
+        }
+        seen.push(v);
+    }
+}
+
+fn is_broadcast(v: &Value, data: &str) -> bool {
+    v["type"] == "broadcast" && v["data"] == data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_three_nodes() {
+    let redis = Redis::start();
+    let n = [
+        Node::start(&redis, "n1").await,
+        Node::start(&redis, "n2").await,
+        Node::start(&redis, "n3").await,
+    ];
+    let (mut a, ja) = join(&n[0], "span").await;
+    let (mut b, jb) = join(&n[1], "span").await;
+    let (mut c, jc) = join(&n[2], "span").await;
+    let (pa, pb, pc) = (peer_of(&ja), peer_of(&jb), peer_of(&jc));
+    assert_eq!(ja["initiator"], true);
+    assert_eq!(jc["peers"].as_array().unwrap().len(), 2, "{jc}");
+    // Presence across nodes.
+    assert_eq!(
+        recv_type(&mut a, "peer-joined").await["peer"]["id"],
+        pb.as_str()
+    );
+    assert_eq!(
+        recv_type(&mut a, "peer-joined").await["peer"]["id"],
+        pc.as_str()
+    );
+    assert_eq!(
+        recv_type(&mut b, "peer-joined").await["peer"]["id"],
+        pc.as_str()
+    );
+    // signal n1 → n2, stamped with the sender.
+    send(
+        &mut a,
+        json!({"type": "signal", "to": pb, "data": {"sdp": "offer"}}),
+    )
+    .await;
+    let s = recv_type(&mut b, "signal").await;
+    assert_eq!(
+        (s["from"].as_str(), &s["data"]["sdp"]),
+        (Some(pa.as_str()), &json!("offer"))
+    );
+    // broadcast n3 → n1 and n2, not n3 itself.
+    send(&mut c, json!({"type": "broadcast", "data": "from-c"})).await;
+    for ws in [&mut a, &mut b] {
+        let m = recv_type(ws, "broadcast").await;
+        assert_eq!(
+            (m["from"].as_str(), &m["data"]),
+            (Some(pc.as_str()), &json!("from-c"))
+        );
+    }
+    // A signal to a member of another room is refused like an unknown peer.
+    let (_x, jx) = join(&n[1], "elsewhere").await;
+    send(
+        &mut a,
+        json!({"type": "signal", "to": peer_of(&jx), "data": 1, "id": "q"}),
+    )
+    .await;
+    let e = recv_type(&mut a, "error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["ref"].as_str()),
+        (Some("unknown_peer"), Some("q"))
+    );
+    // Leave on n3 → peer-left on n1 and n2.
+    send(&mut c, json!({"type": "leave"})).await;
+    for ws in [&mut a, &mut b] {
+        let l = recv_type(ws, "peer-left").await;
+        assert_eq!(
+            (l["peer"].as_str(), l["reason"].as_str()),
+            (Some(pc.as_str()), Some("left"))
+        );
+    }
+    // HTTP without sticky sessions: joined on n2, events from n1, sent through n3.
+    let (session, peer) = http_join(n[1].http, "span").await;
+    let mut sse = Sse::open(n[0].http, &format!("session={session}"), &[]).await;
+    assert_eq!(sse.recv().await["type"], "joined");
+    let r = http_send(
+        n[2].http,
+        &session,
+        &json!({"type": "signal", "to": pa, "data": "via-n3"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = recv_type(&mut a, "signal").await;
+    assert_eq!(
+        (s["from"].as_str(), &s["data"]),
+        (Some(peer.as_str()), &json!("via-n3"))
+    );
+    send(
+        &mut b,
+        json!({"type": "signal", "to": peer, "data": "to-sse"}),
+    )
+    .await;
+    loop {
+        let v = sse.recv().await;
+        if v["type"] == "signal" {
+            assert_eq!(v["data"], "to-sse");
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_node_loses_nothing() {
+    let redis = Redis::start();
+    let n1 = Node::start(&redis, "k1").await;
+    let n2 = Node::start(&redis, "k2").await;
+    let n3 = Node::start(&redis, "k3").await;
+    let (mut a, ja) = join(&n1, "k").await;
+    let (mut lost, jl) = join(&n1, "k").await;
+    let (mut b, _) = join(&n2, "k").await;
+    let (pa, pl) = (peer_of(&ja), peer_of(&jl));
+    recv_type(&mut a, "peer-joined").await;
+    recv_type(&mut a, "peer-joined").await;
+    recv_type(&mut lost, "peer-joined").await;
+    // Half the messages reach A on n1 ...
+    for i in 0..10 {
+        send(
+            &mut b,
+            json!({"type": "broadcast", "data": format!("m{i}")}),
+        )
+        .await;
+    }
+    let (_, last) = until(&mut a, |v| is_broadcast(v, "m4")).await;
+    let last_seq = seq_of(&last);
+    // ... then n1 dies, and B keeps sending while nobody holds A's session.
+    n1.kill9();
+    for i in 10..20 {
+        send(
+            &mut b,
+            json!({"type": "broadcast", "data": format!("m{i}")}),
+        )
+        .await;
+    }
+    drop(a);
+    // A resumes on n3 from what it had seen: m5..m19 exactly once, in order, then `resumed`.
+    let mut a = ws(n3.http).await;
+    send(
+        &mut a,
+        json!({"type": "resume", "session": session_of(&ja), "last_seq": last_seq}),
+    )
+    .await;
+    // (B's last broadcasts may still be on their way: they come after `resumed` then.)
+    let mut seen = Vec::new();
+    while !(seen.iter().any(|v| is_broadcast(v, "m19"))
+        && seen.iter().any(|v: &Value| v["type"] == "resumed"))
+    {
+        let (mut more, last) = until(&mut a, |_| true).await;
+        seen.append(&mut more);
+        seen.push(last);
+    }
+    let got: Vec<&str> = seen
+        .iter()
+        .filter(|v| v["type"] == "broadcast")
+        .map(|v| v["data"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (5..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want, "every missed message once, in order: {seen:?}");
+    let seqs: Vec<u64> = seen.iter().map(seq_of).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs.first() == Some(&(last_seq + 1)),
+        "no gap, no duplicate: {seqs:?}"
+    );
+    let resumed = seen
+        .iter()
+        .find(|v| v["type"] == "resumed")
+        .expect("resumed")
+        .clone();
+    assert_eq!(resumed["peer"], pa.as_str());
+    // It goes on from n3: B → A, A → B.
+    send(&mut b, json!({"type": "broadcast", "data": "after"})).await;
+    let (seen, _) = until(&mut a, |v| is_broadcast(v, "after")).await;
+    assert!(seen.iter().all(|v| v["type"] != "broadcast"), "{seen:?}");
+    send(&mut a, json!({"type": "broadcast", "data": "from-a"})).await;
+    let (_, m) = until(&mut b, |v| is_broadcast(v, "from-a")).await;
+    assert_eq!(m["from"], pa.as_str());
+    // The member of n1 that never came back leaves after n1's heartbeat expired plus the grace
+    // period; A (resumed) stays.
+    let t0 = Instant::now();
+    let (_, left) = until_long(&mut b, |v| v["type"] == "peer-left").await;
+    assert_eq!(
+        (left["peer"].as_str(), left["reason"].as_str()),
+        (Some(pl.as_str()), Some("timeout"))
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(GRACE + 10),
+        "{:?}",
+        t0.elapsed()
+    );
+    send(&mut b, json!({"type": "broadcast", "data": "still-here"})).await;
+    until(&mut a, |v| is_broadcast(v, "still-here")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_is_survived() {
+    let mut redis = Redis::start();
+    let n1 = Node::start(&redis, "r1").await;
+    let n2 = Node::start(&redis, "r2").await;
+    let (mut a, ja) = join(&n1, "rr").await;
+    let (mut b, jb) = join(&n2, "rr").await;
+    let pb = peer_of(&jb);
+    recv_type(&mut a, "peer-joined").await;
+    send(&mut b, json!({"type": "broadcast", "data": "before"})).await;
+    until(&mut a, |v| is_broadcast(v, "before")).await;
+
+    // Redis dies with everything it held; B sends while it is down; it comes back empty.
+    redis.kill();
+    send(&mut b, json!({"type": "broadcast", "data": "during"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.spawn();
+    // The message sent during the outage arrives once Redis is back, once.
+    let (seen, _) = until(&mut a, |v| is_broadcast(v, "during")).await;
+    assert!(seen.iter().all(|v| v["type"] != "broadcast"), "{seen:?}");
+    // The nodes put their sessions back: both directions work, presence is intact.
+    send(
+        &mut a,
+        json!({"type": "signal", "to": pb, "data": "a-to-b"}),
+    )
+    .await;
+    let s = recv_type(&mut b, "signal").await;
+    assert_eq!(s["data"], "a-to-b");
+    send(&mut b, json!({"type": "broadcast", "data": "after"})).await;
+    until(&mut a, |v| is_broadcast(v, "after")).await;
+    // A new member on either node sees both.
+    let (_c, jc) = join(&n2, "rr").await;
+    let mut ids: Vec<&str> = jc["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = vec![peer_of(&ja), pb.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    // And A can still resume (its session was restored with its token).
+    let last = {
+        let (_, v) = until(&mut a, |v| v["type"] == "peer-joined").await;
+        seq_of(&v)
+    };
+    drop(a);
+    let mut a = ws(n2.http).await;
+    send(
+        &mut a,
+        json!({"type": "resume", "session": session_of(&ja), "last_seq": last}),
+    )
+    .await;
+    until(&mut a, |v| v["type"] == "resumed").await;
+}
