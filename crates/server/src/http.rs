@@ -198,6 +198,12 @@ async fn admin_status(
         "signal_rooms": sessions.as_ref().map_or(0, |s| s.rooms),
         "open_connections": state.gate.open_connections(),
         "sfu": state.signal.as_ref().and_then(|s| s.sfu()).map(|s| sfu_totals_json(&s)),
+        "cluster": state.signal.as_ref().and_then(|s| s.cluster()).map(|c| serde_json::json!({
+            "node": c.node(),
+            "up": c.is_up(),
+            "rooms": c.rooms(),
+            "nodes": c.nodes(),
+        })),
     });
     json_response(StatusCode::OK, body.to_string())
 }
@@ -302,6 +308,11 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap, client: Cli
             .set(i64::try_from(st.buffered_bytes).unwrap_or(i64::MAX));
         if let Some(sfu) = signal.sfu() {
             m.sfu.update(&sfu.snapshot());
+        }
+        if let Some(c) = signal.cluster() {
+            m.cluster_up.set(i64::from(c.is_up()));
+            m.cluster_nodes
+                .set(i64::try_from(c.nodes().len()).unwrap_or(i64::MAX));
         }
     }
     (

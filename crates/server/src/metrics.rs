@@ -229,6 +229,10 @@ impl DirectionCounters {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// `icebreaker_cluster_up`: 1 while Redis answers the heartbeats (cluster mode).
+    pub cluster_up: Gauge,
+    /// `icebreaker_cluster_nodes`: live nodes in the cluster.
+    pub cluster_nodes: Gauge,
     /// `icebreaker_turn_allocations`: allocations currently alive.
     pub allocations: Gauge,
     /// `icebreaker_turn_permissions`: permissions currently installed (all allocations).
@@ -625,8 +629,22 @@ impl Metrics {
         );
 
         let sfu = SfuMetrics::new(&mut registry);
+        let cluster_up = Gauge::default();
+        registry.register(
+            "icebreaker_cluster_up",
+            "1 while the cluster's Redis answers the heartbeats (0 when it does not, or not in a cluster)",
+            cluster_up.clone(),
+        );
+        let cluster_nodes = Gauge::default();
+        registry.register(
+            "icebreaker_cluster_nodes",
+            "Live nodes in the cluster, this one included (0 when not in a cluster)",
+            cluster_nodes.clone(),
+        );
         Metrics {
             registry,
+            cluster_up,
+            cluster_nodes,
             refusals,
             draining,
             sfu,

@@ -925,6 +925,14 @@ pub async fn run(
         rand::rng().fill(&mut bytes);
         let secret =
             base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+        // In a cluster every node must accept every node's credentials: the first node's
+        // generated secret is kept in Redis and taken by the others.
+        let secret = match &config.cluster {
+            Some(url) => {
+                crate::cluster::shared_secret(url, &config.cluster_prefix, &secret).await?
+            }
+            None => secret,
+        };
         config.turn_secrets.push(secret.clone());
         Some(secret)
     } else {
@@ -932,6 +940,7 @@ pub async fn run(
     };
     let users = config.users.len();
     let secrets = config.turn_secrets.len();
+    let cluster_mode = config.cluster.is_some();
     let config_mesh_max = config.sfu_mesh_max;
     let scheme = if config.tls_cert.is_some() && config.tls_key.is_some() {
         "https"
@@ -978,7 +987,13 @@ pub async fn run(
             })
             .unwrap_or_default();
         println!();
-        println!("  No --user or --turn-secret given: TURN REST secret generated for this run:");
+        if cluster_mode {
+            println!("  No --user or --turn-secret given: the cluster's TURN REST secret (kept in Redis):");
+        } else {
+            println!(
+                "  No --user or --turn-secret given: TURN REST secret generated for this run:"
+            );
+        }
         println!("    {secret}");
         println!("  Try:");
         println!("    icebreaker stun {target}");

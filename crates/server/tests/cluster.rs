@@ -94,6 +94,10 @@ struct Node {
 
 impl Node {
     async fn start(redis: &Redis, id: &str) -> Node {
+        Node::start_with(redis, id, "off").await
+    }
+
+    async fn start_with(redis: &Redis, id: &str, sfu: &str) -> Node {
         let (turn, http) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_icebreaker"))
             .args([
@@ -103,7 +107,7 @@ impl Node {
                 "--http-listen",
                 &format!("127.0.0.1:{http}"),
                 "--sfu-listen",
-                "off",
+                sfu,
                 "--relay-ip",
                 "127.0.0.1",
                 "--turn-secret",
@@ -424,4 +428,79 @@ async fn redis_restart_is_survived() {
     )
     .await;
     until(&mut a, |v| v["type"] == "resumed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sfu_room_is_pinned_to_one_node_and_reached_from_the_others() {
+    let redis = Redis::start();
+    let n1 = Node::start_with(&redis, "s1", "127.0.0.1:0").await;
+    let n2 = Node::start_with(&redis, "s2", "127.0.0.1:0").await;
+    // Members alternate between the two nodes' signaling; the media all goes to the SFU of
+    // the node the room is pinned to.
+    let bench = tokio::spawn(icebreaker::bench::sfu::run_sfu_async(
+        icebreaker::bench::SfuBench {
+            http: n1.http,
+            also: vec![n2.http],
+            rooms: 1,
+            publishers: 2,
+            subscribers: 2,
+            video_kbps: 300,
+            fps: 15,
+            data_message: true,
+            connect_timeout: Duration::from_secs(15),
+            duration: Duration::from_secs(5),
+            ..icebreaker::bench::SfuBench::default()
+        },
+    ));
+    // While the room is live, one SFU holds it: the other node's has nobody.
+    let count = |http: SocketAddr| async move {
+        let r = http_get(http, "/admin/sfu").await;
+        r["totals"]["participants"].as_u64().unwrap_or(0)
+    };
+    let until = Instant::now() + Duration::from_secs(15);
+    let (mut c1, mut c2) = (0, 0);
+    while Instant::now() < until && c1 + c2 < 4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (c1, c2) = (count(n1.http).await, count(n2.http).await);
+    }
+    assert!(
+        (c1, c2) == (4, 0) || (c1, c2) == (0, 4),
+        "participants per node's SFU: {c1}, {c2}"
+    );
+    let report = bench.await.unwrap().expect("bench sfu runs");
+    assert_eq!(report.connected, 4, "{report:#?}");
+    let publishers: Vec<&str> = report
+        .members_detail
+        .iter()
+        .filter(|m| m.publisher)
+        .map(|m| m.peer.as_str())
+        .collect();
+    for m in &report.members_detail {
+        assert!(m.error.is_none(), "{m:?}");
+        let mut want: Vec<&str> = publishers
+            .iter()
+            .copied()
+            .filter(|p| *p != m.peer)
+            .collect();
+        want.sort_unstable();
+        let got: Vec<&str> = m.received.keys().map(String::as_str).collect();
+        assert_eq!(
+            got, want,
+            "{} receives every other publisher: {m:?}",
+            m.peer
+        );
+        for (p, (video, audio)) in &m.received {
+            assert!(
+                *video >= 10 && *audio >= 20,
+                "{} from {p}: {video} video, {audio} audio",
+                m.peer
+            );
+        }
+    }
+}
+
+async fn http_get(http: SocketAddr, path: &str) -> Value {
+    let r = common::signal::http(http, "GET", path, &[], "").await;
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    r.json()
 }

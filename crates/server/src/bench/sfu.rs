@@ -62,12 +62,16 @@ pub struct SfuBench {
     pub loss: f64,
     /// Time allowed for everyone to connect.
     pub connect_timeout: Duration,
+    /// More signaling addresses (other nodes of a cluster): member `i` of a room signals
+    /// through `[http, also…][i % n]`.
+    pub also: Vec<SocketAddr>,
 }
 
 impl Default for SfuBench {
     fn default() -> Self {
         SfuBench {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            also: Vec::new(),
             rooms: 1,
             publishers: 2,
             subscribers: 2,
@@ -283,7 +287,10 @@ async fn member(
     index: usize,
     rep: &mut MemberReport,
 ) -> anyhow::Result<()> {
-    let http = ctx.cfg.http;
+    let http = match index % (ctx.cfg.also.len() + 1) {
+        0 => ctx.cfg.http,
+        i => ctx.cfg.also[i - 1],
+    };
     let tcp = TcpStream::connect(http)
         .await
         .with_context(|| format!("connect {http}"))?;

@@ -756,6 +756,33 @@ impl Cluster {
     }
 }
 
+/// The TURN REST secret of a cluster whose nodes were given none: the first node's `candidate`
+/// is stored (`{prefix}secret`), later nodes take it.
+pub async fn shared_secret(url: &str, prefix: &str, candidate: &str) -> anyhow::Result<String> {
+    let client =
+        redis::Client::open(url).with_context(|| format!("bad --cluster URL {:?}", redact(url)))?;
+    let work = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let key = format!("{prefix}secret");
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(candidate)
+            .arg("NX")
+            .query_async(&mut conn)
+            .await?;
+        redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<String>>(&mut conn)
+            .await
+    };
+    let got = tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("cannot reach Redis at {}", redact(url)))?;
+    Ok(got.unwrap_or_else(|| candidate.to_owned()))
+}
+
 /// The `n` least-loaded nodes that can take allocations and have TURN addresses.
 pub fn rank_turn_nodes(nodes: &[NodeInfo], n: usize) -> Vec<NodeInfo> {
     let mut v: Vec<NodeInfo> = nodes
