@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs turn.test.mjs, room.test.mjs and sfu.test.mjs (headless Chromium via
-# playwright-core) against the server under test, in its own network
-# namespace. room.test.mjs and sfu.test.mjs (the served pages, the SDK,
-# signaling and the SFU) need icebreaker itself: they are skipped with
-# ICEBREAKER_TEST_SERVER=coturn.
+# Runs turn.test.mjs, room.test.mjs, sfu.test.mjs and cluster.test.mjs
+# (headless Chromium via playwright-core) against the server under test, in
+# its own network namespace. room.test.mjs, sfu.test.mjs and cluster.test.mjs
+# (the served pages, the SDK, signaling, the SFU and the Redis cluster) need
+# icebreaker itself: they are skipped with ICEBREAKER_TEST_SERVER=coturn.
 # Usage: tests/browser/run.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
-# the suite against coturn; CHROMIUM_PATH to use another Chromium binary).
+# the suite against coturn; CHROMIUM_PATH to use another Chromium binary;
+# IB_BROWSER_STEPS=turn,room,sfu,cluster to run only some steps, default all).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR/../interop
 source "$(dirname "$0")/../interop/lib.sh"
@@ -23,22 +24,29 @@ if [[ ! -d "$HERE/node_modules/playwright-core" ]]; then
   exit 1
 fi
 
+IB_BROWSER_STEPS="${IB_BROWSER_STEPS:-turn,room,sfu,cluster}"
+want_step() { [[ ",$IB_BROWSER_STEPS," == *",$1,"* ]]; }
+
 ib_gen_cert "$IB_TMP/cert"
-ib_start_server main 20000 --tls 20010
+if want_step turn || want_step room || want_step sfu; then
+  ib_start_server main 20000 --tls 20010
+fi
 
 run_browser() {
   export IB_TURN_PORT IB_SECRET_PORT IB_TLS_PORT IB_USER IB_PASS IB_SECRET IB_CERT_SPKI CHROMIUM_PATH
   cd "$HERE"
   HOME="$IB_TMP" ib_run timeout -k 5 180 node turn.test.mjs
 }
-ib_check "Chromium WebRTC over TURN/UDP, TURN/TCP, TURNS" run_browser
+if want_step turn; then
+  ib_check "Chromium WebRTC over TURN/UDP, TURN/TCP, TURNS" run_browser
+fi
 
 run_room() {
   export IB_HTTP_PORT IB_CERT_SPKI CHROMIUM_PATH
   cd "$HERE"
   HOME="$IB_TMP" ib_run timeout -k 5 220 node room.test.mjs
 }
-if [[ "$IB_SERVER" == "icebreaker" ]]; then
+if [[ "$IB_SERVER" == "icebreaker" ]] && want_step room; then
   ib_check "Chromium room pages + SDK: mesh video, TURN, resume, SSE/poll fallback, ICE tester" run_room
 fi
 
@@ -48,8 +56,43 @@ run_sfu() {
   cd "$HERE"
   HOME="$IB_TMP" ib_run timeout -k 5 180 node sfu.test.mjs
 }
-if [[ "$IB_SERVER" == "icebreaker" ]]; then
+if [[ "$IB_SERVER" == "icebreaker" ]] && want_step sfu; then
   ib_check "Chromium SFU rooms: 6-way video, data channel, leave/rejoin, simulcast views, TURN, mesh→SFU switch, resume" run_sfu
+fi
+
+# A cluster: one Redis and two nodes (same --turn-secret, realm and users, from
+# ib_start_server), on ports apart from the server above: TURN 23000 / 23500,
+# HTTP +5, SFU +7, relays +1000..+1199; Redis on 23950; the test's own TCP
+# proxy (the load balancer) on 23900. The test kills node 1 (SIGKILL) itself.
+# The locals keep ib_start_server's globals (IB_HTTP_PORT, ...) of the server
+# above intact.
+run_cluster() {
+  local IB_SERVER_PID IB_SERVER_LOG IB_TURN_PORT IB_TLS_PORT IB_SFU_PORT IB_HTTP_PORT IB_SECRET_PORT IB_SECRET_TLS_PORT
+  local IB_REDIS_PID IB_REDIS_URL IB_REDIS_LOG rc=0 n1 n2 log1 log2
+  ib_start_redis 23950 || return 1
+  ib_start_server node1 23000 -- --cluster "$IB_REDIS_URL" --node-id n1 || return 1
+  n1=$IB_SERVER_PID log1=$IB_SERVER_LOG
+  local IB_CLUSTER_N1_PID=$n1 IB_CLUSTER_HTTP1=$IB_HTTP_PORT
+  ib_start_server node2 23500 -- --cluster "$IB_REDIS_URL" --node-id n2 || return 1
+  n2=$IB_SERVER_PID log2=$IB_SERVER_LOG
+  local IB_CLUSTER_HTTP2=$IB_HTTP_PORT IB_CLUSTER_PROXY_PORT=23900
+  export IB_CLUSTER_N1_PID IB_CLUSTER_HTTP1 IB_CLUSTER_HTTP2 IB_CLUSTER_PROXY_PORT CHROMIUM_PATH
+  cd "$HERE"
+  HOME="$IB_TMP" ib_run timeout -k 5 120 node cluster.test.mjs || rc=$?
+  kill -0 "$n1" 2>/dev/null || ib_log "node 1 (pid $n1) was killed by the test, as planned (bash may report it as 'Killed')"
+  if ((rc != 0)); then
+    echo "node 1 log (tail):"
+    tail -n 30 "$log1" || true
+    echo "node 2 log (tail):"
+    tail -n 30 "$log2" || true
+  fi
+  ib_stop_pid "$n2"
+  ib_stop_pid "$n1"
+  ib_stop_pid "$IB_REDIS_PID"
+  return "$rc"
+}
+if [[ "$IB_SERVER" == "icebreaker" ]] && want_step cluster; then
+  ib_check "Chromium on two cluster nodes: a call across nodes; a node killed behind a load balancer, sessions resume on the other" run_cluster
 fi
 
 ib_finish

@@ -177,6 +177,9 @@ ib_http_get() { curl -fsS --max-time 2 "http://127.0.0.1:$1$2"; }
 #   --relay LO-HI     relay port range (default TURN_PORT+1000 .. +1199)
 #   --no-allow-peer   do NOT allow loopback peers (default: --allow-peer 127.0.0.0/8)
 #   --static-only     coturn mode: skip the REST-secret instance (unused by the caller)
+#   -- ARGS...        icebreaker only: everything after `--` is appended to the
+#                     `icebreaker serve` command line as is, e.g.
+#                     -- --cluster "$IB_REDIS_URL" --node-id n1
 # Starts the server under test in the background, waits until it is ready and
 # sets IB_SERVER_PID and IB_SERVER_LOG. Returns non-zero (and prints the log)
 # if it does not come up within ~15 s.
@@ -184,6 +187,7 @@ ib_start_server() {
   local name="$1" port="$2"
   shift 2
   local tls_port="" http_port=$((port + 5)) sfu_port=$((port + 7)) relay="$((port + 1000))-$((port + 1199))" allow_peer=1 static_only=0
+  local extra=()
   while (($#)); do
     case "$1" in
       --tls) tls_port="$2"; shift 2 ;;
@@ -192,9 +196,14 @@ ib_start_server() {
       --relay) relay="$2"; shift 2 ;;
       --no-allow-peer) allow_peer=0; shift ;;
       --static-only) static_only=1; shift ;;
+      --) shift; extra=("$@"); break ;;
       *) echo "ib_start_server: unknown option $1" >&2; return 2 ;;
     esac
   done
+  if ((${#extra[@]})) && [[ "$IB_SERVER" != "icebreaker" ]]; then
+    echo "ib_start_server: arguments after -- are for icebreaker only (server under test: $IB_SERVER)" >&2
+    return 2
+  fi
   local log="$IB_TMP/server-$name.log" args=()
   IB_SERVER_LOG="$log"
   IB_TURN_PORT="$port"
@@ -229,6 +238,7 @@ ib_start_server() {
     args+=(--turns-listen "127.0.0.1:$tls_port" --tls-cert "$IB_CERT" --tls-key "$IB_KEY")
   fi
   ((allow_peer)) && args+=(--allow-peer 127.0.0.0/8)
+  args+=("${extra[@]}")
   RUST_LOG="${RUST_LOG:-info}" "$IB_BIN" "${args[@]}" >"$log" 2>&1 &
   IB_SERVER_PID=$!
   ib_track "$IB_SERVER_PID"
@@ -292,6 +302,44 @@ ib_wait_ready() {
 }
 
 ib_tcp_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# ib_start_redis PORT: a throwaway redis-server on 127.0.0.1:PORT for cluster
+# tests (no persistence, working directory in IB_TMP), tracked. Waits until it
+# answers PING and sets IB_REDIS_PID, IB_REDIS_URL (database 0) and
+# IB_REDIS_LOG. Returns non-zero (and prints the log) if it does not come up
+# within ~10 s.
+ib_start_redis() {
+  local port="$1" i
+  local dir="$IB_TMP/redis-$port"
+  IB_REDIS_LOG="$IB_TMP/redis-$port.log"
+  if ! command -v redis-server >/dev/null; then
+    echo "redis-server not found (scripts/install-deps installs it)" >&2
+    return 1
+  fi
+  mkdir -p "$dir"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$dir" --daemonize no >"$IB_REDIS_LOG" 2>&1 &
+  IB_REDIS_PID=$!
+  ib_track "$IB_REDIS_PID"
+  IB_REDIS_URL="redis://127.0.0.1:$port/0"
+  for i in $(seq 1 50); do
+    kill -0 "$IB_REDIS_PID" 2>/dev/null || break
+    if ib_redis_ping "$port"; then
+      ib_log "redis-server ready (pid $IB_REDIS_PID, 127.0.0.1:$port)"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "redis-server on port $port did not become ready; its log:" >&2
+  tail -n 20 "$IB_REDIS_LOG" >&2 || true
+  return 1
+}
+
+# PING over RESP without redis-cli (bash's /dev/tcp).
+# shellcheck disable=SC2016 # $1 and $l are the inner bash's
+ib_redis_ping() {
+  timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "PING\r\n" >&3 && IFS= read -r l <&3 && [[ "$l" == "+PONG"* ]]' _ "$1" 2>/dev/null
+}
 
 # UDP echo peer (coturn's turnutils_peer) on 127.0.0.1:PORT, tracked.
 ib_start_peer() {

@@ -116,24 +116,45 @@ impl SignalService {
         });
         let c = cluster;
         tokio::spawn(async move {
-            while let Some(op) = ctl_rx.recv().await {
-                let r = match op {
-                    Ctl::Attach {
-                        peer,
-                        epoch,
-                        attached,
-                    } => c.attach(&peer, epoch, attached).await.map(drop),
-                    Ctl::Ack { peer, seq } => c.ack(&peer, seq).await,
-                    Ctl::Push {
-                        room,
-                        peer,
-                        head,
-                        tail,
-                    } => c.push(&peer, &room, &head, &tail).await.map(drop),
-                    Ctl::PushRoom { room, head, tail } => c.push_room(&room, &head, &tail).await,
-                };
-                if let Err(e) = r {
-                    tracing::warn!("cluster: {e}");
+            let mut batch = Vec::new();
+            while ctl_rx.recv_many(&mut batch, 256).await > 0 {
+                // Acknowledgements only trim queues: the last one per session is enough, and
+                // they need no order among themselves (they run together, after the rest).
+                let mut acks: std::collections::HashMap<String, u64> = Default::default();
+                for op in batch.drain(..) {
+                    let r = match op {
+                        Ctl::Ack { peer, seq } => {
+                            let e = acks.entry(peer).or_default();
+                            *e = (*e).max(seq);
+                            continue;
+                        }
+                        Ctl::Attach {
+                            peer,
+                            epoch,
+                            attached,
+                        } => c.attach(&peer, epoch, attached).await.map(drop),
+                        Ctl::Push {
+                            room,
+                            peer,
+                            head,
+                            tail,
+                        } => c.push(&peer, &room, &head, &tail).await.map(drop),
+                        Ctl::PushRoom { room, head, tail } => {
+                            c.push_room(&room, &head, &tail).await
+                        }
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!("cluster: {e}");
+                    }
+                }
+                let c = &c;
+                let runs = acks
+                    .into_iter()
+                    .map(|(peer, seq)| async move { c.ack(&peer, seq).await });
+                for r in futures_util::future::join_all(runs).await {
+                    if let Err(e) = r {
+                        tracing::warn!("cluster: {e}");
+                    }
                 }
             }
         });
