@@ -351,8 +351,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ICEBREAKER_DRAIN_TIMEOUT", value_name = "N")]
     pub drain_timeout: Option<u32>,
 
-    /// TURN ALTERNATE-SERVER (IP:PORT): while draining, new Allocates get 300 Try Alternate
-    /// pointing there [default: none, 403 while draining]
+    /// TURN ALTERNATE-SERVER (IP:PORT): while draining or full, new Allocates get 300 Try
+    /// Alternate pointing there; in a cluster the least-loaded other node is used instead
+    /// [default: none, 508 while draining]
     #[arg(long, env = "ICEBREAKER_ALTERNATE_SERVER", value_name = "ADDR")]
     pub alternate_server: Option<String>,
 

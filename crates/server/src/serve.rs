@@ -415,6 +415,12 @@ impl Running {
     pub fn allocations(&self) -> usize {
         self.shared.group.allocations()
     }
+
+    /// The state the TURN shards share: drain switch, allocation counts, and the alternates
+    /// refused Allocates are sent to (`Group::set_alternates`, fed by a cluster).
+    pub fn turn_group(&self) -> &Arc<icebreaker_turn::Group> {
+        &self.shared.group
+    }
 }
 
 /// The relay IPs: configured, or the listener's own address, or the address of the default route.
@@ -776,6 +782,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             secret: config.turn_secrets.first().cloned(),
             ttl: config.credential_ttl,
             warned: Default::default(),
+            fleet: Default::default(),
         },
         gate.clone(),
         shutdown.clone(),
@@ -847,12 +854,45 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             })
         };
         update();
+        // From the registry: the least-loaded TURN nodes for `iceServers`, and the least-loaded
+        // other node as the ALTERNATE-SERVER a full or draining node sends clients to.
+        let (fleet, group, c3) = (signal.ice().fleet.clone(), shared.group.clone(), c.clone());
+        let follow = move || {
+            let parse = |v: &[String]| -> Vec<SocketAddr> {
+                v.iter().filter_map(|a| a.parse().ok()).collect()
+            };
+            let nodes = c3.turn_nodes(crate::signal::FLEET_MAX_NODES);
+            fleet.set(
+                nodes
+                    .iter()
+                    .map(|n| crate::signal::FleetNode {
+                        id: n.id.clone(),
+                        turn: parse(&n.turn),
+                        turns: parse(&n.turns).into_iter().map(|a| (a, None)).collect(),
+                    })
+                    .collect(),
+            );
+            let other = c3
+                .turn_nodes(usize::MAX)
+                .into_iter()
+                .find(|n| n.id != c3.node());
+            match other {
+                Some(n) => group.set_alternates(icebreaker_turn::Alternates::from_listeners(
+                    &parse(&n.turn),
+                    &parse(&n.turns),
+                )),
+                None => group.clear_alternates(),
+            }
+        };
         let mut stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => update(),
+                    _ = tick.tick() => {
+                        update();
+                        follow();
+                    }
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }

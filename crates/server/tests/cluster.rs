@@ -89,6 +89,7 @@ impl Redis {
 
 struct Node {
     http: SocketAddr,
+    turn: SocketAddr,
     proc: Proc,
 }
 
@@ -98,6 +99,10 @@ impl Node {
     }
 
     async fn start_with(redis: &Redis, id: &str, sfu: &str) -> Node {
+        Node::start_args(redis, id, sfu, &[]).await
+    }
+
+    async fn start_args(redis: &Redis, id: &str, sfu: &str, extra: &[&str]) -> Node {
         let (turn, http) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_icebreaker"))
             .args([
@@ -118,13 +123,17 @@ impl Node {
                 &redis.url(),
                 "--node-id",
                 id,
+                "--allow-peer",
+                "127.0.0.0/8",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let node = Node {
             http: format!("127.0.0.1:{http}").parse().unwrap(),
+            turn: format!("127.0.0.1:{turn}").parse().unwrap(),
             proc: Proc(child),
         };
         let until = Instant::now() + Duration::from_secs(15);
@@ -503,4 +512,80 @@ async fn http_get(http: SocketAddr, path: &str) -> Value {
     let r = common::signal::http(http, "GET", path, &[], "").await;
     assert_eq!(r.status, 200, "{path}: {}", r.body);
     r.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_turn_node_redirects_to_the_least_loaded_one() {
+    use icebreaker::client::turn::{AllocateOptions, Credentials, Transport, TurnClient};
+    let redis = Redis::start();
+    let full = Node::start_args(&redis, "t1", "off", &["--max-allocations", "1"]).await;
+    let free = Node::start(&redis, "t2").await;
+    let creds = || Credentials::Rest {
+        secret: "cluster-test-secret-0123456789".into(),
+        user: "alice".into(),
+        ttl: Duration::from_secs(3600),
+    };
+    let opts = |c| icebreaker::client::turn::ClientOptions {
+        transport: Transport::Udp,
+        credentials: Some(c),
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    // `joined` hands out both nodes' TURN (once both are in the registry: heartbeats every
+    // 2 s), and a credential that works on either.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_ws, j) = join(&full, "turnroom").await;
+        let uris = j["iceServers"].to_string();
+        if [&full, &free]
+            .iter()
+            .all(|n| uris.contains(&format!("turn:{}?transport=udp", n.turn)))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "both nodes' TURN in iceServers: {uris}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Fill the full node, then a client pointed at it is sent to the other and relays there.
+    let mut first = TurnClient::connect(full.turn, opts(creds())).await.unwrap();
+    first.allocate(&AllocateOptions::default()).await.unwrap();
+    // The full node reports its load with its next registry update; the alternate is there
+    // already (the other node is the least loaded one).
+    let mut c = TurnClient::connect(full.turn, opts(creds())).await.unwrap();
+    let alloc = c.allocate(&AllocateOptions::default()).await.unwrap();
+    assert_eq!(c.server_addr(), free.turn, "allocated on the alternate");
+    assert_eq!(
+        c.redirected_from(),
+        [full.turn],
+        "300 Try Alternate from the full node"
+    );
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.create_permission(&[peer.local_addr().unwrap()])
+        .await
+        .unwrap();
+    c.send_indication(peer.local_addr().unwrap(), b"via the fleet")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"via the fleet"[..], alloc.relayed));
+    // Once the registry knows the node is full, `joined` lists only the other node's TURN.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_ws, j) = join(&free, "turnroom2").await;
+        let uris = j["iceServers"].to_string();
+        if !uris.contains(&full.turn.to_string()) {
+            assert!(uris.contains(&free.turn.to_string()), "{uris}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the full node is still handed out: {uris}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

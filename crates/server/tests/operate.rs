@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::signal::*;
 use common::*;
-use icebreaker::client::turn::{AllocateOptions, Credentials, Transport, TurnClient};
+use icebreaker::client::turn::{
+    AllocateOptions, ClientOptions, Credentials, Transport, TurnClient,
+};
 use serde_json::json;
 
 fn free_port() -> u16 {
@@ -181,9 +183,12 @@ async fn reload_and_drain_keep_calls_running() {
         http_get(http, "/readyz").await.0 == 503
     })
     .await;
-    let mut late = TurnClient::connect(turn, options(Transport::Udp, Some(static_creds())))
-        .await
-        .unwrap();
+    // The 300 itself is what is checked here (nothing answers at the alternate).
+    let no_redirect = ClientOptions {
+        max_redirects: 0,
+        ..options(Transport::Udp, Some(static_creds()))
+    };
+    let mut late = TurnClient::connect(turn, no_redirect).await.unwrap();
     let err = late
         .allocate(&AllocateOptions::default())
         .await

@@ -8,7 +8,9 @@
 //!   allocation's relay address, whichever shard holds it);
 //! - EVEN-PORT reservations (the Allocate that redeems a RESERVATION-TOKEN usually comes from
 //!   another client port, so it may land on another shard);
-//! - the counter that makes reservation tokens unique.
+//! - the counter that makes reservation tokens unique;
+//! - the alternate servers refused Allocates are sent to (300 Try Alternate), which a cluster
+//!   updates from its node registry ([`Group::set_alternates`]).
 //!
 //! Every [`crate::Config`] made by [`crate::Config::new`] has its own group; servers built from
 //! clones of one `Config` share it. Nothing here is touched per relayed packet except the
@@ -17,11 +19,11 @@
 use std::collections::{HashMap as StdHashMap, HashSet as StdHashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
 use crate::limit::{prefix_key, Budget, Rate, RateTable, Take};
-use crate::server::RelayId;
+use crate::server::{RelayId, Transport};
 
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = StdHashSet<K, foldhash::fast::RandomState>;
@@ -83,6 +85,89 @@ fn random_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(0x1ceb_ea4e_u64)
 }
 
+/// Where a node sends the new allocations it refuses (300 Try Alternate, RFC 8489 §10): another
+/// node's TURN listeners, one address per family and transport. A cluster picks them (the least
+/// loaded other node) and hands them to [`Group::set_alternates`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Alternates {
+    /// The UDP and TCP listener for IPv4 clients.
+    pub v4: Option<SocketAddr>,
+    /// The UDP and TCP listener for IPv6 clients.
+    pub v6: Option<SocketAddr>,
+    /// The TLS listener for IPv4 clients (TLS clients are only sent to TLS listeners).
+    pub tls_v4: Option<SocketAddr>,
+    /// The TLS listener for IPv6 clients.
+    pub tls_v6: Option<SocketAddr>,
+    /// The name in the TLS listener's certificate, sent as ALTERNATE-DOMAIN to TLS clients
+    /// (without it they verify the alternate against the name they used for this node).
+    pub tls_name: Option<Arc<str>>,
+}
+
+impl Alternates {
+    /// The first usable IPv4 and IPv6 address of a node's UDP/TCP listeners (`turn`) and of
+    /// its TLS listeners (`turns`). Unspecified addresses and port 0 are skipped; an IPv4
+    /// address in IPv6 form (`::ffff:a.b.c.d`) counts as IPv4.
+    pub fn from_listeners(turn: &[SocketAddr], turns: &[SocketAddr]) -> Self {
+        let (v4, v6) = by_family(turn);
+        let (tls_v4, tls_v6) = by_family(turns);
+        Alternates {
+            v4,
+            v6,
+            tls_v4,
+            tls_v6,
+            tls_name: None,
+        }
+    }
+
+    /// Whether no address a client could be sent to is set.
+    pub fn is_empty(&self) -> bool {
+        [self.v4, self.v6, self.tls_v4, self.tls_v6]
+            .into_iter()
+            .flatten()
+            .all(|a| !usable(a))
+    }
+
+    /// The ALTERNATE-SERVER addresses for a client of `transport` whose address is IPv4 (`v4`)
+    /// or not: one of the client's family (RFC 8489 §10: it MUST be there, else `None`), then
+    /// one of the other family if known (SHOULD).
+    pub fn pick(&self, transport: Transport, v4: bool) -> Option<(SocketAddr, Option<SocketAddr>)> {
+        let (a4, a6) = match transport {
+            Transport::Tls => (self.tls_v4, self.tls_v6),
+            Transport::Udp | Transport::Tcp => (self.v4, self.v6),
+        };
+        let a4 = a4.map(canonical).filter(|a| usable(*a) && a.is_ipv4());
+        let a6 = a6.map(canonical).filter(|a| usable(*a) && a.is_ipv6());
+        if v4 {
+            Some((a4?, a6))
+        } else {
+            Some((a6?, a4))
+        }
+    }
+}
+
+/// An IPv4 address in IPv6 form is IPv4 (a client on a dual-stack socket, an address written so).
+pub(crate) fn canonical(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
+    }
+}
+
+/// Whether a client can be sent to `a`.
+fn usable(a: SocketAddr) -> bool {
+    !a.ip().is_unspecified() && a.port() != 0
+}
+
+fn by_family(addrs: &[SocketAddr]) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let mut it = addrs.iter().copied().map(canonical).filter(|a| usable(*a));
+    let v4 = it.clone().find(SocketAddr::is_ipv4);
+    let v6 = it.find(SocketAddr::is_ipv6);
+    (v4, v6)
+}
+
 /// State shared by the shards of one TURN service (see the module documentation).
 #[derive(Debug, Default)]
 pub struct Group {
@@ -92,6 +177,8 @@ pub struct Group {
     tokens: AtomicU64,
     guard: Mutex<Guard>,
     draining: AtomicBool,
+    /// Read only when an Allocate is refused (draining, full), never per packet.
+    alternates: Mutex<Option<Arc<Alternates>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,8 +192,9 @@ impl Group {
         Self::default()
     }
 
-    /// Drain (or stop draining): new allocations are refused (300 Try Alternate with the
-    /// configured alternate server, 508 without), everything that exists keeps running.
+    /// Drain (or stop draining): new allocations are refused (300 Try Alternate to an alternate
+    /// server of the client's address family, see [`Group::set_alternates`], 508 without one),
+    /// everything that exists keeps running.
     pub fn set_draining(&self, on: bool) {
         self.draining.store(on, Ordering::Relaxed);
     }
@@ -114,6 +202,26 @@ impl Group {
     /// Whether the group drains.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Send the Allocates this group refuses (while draining, or when `max_allocations` is
+    /// reached) to `alt` with 300 Try Alternate, instead of the static
+    /// [`crate::Config::alternate_server`]. An empty `alt` clears it, like
+    /// [`Group::clear_alternates`]. Cheap (one short lock), so a cluster may call it every time
+    /// its registry changes.
+    pub fn set_alternates(&self, alt: Alternates) {
+        let new = (!alt.is_empty()).then(|| Arc::new(alt));
+        *lock(&self.alternates) = new;
+    }
+
+    /// Back to the static [`crate::Config::alternate_server`] (or 508 without one).
+    pub fn clear_alternates(&self) {
+        *lock(&self.alternates) = None;
+    }
+
+    /// The alternates set by [`Group::set_alternates`], if any.
+    pub fn alternates(&self) -> Option<Arc<Alternates>> {
+        lock(&self.alternates).clone()
     }
 
     /// Allocations held across all shards.

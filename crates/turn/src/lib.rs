@@ -19,7 +19,7 @@ mod server;
 
 pub use auth::{AuthFailure, Credentials, NonceIssuer};
 pub use filter::{Denied, PeerFilter};
-pub use group::Group;
+pub use group::{Alternates, Group};
 pub use icebreaker_stun::Family;
 pub use limit::{Rate, RateTable};
 pub use server::{

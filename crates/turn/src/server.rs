@@ -227,7 +227,9 @@ pub struct Config {
     /// up to `burst`. A flood from many spoofed sources gets back less than it sends.
     pub unauth_reply_rate: Rate,
     /// Where new allocations are sent (300 Try Alternate) while the group drains
-    /// ([`Group::set_draining`]); without one they get 508.
+    /// ([`Group::set_draining`]) or is full (`max_allocations`), when the client's address is
+    /// of its family; without one they get 508. Alternates set on the group
+    /// ([`Group::set_alternates`]) take its place.
     pub alternate_server: Option<SocketAddr>,
     /// State shared with the other shards built from clones of this configuration (quotas,
     /// live relay addresses, reservations).
@@ -308,7 +310,8 @@ impl Stats {
     ];
     /// Refusal labels, in slot order: an unauthenticated UDP reply not sent because it would pass
     /// the reply budget; an Allocate refused by the per-address allocation rate, by the user's
-    /// quota (486), by the server's capacity (508), or because the server drains (300/508).
+    /// quota (486), by the server's capacity (`max_allocations`: 300 to an alternate, or 508),
+    /// or because the server drains (300/508).
     pub const REFUSALS: [&'static str; 5] = [
         "unauth_reply_budget",
         "allocate_rate",
@@ -527,6 +530,8 @@ struct Reject {
     challenge: bool,
     /// Sign with this key (errors after authentication).
     key: Option<Signer>,
+    /// ALTERNATE-SERVER (and ALTERNATE-DOMAIN) of a 300.
+    redirect: Option<Redirect>,
 }
 
 impl Reject {
@@ -535,6 +540,7 @@ impl Reject {
             code,
             challenge: false,
             key: None,
+            redirect: None,
         }
     }
     fn signed(code: u16, key: Signer) -> Self {
@@ -542,8 +548,28 @@ impl Reject {
             code,
             challenge: false,
             key: Some(key),
+            redirect: None,
         }
     }
+    /// 300 Try Alternate, signed: only authenticated requests are redirected, so that the
+    /// client can tell the redirection comes from the server it trusts (RFC 8489 §10 leaves
+    /// it open; RFC 5389 required it).
+    fn try_alternate(to: Redirect, key: Signer) -> Self {
+        Reject {
+            code: 300,
+            challenge: false,
+            key: Some(key),
+            redirect: Some(to),
+        }
+    }
+}
+
+/// Where a refused Allocate is sent: an alternate of the client's address family, then one of
+/// the other family (RFC 8489 §10), and for TLS clients the alternate's certificate name.
+struct Redirect {
+    to: SocketAddr,
+    also: Option<SocketAddr>,
+    domain: Option<Arc<str>>,
 }
 
 fn method_slot(m: u16) -> usize {
@@ -967,8 +993,14 @@ impl Server {
         let r = (|| -> Result<usize, StunError> {
             let mut w = MessageWriter::new(out, typ, msg.transaction_id())?;
             w.error_code(rej.code, reason(rej.code))?;
-            if let (300, Some(alt)) = (rej.code, self.cfg.alternate_server) {
-                w.address(attr::ALTERNATE_SERVER, alt)?;
+            if let Some(r) = &rej.redirect {
+                w.address(attr::ALTERNATE_SERVER, r.to)?;
+                if let Some(also) = r.also {
+                    w.address(attr::ALTERNATE_SERVER, also)?;
+                }
+                if let Some(d) = &r.domain {
+                    w.attr(attr::ALTERNATE_DOMAIN, d.as_bytes())?;
+                }
             }
             extra(&mut w)?;
             if rej.challenge {
@@ -1003,6 +1035,33 @@ impl Server {
             },
             challenge: true,
             key: None,
+            redirect: None,
+        }
+    }
+
+    /// Where to send a new allocation this server refuses (draining, full): the group's
+    /// alternates when a cluster set them, else the static `alternate_server`. `None` when
+    /// no alternate of the client's address family is known for its transport (then 508).
+    fn redirect(&self, tuple: &FiveTuple) -> Option<Redirect> {
+        let v4 = crate::group::canonical(tuple.client).is_ipv4();
+        match self.cfg.group.alternates() {
+            Some(alt) => {
+                let (to, also) = alt.pick(tuple.transport, v4)?;
+                let domain = if tuple.transport == Transport::Tls {
+                    alt.tls_name.clone()
+                } else {
+                    None
+                };
+                Some(Redirect { to, also, domain })
+            }
+            None => {
+                let a = self.cfg.alternate_server.map(crate::group::canonical)?;
+                (a.is_ipv4() == v4).then_some(Redirect {
+                    to: a,
+                    also: None,
+                    domain: None,
+                })
+            }
         }
     }
 
@@ -1092,17 +1151,24 @@ impl Server {
         relays: &mut dyn RelayProvider,
     ) -> Result<usize, Reject> {
         let existing = self.live_alloc(now, tuple, relays);
-        if existing.is_none() && self.cfg.group.is_draining() {
-            // Before authentication, like coturn: the client is sent on its way in one round trip.
-            self.stats.refused[4] += 1;
-            let code = if self.cfg.alternate_server.is_some() {
-                300
-            } else {
-                508
-            };
-            return Err(Reject::plain(code));
-        }
+        let drain_to = if existing.is_none() && self.cfg.group.is_draining() {
+            match self.redirect(tuple) {
+                Some(r) => Some(r),
+                None => {
+                    // Nowhere to send it: refused before authentication.
+                    self.stats.refused[4] += 1;
+                    return Err(Reject::plain(508));
+                }
+            }
+        } else {
+            None
+        };
         let (username, signer) = self.authenticate(now, tuple, msg, existing)?;
+        if let Some(r) = drain_to {
+            // After authentication, so that the 300 is signed (see `Reject::try_alternate`).
+            self.stats.refused[4] += 1;
+            return Err(Reject::try_alternate(r, signer));
+        }
         if let Some(i) = existing {
             // A retransmission of the Allocate that created it gets the same answer.
             let Some(a) = self.allocs.get(i as usize).and_then(|a| a.as_ref()) else {
@@ -1147,16 +1213,23 @@ impl Server {
             self.stats.refused[1] += 1;
             return Err(Reject::signed(486, signer));
         }
-        group
-            .acquire(
-                quota_key,
-                self.cfg.max_allocations,
-                self.cfg.max_allocations_per_user,
-            )
-            .map_err(|code| {
-                self.stats.refused[if code == 486 { 2 } else { 3 }] += 1;
-                Reject::signed(code, signer)
-            })?;
+        let acquired = group.acquire(
+            quota_key,
+            self.cfg.max_allocations,
+            self.cfg.max_allocations_per_user,
+        );
+        match acquired {
+            Ok(()) => {}
+            Err(486) => {
+                self.stats.refused[2] += 1;
+                return Err(Reject::signed(486, signer));
+            }
+            Err(code) => {
+                // Full: another node may have room.
+                self.stats.refused[3] += 1;
+                return Err(self.full(tuple, code, signer));
+            }
+        }
         let ask = RelayAsk {
             token,
             even,
@@ -1168,6 +1241,12 @@ impl Server {
         let bound = self.bind_relays(now, &ask, relays);
         let (slots, new_token, address_error) = match bound {
             Ok(b) => b,
+            // Without a RESERVATION-TOKEN or EVEN-PORT's R bit, the only 508 is a relay socket
+            // that could not be bound (no free port): full as well.
+            Err(508) if token.is_none() && even != Some(true) => {
+                group.release(quota_key);
+                return Err(self.full(tuple, 508, signer));
+            }
             Err(code) => {
                 group.release(quota_key);
                 return Err(Reject::signed(code, signer));
@@ -1205,6 +1284,15 @@ impl Server {
             *slot = Some(alloc);
         }
         Ok(len)
+    }
+
+    /// The answer to an Allocate this server has no room for: 300 Try Alternate when an
+    /// alternate is known for the client, else `code` (508).
+    fn full(&self, tuple: &FiveTuple, code: u16, signer: Signer) -> Reject {
+        match self.redirect(tuple) {
+            Some(r) => Reject::try_alternate(r, signer),
+            None => Reject::signed(code, signer),
+        }
     }
 
     /// The relay sockets of a new allocation: the reserved one of `token`, or freshly bound

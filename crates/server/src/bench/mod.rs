@@ -242,6 +242,10 @@ pub struct SignalArgs {
     /// Print the report as JSON on stdout (progress goes to stderr)
     #[arg(long)]
     pub json: bool,
+    /// Another server (a node of the same cluster), repeatable: the members of each room are
+    /// spread over --server and these (client i → server i mod n)
+    #[arg(long, value_name = "URL")]
+    pub also: Vec<String>,
 }
 
 /// `icebreaker bench turn`.
@@ -555,6 +559,7 @@ pub fn signal_config(a: &SignalArgs) -> anyhow::Result<SignalBench> {
         drain: Duration::from_millis(a.drain_ms.min(60_000)),
         verbose: true,
         server_pid: a.server_pid,
+        also: a.also.clone(),
     })
 }
 

@@ -140,6 +140,9 @@ pub struct SignalBench {
     pub verbose: bool,
     /// Process ID of a local server whose CPU and memory the report includes.
     pub server_pid: Option<u32>,
+    /// More servers (nodes of a cluster): client `i` connects to `[server, also…][i % n]`, so
+    /// the members of a room are spread over the nodes.
+    pub also: Vec<String>,
 }
 
 impl Default for SignalBench {
@@ -160,6 +163,7 @@ impl Default for SignalBench {
             drain: Duration::from_secs(3),
             verbose: false,
             server_pid: None,
+            also: Vec::new(),
         }
     }
 }
@@ -339,7 +343,10 @@ fn validate(cfg: &SignalBench) -> anyhow::Result<()> {
 /// example `spawn_blocking`).
 pub fn run_signal(cfg: &SignalBench) -> anyhow::Result<SignalReport> {
     validate(cfg)?;
-    let (addr, authority) = parse_server(&cfg.server)?;
+    let mut targets = vec![parse_server(&cfg.server)?];
+    for s in &cfg.also {
+        targets.push(parse_server(s)?);
+    }
     let threads = cfg.threads.clamp(1, 64);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -347,7 +354,7 @@ pub fn run_signal(cfg: &SignalBench) -> anyhow::Result<SignalReport> {
         .enable_all()
         .build()
         .context("cannot start the generator runtime")?;
-    let result = rt.block_on(run_async(cfg, addr, authority, threads));
+    let result = rt.block_on(run_async(cfg, targets, threads));
     rt.shutdown_timeout(Duration::from_secs(2));
     result
 }
@@ -485,8 +492,8 @@ impl Stats {
 
 /// What the clients share.
 struct Ctx {
-    addr: SocketAddr,
-    authority: String,
+    /// The servers (address, `Host`); client `i` uses `targets[i % len]`.
+    targets: Vec<(SocketAddr, String)>,
     proto: SignalProtocol,
     k: usize,
     room_prefix: String,
@@ -536,16 +543,14 @@ fn log(verbose: bool, msg: std::fmt::Arguments<'_>) {
 
 async fn run_async(
     cfg: &SignalBench,
-    addr: SocketAddr,
-    authority: String,
+    targets: Vec<(SocketAddr, String)>,
     threads: usize,
 ) -> anyhow::Result<SignalReport> {
     let n = cfg.clients;
     let k = cfg.room_size;
     let rooms = n / k;
     let ctx = Arc::new(Ctx {
-        addr,
-        authority,
+        targets,
         proto: cfg.protocol,
         k,
         room_prefix: cfg.room_prefix.clone(),
@@ -930,15 +935,16 @@ pub(super) async fn send_text(ws: &mut Ws, t: String) -> Result<(), String> {
 /// Connect, handshake, join; returns the socket and the client's peer id (Icebreaker) or
 /// socket id (socket.io).
 async fn connect_join(ctx: &Ctx, idx: usize) -> Result<(Ws, String), String> {
-    let tcp = TcpStream::connect(ctx.addr)
+    let (addr, authority) = &ctx.targets[idx % ctx.targets.len()];
+    let tcp = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect {}: {e}", ctx.addr))?;
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let path = match ctx.proto {
         SignalProtocol::Icebreaker => "/ws",
         SignalProtocol::Socketio => "/socket.io/?EIO=4&transport=websocket",
     };
-    let url = format!("ws://{}{path}", ctx.authority);
+    let url = format!("ws://{authority}{path}");
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config()))
         .await
         .map_err(|e| format!("websocket handshake: {e}"))?;

@@ -12,6 +12,11 @@
 //!   are sent once and the response awaited for the same time.
 //! * Responses are matched on the transaction ID; anything else arriving while a transaction is
 //!   pending (stray packets, data from peers) is dropped.
+//! * An Allocate answered 300 (Try Alternate) with ALTERNATE-SERVER, signed with our key, is
+//!   retried on the alternate server over the same transport (RFC 8489 §10): a new connection
+//!   with the same credentials, at most [`ClientOptions::max_redirects`] times and never back
+//!   to a server already tried. [`TurnClient::server_addr`] is then the alternate and
+//!   [`TurnClient::redirected_from`] lists the servers that sent the client on.
 //! * The data path ([`TurnClient::send_indication`], [`TurnClient::send_channel_data`],
 //!   [`TurnClient::recv`]) is allocation-free: it writes into and reads from buffers owned by the
 //!   client, and [`Incoming`] borrows from the receive buffer.
@@ -50,6 +55,8 @@ const STREAM_BUF: usize = 2 * (4 + 65_535 + 3) + 64;
 const SEND_BUF: usize = 4 + 65_535 + 3 + 64;
 /// Upper bound on request attempts caused by 401/438 round trips.
 const MAX_AUTH_ROUNDS: usize = 4;
+/// Default for [`ClientOptions::max_redirects`].
+pub const MAX_REDIRECTS: u32 = 3;
 /// REQUESTED-TRANSPORT value for UDP relaying.
 const PROTO_UDP: u8 = 17;
 
@@ -175,6 +182,9 @@ pub struct ClientOptions {
     pub max_transmissions: u32,
     /// Overall limit for one transaction (and for connecting).
     pub timeout: Duration,
+    /// How many 300 (Try Alternate) answers to an Allocate are followed (0: none, the 300 is
+    /// returned as an error).
+    pub max_redirects: u32,
 }
 
 impl Default for ClientOptions {
@@ -190,6 +200,7 @@ impl Default for ClientOptions {
             rto: Duration::from_millis(500),
             max_transmissions: 7,
             timeout: Duration::from_secs(10),
+            max_redirects: MAX_REDIRECTS,
         }
     }
 }
@@ -223,6 +234,15 @@ pub enum TurnError {
     Tls(String),
     /// The caller passed an invalid argument.
     InvalidInput(String),
+    /// An Allocate was sent to another server (300 Try Alternate) that could not be reached.
+    Redirect {
+        /// The server that sent the client on.
+        from: SocketAddr,
+        /// Its ALTERNATE-SERVER.
+        to: SocketAddr,
+        /// What connecting to `to` gave.
+        error: Box<TurnError>,
+    },
 }
 
 impl TurnError {
@@ -268,6 +288,10 @@ impl fmt::Display for TurnError {
             TurnError::Protocol(m) => write!(f, "protocol error: {m}"),
             TurnError::Tls(m) => write!(f, "TLS: {m}"),
             TurnError::InvalidInput(m) => write!(f, "invalid input: {m}"),
+            TurnError::Redirect { from, to, error } => write!(
+                f,
+                "{from} sent the allocation to {to} (300 Try Alternate), which failed: {error}"
+            ),
         }
     }
 }
@@ -397,6 +421,13 @@ struct Auth {
     password: String,
 }
 
+/// Where an authenticated 300 (Try Alternate) sends the client: ALTERNATE-SERVER, and
+/// ALTERNATE-DOMAIN (the name to verify the alternate's certificate against, TLS only).
+struct Alternate {
+    to: SocketAddr,
+    domain: Option<String>,
+}
+
 /// An async STUN/TURN client bound to one server over one transport.
 pub struct TurnClient {
     conn: Conn,
@@ -414,6 +445,10 @@ pub struct TurnClient {
     rstart: usize,
     rend: usize,
     last_rtt: Duration,
+    /// The servers that sent this client on (300 Try Alternate), in order.
+    redirected_from: Vec<SocketAddr>,
+    /// The ALTERNATE-SERVER of the last authenticated 300 to an Allocate.
+    alternate: Option<Alternate>,
 }
 
 impl fmt::Debug for TurnClient {
@@ -499,13 +534,21 @@ impl TurnClient {
             rstart: 0,
             rend: 0,
             last_rtt: Duration::ZERO,
+            redirected_from: Vec::new(),
+            alternate: None,
             opts,
         })
     }
 
-    /// The server address.
+    /// The server address (after a redirection: the alternate server's).
     pub fn server_addr(&self) -> SocketAddr {
         self.server
+    }
+
+    /// The servers that redirected this client's Allocate (300 Try Alternate), in order: empty
+    /// unless it ended up on another server than the one it connected to.
+    pub fn redirected_from(&self) -> &[SocketAddr] {
+        &self.redirected_from
     }
 
     /// Our local address towards the server.
@@ -573,8 +616,64 @@ impl TurnClient {
         })
     }
 
-    /// Allocate a UDP relay.
+    /// Allocate a UDP relay, following 300 (Try Alternate) answers (see the module
+    /// documentation).
     pub async fn allocate(&mut self, opts: &AllocateOptions) -> Result<Allocation, TurnError> {
+        let mut redirects = 0u32;
+        loop {
+            self.alternate = None;
+            let err = match self.allocate_here(opts).await {
+                Ok(a) => return Ok(a),
+                Err(e) => e,
+            };
+            // Only a 300 signed with our key is followed (set by `transaction`).
+            let Some(alt) = self.alternate.take() else {
+                return Err(err);
+            };
+            // RFC 8489 §10: a redirection to a server this request was already sent to is
+            // ignored (no ping-pong between servers).
+            let tried = alt.to == self.server || self.redirected_from.contains(&alt.to);
+            if tried || redirects >= self.opts.max_redirects || opts.reservation_token.is_some() {
+                return Err(err);
+            }
+            redirects += 1;
+            let from = self.server;
+            tracing::debug!(%from, to = %alt.to, "Allocate: 300 Try Alternate");
+            self.move_to(alt)
+                .await
+                .map_err(|(to, e)| TurnError::Redirect {
+                    from,
+                    to,
+                    error: Box::new(e),
+                })?;
+        }
+    }
+
+    /// Replace the connection with one to `alt.to` over the same transport, keeping the
+    /// credentials (RFC 8489 §10: the same ones) and the options. TLS verifies the alternate
+    /// against ALTERNATE-DOMAIN when given, else against the configured server name (or its
+    /// IP address when none is configured). On failure nothing changes.
+    async fn move_to(&mut self, alt: Alternate) -> Result<(), (SocketAddr, TurnError)> {
+        let mut opts = self.opts.clone();
+        if let (Transport::Tls, Some(d)) = (self.transport, alt.domain) {
+            opts.tls.server_name = Some(d);
+        }
+        // A fixed local port is still held by the current connection.
+        if let Some(b) = opts.bind.as_mut() {
+            b.set_port(0);
+        }
+        let mut next = TurnClient::connect(alt.to, opts)
+            .await
+            .map_err(|e| (alt.to, e))?;
+        next.auth = self.auth.take();
+        next.redirected_from = std::mem::take(&mut self.redirected_from);
+        next.redirected_from.push(self.server);
+        *self = next;
+        Ok(())
+    }
+
+    /// One Allocate on the current server.
+    async fn allocate_here(&mut self, opts: &AllocateOptions) -> Result<Allocation, TurnError> {
         let (range, _) = self
             .transaction(method::ALLOCATE, 0, |w| {
                 w.requested_transport(PROTO_UDP)?;
@@ -918,11 +1017,18 @@ impl TurnClient {
                 && ((code == 401 && !authed) || code == 438)
                 && matches!(msg.nonce(), Ok(Some(n)) if !n.is_empty());
             if !retry {
-                return Err(TurnError::ErrorResponse {
+                // `check_response` verified the integrity of a signed answer to a signed request.
+                let alt =
+                    (code == 300 && method == method::ALLOCATE && authed && msg.has_integrity())
+                        .then(|| alternate_of(&msg, self.server))
+                        .flatten();
+                let err = TurnError::ErrorResponse {
                     method,
                     code,
                     reason: sanitize_reason(reason),
-                });
+                };
+                self.alternate = alt;
+                return Err(err);
             }
             let nonce = msg.nonce().ok().flatten().unwrap_or_default().to_vec();
             let server_realm = msg.realm().ok().flatten().map(str::to_owned);
@@ -1074,6 +1180,38 @@ fn classify(buf: &[u8], r: Range<usize>) -> Option<Frame> {
         });
     }
     Some(Frame::Stun(r))
+}
+
+/// The ALTERNATE-SERVER of a 300 to use from `current`: the first of `current`'s address family
+/// (the server puts the one of the client's family first, RFC 8489 §10), else the first; with
+/// ALTERNATE-DOMAIN if it is a plausible name. Attributes after MESSAGE-INTEGRITY do not count.
+fn alternate_of(msg: &Message<'_>, current: SocketAddr) -> Option<Alternate> {
+    let mut first = None;
+    for a in msg.attributes() {
+        match a.typ {
+            attr::MESSAGE_INTEGRITY | attr::MESSAGE_INTEGRITY_SHA256 | attr::FINGERPRINT => break,
+            attr::ALTERNATE_SERVER => {
+                let Ok(to) = codec::decode_address(a.value) else {
+                    continue;
+                };
+                if to.ip().is_unspecified() || to.port() == 0 {
+                    continue;
+                }
+                if to.is_ipv4() == current.is_ipv4() {
+                    first = Some(to);
+                    break;
+                }
+                first = first.or(Some(to));
+            }
+            _ => {}
+        }
+    }
+    let domain = msg
+        .get(attr::ALTERNATE_DOMAIN)
+        .and_then(|a| std::str::from_utf8(a.value).ok())
+        .filter(|d| rustls::pki_types::ServerName::try_from(*d).is_ok())
+        .map(str::to_owned);
+    Some(Alternate { to: first?, domain })
 }
 
 /// Reason phrase fit for printing: no control characters (some servers send a trailing NUL),

@@ -635,6 +635,10 @@ pub async fn run(args: TurnCheckArgs) -> anyhow::Result<()> {
                 Some(486) => Some("the user has too many allocations on the server".into()),
                 _ => None,
             };
+            let hint = hint.or_else(|| {
+                let note = redirect_note(&client);
+                (!note.is_empty()).then(|| note.trim_start_matches(", ").to_owned())
+            });
             return Err(fail("Allocate", e, hint));
         }
     };
@@ -642,17 +646,19 @@ pub async fn run(args: TurnCheckArgs) -> anyhow::Result<()> {
         .mapped
         .map(|m| m.to_string())
         .unwrap_or_else(|| "(none)".into());
+    let redirected = redirect_note(&client);
     ok(
         "Allocate",
         &format!(
-            "relayed {}, mapped {mapped}, lifetime {} s",
+            "relayed {}, mapped {mapped}, lifetime {} s{redirected}",
             alloc.relayed, alloc.lifetime
         ),
         Some(t.elapsed()),
     );
 
     let setup = PeerSetup {
-        server: target.addr,
+        // After a redirection the echo allocation goes straight to the alternate.
+        server: client.server_addr(),
         opts: &opts,
         our_relayed: alloc.relayed,
     };
@@ -686,6 +692,20 @@ pub async fn run(args: TurnCheckArgs) -> anyhow::Result<()> {
         alloc.relayed
     );
     Ok(())
+}
+
+/// ", redirected from A to B (300 Try Alternate)" when the allocation moved, else "".
+fn redirect_note(client: &TurnClient) -> String {
+    let from = client.redirected_from();
+    if from.is_empty() {
+        return String::new();
+    }
+    let chain: Vec<String> = from.iter().map(SocketAddr::to_string).collect();
+    format!(
+        ", redirected from {} to {} (300 Try Alternate)",
+        chain.join(" via "),
+        client.server_addr()
+    )
 }
 
 /// Hint for a 403 to CreatePermission for `echo`.

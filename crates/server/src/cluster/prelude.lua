@@ -51,6 +51,9 @@ end
 
 -- Acknowledges (forgets) `peer`'s messages up to `seq`.
 local function ack(peer, seq)
+  -- Never past the last message numbered (a client cannot acknowledge what it was not sent).
+  local last = tonumber(redis.call('HGET', pk(peer), 'seq') or '0')
+  if seq == nil or seq > last then seq = last end
   local q = qk(peer)
   local old = redis.call('ZRANGEBYSCORE', q, '-inf', seq)
   if #old == 0 then return end

@@ -1,7 +1,13 @@
 //! `iceServers` for `joined`/`resumed` and `GET /api/ice-servers` (TURN REST API draft).
+//!
+//! In a cluster the TURN URIs are those of the least loaded nodes ([`Fleet`], set by the
+//! cluster from its registry), so that new calls spread over the fleet; this node's own are
+//! handed out while no fleet is known. STUN URIs are always this node's. Every node checks REST
+//! credentials against the same secret, so one username and credential cover every URI.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -25,6 +31,79 @@ pub struct IceConfig {
     pub ttl: u32,
     /// Whether the "no secret" warning was logged already.
     pub warned: AtomicBool,
+    /// The TURN nodes to hand out instead of this one's (cluster). Shared: a reload keeps it.
+    pub fleet: Arc<Fleet>,
+}
+
+/// At most this many nodes of a [`Fleet`] are handed out: a browser allocates on every TURN URI
+/// it is given, so a long list costs every node allocations that go unused.
+pub const FLEET_MAX_NODES: usize = 4;
+
+/// A TURN node of the fleet, as clients reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetNode {
+    /// The node's id (for logs).
+    pub id: String,
+    /// UDP+TCP TURN listeners (a `turn:` URI for each transport). Unspecified addresses and
+    /// port 0 are skipped.
+    pub turn: Vec<SocketAddr>,
+    /// TLS TURN listeners, each with the name in its certificate when known: the `turns:` URI's
+    /// host, since clients verify the certificate against it (else the IP address is used).
+    pub turns: Vec<(SocketAddr, Option<String>)>,
+}
+
+/// The TURN nodes `iceServers` names, least loaded first (this node among them when it is one
+/// of the least loaded). Empty: this node's own listeners. Updated by the cluster every few
+/// seconds; read once per `iceServers` built.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    nodes: parking_lot::RwLock<Arc<[FleetNode]>>,
+}
+
+impl Fleet {
+    /// Hand out `nodes` (least loaded first; at most [`FLEET_MAX_NODES`] are used).
+    pub fn set(&self, nodes: Vec<FleetNode>) {
+        *self.nodes.write() = nodes.into();
+    }
+
+    /// Back to this node's own listeners.
+    pub fn clear(&self) {
+        self.set(Vec::new());
+    }
+
+    /// The nodes set last.
+    pub fn nodes(&self) -> Arc<[FleetNode]> {
+        self.nodes.read().clone()
+    }
+
+    /// The `turn:`/`turns:` URIs of the fleet, in its order (empty without a usable address).
+    fn turn_uris(&self) -> Vec<String> {
+        let nodes = self.nodes();
+        let mut out = Vec::new();
+        for node in nodes.iter().take(FLEET_MAX_NODES) {
+            for a in node.turn.iter().filter(|a| usable(a)) {
+                let host = ip_host(a.ip());
+                push_unique(&mut out, format!("turn:{host}:{}?transport=udp", a.port()));
+                push_unique(&mut out, format!("turn:{host}:{}?transport=tcp", a.port()));
+            }
+            for (a, name) in node.turns.iter().filter(|(a, _)| usable(a)) {
+                // A name that is not a plain host name is not put into a URI.
+                let host = name
+                    .as_deref()
+                    .and_then(host_of)
+                    .filter(|h| !h.starts_with('['))
+                    .unwrap_or_else(|| ip_host(a.ip()));
+                push_unique(&mut out, format!("turns:{host}:{}?transport=tcp", a.port()));
+            }
+        }
+        out
+    }
+}
+
+/// Whether a client can reach a listener at `a` (an address the node advertised as bound to
+/// every interface is not one).
+fn usable(a: &SocketAddr) -> bool {
+    !a.ip().is_unspecified() && a.port() != 0
 }
 
 /// One entry of `RTCConfiguration.iceServers`.
@@ -87,7 +166,7 @@ fn valid_port_suffix(s: &str) -> bool {
 }
 
 fn ip_host(ip: IpAddr) -> String {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     }
@@ -118,8 +197,13 @@ impl IceConfig {
         out
     }
 
-    /// `turn:` (UDP and TCP) and `turns:` URIs.
+    /// `turn:` (UDP and TCP) and `turns:` URIs: the fleet's when one is set, else this node's
+    /// (with `host`).
     pub fn turn_uris(&self, host: &str) -> Vec<String> {
+        let fleet = self.fleet.turn_uris();
+        if !fleet.is_empty() {
+            return fleet;
+        }
         let mut out = Vec::new();
         for a in &self.turn {
             push_unique(&mut out, format!("turn:{host}:{}?transport=udp", a.port()));
@@ -231,7 +315,110 @@ mod tests {
             secret: Some("s3cret".into()),
             ttl: 600,
             warned: AtomicBool::new(false),
+            fleet: Default::default(),
         }
+    }
+
+    fn node(id: &str, turn: &[&str], turns: &[(&str, Option<&str>)]) -> FleetNode {
+        FleetNode {
+            id: id.into(),
+            turn: turn.iter().map(|a| a.parse().unwrap()).collect(),
+            turns: turns
+                .iter()
+                .map(|(a, n)| (a.parse().unwrap(), n.map(str::to_owned)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_fleet_replaces_this_nodes_turn_uris_in_its_order() {
+        let c = cfg();
+        c.fleet.set(vec![
+            node(
+                "b",
+                &["198.51.100.2:3478", "[2001:db8::2]:3478"],
+                &[("198.51.100.2:5349", Some("turn-b.example.org"))],
+            ),
+            node("a", &["198.51.100.1:3478"], &[("198.51.100.1:5349", None)]),
+        ]);
+        let s = c.ice_servers(Some("h.example:80"), "3fa2b0c1");
+        assert_eq!(s.len(), 2);
+        // STUN stays this node's.
+        assert_eq!(s[0].urls, vec!["stun:h.example:3478"]);
+        assert_eq!(
+            s[1].urls,
+            vec![
+                "turn:198.51.100.2:3478?transport=udp",
+                "turn:198.51.100.2:3478?transport=tcp",
+                "turn:[2001:db8::2]:3478?transport=udp",
+                "turn:[2001:db8::2]:3478?transport=tcp",
+                "turns:turn-b.example.org:5349?transport=tcp",
+                "turn:198.51.100.1:3478?transport=udp",
+                "turn:198.51.100.1:3478?transport=tcp",
+                "turns:198.51.100.1:5349?transport=tcp",
+            ]
+        );
+        // One REST credential for all of them (every node knows the secret).
+        let mut out = [0u8; 28];
+        let user = s[1].username.as_deref().unwrap();
+        assert!(user.ends_with(":3fa2b0c1"));
+        let expect = icebreaker_stun::rest_password(b"s3cret", user, &mut out);
+        assert_eq!(s[1].credential.as_deref(), Some(expect));
+        let r = c.rest_response(None, "alice").unwrap();
+        assert_eq!(r.uris, s[1].urls);
+        assert_eq!(r.ice_servers[1].urls, s[1].urls);
+        // Cleared: this node's own again.
+        c.fleet.clear();
+        let s = c.ice_servers(Some("h.example:80"), "3fa2b0c1");
+        assert_eq!(s[1].urls[0], "turn:h.example:3478?transport=udp");
+        assert_eq!(s[1].urls.len(), 3);
+    }
+
+    #[test]
+    fn fleet_addresses_no_client_can_use_are_skipped() {
+        let c = cfg();
+        // Nothing usable: as if there were no fleet.
+        c.fleet.set(vec![node(
+            "x",
+            &["0.0.0.0:3478", "198.51.100.3:0"],
+            &[("[::]:5349", Some("turn-x.example.org"))],
+        )]);
+        assert_eq!(
+            c.turn_uris("h.example"),
+            vec![
+                "turn:h.example:3478?transport=udp",
+                "turn:h.example:3478?transport=tcp",
+                "turns:h.example:5349?transport=tcp"
+            ]
+        );
+        // A name that does not belong in a URI is replaced by the address; IPv4 written as
+        // IPv6 is written as IPv4.
+        c.fleet.set(vec![node(
+            "y",
+            &["[::ffff:198.51.100.4]:3478"],
+            &[("198.51.100.4:5349", Some("evil/x?transport=udp"))],
+        )]);
+        assert_eq!(
+            c.turn_uris("h.example"),
+            vec![
+                "turn:198.51.100.4:3478?transport=udp",
+                "turn:198.51.100.4:3478?transport=tcp",
+                "turns:198.51.100.4:5349?transport=tcp"
+            ]
+        );
+    }
+
+    #[test]
+    fn at_most_fleet_max_nodes_are_handed_out() {
+        let c = cfg();
+        let nodes: Vec<FleetNode> = (1..=FLEET_MAX_NODES + 2)
+            .map(|i| node(&format!("n{i}"), &[&format!("198.51.100.{i}:3478")], &[]))
+            .collect();
+        c.fleet.set(nodes);
+        let uris = c.turn_uris("h.example");
+        assert_eq!(uris.len(), 2 * FLEET_MAX_NODES);
+        assert_eq!(uris[0], "turn:198.51.100.1:3478?transport=udp");
+        assert_eq!(c.fleet.nodes().len(), FLEET_MAX_NODES + 2);
     }
 
     #[test]

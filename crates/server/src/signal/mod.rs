@@ -35,7 +35,9 @@ use crate::config::Config;
 use crate::credentials::now_unix;
 use crate::http::{json_response, HttpState};
 
-pub use ice::{host_of, IceConfig, IceServerEntry, IceServersResponse};
+pub use ice::{
+    host_of, Fleet, FleetNode, IceConfig, IceServerEntry, IceServersResponse, FLEET_MAX_NODES,
+};
 
 /// The WebSocket server pings this often.
 pub const WS_PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -401,6 +403,7 @@ impl SignalService {
             secret: config.turn_secrets.first().cloned(),
             ttl: config.credential_ttl,
             warned: Default::default(),
+            fleet: old.fleet.clone(),
         });
     }
 

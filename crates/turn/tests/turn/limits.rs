@@ -239,10 +239,11 @@ fn a_draining_server_sends_new_allocations_to_the_alternate_and_keeps_the_old_on
     let mut old = Client::alice("198.51.100.7:5000");
     env.allocate(&mut old);
     cfg.group.set_draining(true);
-    // A new client: 300 with ALTERNATE-SERVER, before authentication, no state.
-    let c = Client::alice("198.51.100.8:5000");
-    let r = env.call(c.tuple, &Req::request(method::ALLOCATE).udp());
+    // A new client: challenged as usual, then 300 with ALTERNATE-SERVER, signed, no state.
+    let mut c = Client::alice("198.51.100.8:5000");
+    let r = env.signed(&mut c, |c| c.allocate_req());
     r.assert_error(300);
+    assert!(r.integrity_ok(&c.key()));
     assert_eq!(
         r.msg().alternate_server().ok().flatten(),
         Some(sa("192.0.2.99:3478"))

@@ -7,6 +7,7 @@
 mod common;
 
 mod allocate;
+mod alternate;
 mod auth;
 mod binding;
 mod channel;
