@@ -589,3 +589,62 @@ async fn a_full_turn_node_redirects_to_the_least_loaded_one() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_subscription_loses_no_message() {
+    let redis = Redis::start();
+    let fast = ["--signal-rate", "10000"];
+    let n1 = Node::start_args(&redis, "p1", "off", &fast).await;
+    let n2 = Node::start_args(&redis, "p2", "off", &fast).await;
+    let (mut a, _) = join(&n1, "pubsub").await;
+    let (mut b, _) = join(&n2, "pubsub").await;
+    recv_type(&mut a, "peer-joined").await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // B sends 500 broadcasts as fast as it can; meanwhile every node's subscription is cut
+    // again and again (what is published while a node is not subscribed is only in Redis).
+    let sender = tokio::spawn(async move {
+        for i in 0..500 {
+            send(
+                &mut b,
+                json!({"type": "broadcast", "data": format!("b{i}")}),
+            )
+            .await;
+        }
+        b
+    });
+    // The cuts go on until A has everything (the nodes are still delivering after B's last
+    // send was written).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut kills = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && kills < 200 {
+                let n: i64 = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("pubsub")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                kills += n;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            kills
+        })
+    };
+    let _b = sender.await.unwrap();
+    let (seen, last) = until(&mut a, |v| is_broadcast(v, "b499")).await;
+    let got: Vec<&str> = seen
+        .iter()
+        .chain(std::iter::once(&last))
+        .filter(|v| v["type"] == "broadcast")
+        .map(|v| v["data"].as_str().unwrap())
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killer.await.unwrap();
+    assert!(kills >= 2, "subscriptions cut {kills} times");
+    let want: Vec<String> = (0..500).map(|i| format!("b{i}")).collect();
+    assert_eq!(got, want, "all 500 once, in order ({kills} cuts)");
+}

@@ -230,13 +230,41 @@ impl SignalService {
     }
 
     /// Fetches `peer`'s messages after `after` from Redis into its local copy.
+    /// One fill per session at a time: a gap that shows while one runs makes it run again.
     fn fill(self: &Arc<Self>, peer: String, after: u64) {
         let Some(c) = self.cluster() else { return };
+        {
+            let mut inner = self.inner.lock();
+            if let Some(again) = inner.filling.get_mut(&peer) {
+                *again = true;
+                return;
+            }
+            inner.filling.insert(peer.clone(), false);
+        }
         let svc = self.clone();
         tokio::spawn(async move {
-            match c.fetch(&peer, after).await {
-                Ok(msgs) => svc.push_fetched(&peer, msgs),
-                Err(e) => tracing::warn!("cluster: cannot fill a gap of {peer}: {e}"),
+            let mut after = after;
+            loop {
+                match c.fetch(&peer, after).await {
+                    Ok(msgs) => svc.push_fetched(&peer, msgs),
+                    Err(e) => tracing::warn!("cluster: cannot fill a gap of {peer}: {e}"),
+                }
+                let mut inner = svc.inner.lock();
+                let again = inner.filling.get(&peer).copied().unwrap_or(false);
+                let last = inner
+                    .hub
+                    .session_of(&peer)
+                    .and_then(|k| inner.hub.last_seq(k));
+                match (again, last) {
+                    (true, Some(last)) => {
+                        inner.filling.insert(peer.clone(), false);
+                        after = last;
+                    }
+                    _ => {
+                        inner.filling.remove(&peer);
+                        return;
+                    }
+                }
             }
         });
     }

@@ -164,6 +164,9 @@ struct Inner {
     cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Its ordered operations.
     ctl: Option<tokio::sync::mpsc::UnboundedSender<cluster::Ctl>>,
+    /// Sessions whose gap is being filled from Redis; `true`: another gap showed meanwhile
+    /// (fill again when done).
+    filling: HashMap<String, bool>,
 }
 
 impl Inner {
@@ -323,6 +326,7 @@ impl SignalService {
                 sfu: None,
                 cluster: None,
                 ctl: None,
+                filling: HashMap::new(),
             }),
             settings: parking_lot::RwLock::new(Arc::new(SignalSettings::from_config(config))),
             ice: parking_lot::RwLock::new(Arc::new(ice)),
