@@ -8,7 +8,11 @@
 //      (same id and name on both sides), decode each other's video (mesh; the offer, answer and
 //      candidates go node 1 → Redis → node 2 and back), and a broadcast crosses the nodes each
 //      way exactly once;
-//   2. a load balancer (a TCP proxy written here: each new connection goes to the first backend
+//   2. Chromium's own TURN client: node 1 takes one allocation at most (--max-allocations 1);
+//      a page gathers relay candidates with node 1 as its only TURN server twice: the second
+//      allocation, refused by the full node 1 with 300 Try Alternate (ALTERNATE-SERVER from the
+//      cluster's registry), is made on node 2 (its relay port is in node 2's range);
+//   3. a load balancer (a TCP proxy written here: each new connection goes to the first backend
 //      that accepts it, node 1 then node 2) in front of both nodes; P3 and P4 open the room
 //      through it (both land on node 1) and decode each other's video; node 1 is killed
 //      (SIGKILL, its PID from run.sh): the pages' WebSockets drop, the SDK reconnects through
@@ -24,6 +28,7 @@
 // (where scenario 2's proxy listens), CHROMIUM_PATH (default /usr/bin/chromium), and optionally
 // IB_ONLY (comma-separated scenario numbers, for debugging).
 
+import crypto from 'node:crypto';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
 
@@ -32,6 +37,8 @@ const HTTP1 = Number(env.IB_CLUSTER_HTTP1);
 const HTTP2 = Number(env.IB_CLUSTER_HTTP2);
 const N1_PID = Number(env.IB_CLUSTER_N1_PID);
 const PROXY_PORT = Number(env.IB_CLUSTER_PROXY_PORT);
+const TURN1 = Number(env.IB_CLUSTER_TURN1);
+const TURN2 = Number(env.IB_CLUSTER_TURN2);
 if (!HTTP1 || !HTTP2 || !N1_PID || !PROXY_PORT) {
   console.error('FAIL cluster: IB_CLUSTER_HTTP1, IB_CLUSTER_HTTP2, IB_CLUSTER_N1_PID and IB_CLUSTER_PROXY_PORT must be set (run tests/browser/run.sh)');
   process.exit(2);
@@ -199,7 +206,7 @@ async function metrics(port) {
   if (!res.ok) throw new Error(`GET /metrics on :${port}: ${res.status}`);
   const out = {};
   for (const line of (await res.text()).split('\n')) {
-    const m = line.match(/^(icebreaker_(?:signal|cluster)_[a-z_]+) (\S+)$/);
+    const m = line.match(/^(icebreaker_(?:signal|cluster|turn)_[a-z_]+) (\S+)$/);
     if (m) out[m[1]] = Number(m[2]);
   }
   return out;
@@ -265,6 +272,57 @@ const SCENARIOS = [
         throw withDiag(err, parts);
       } finally {
         await closeAll(parts);
+      }
+    },
+  },
+  {
+    name: "Chromium's TURN client, sent to node 1 (full: max_allocations 1), follows 300 Try Alternate and allocates on node 2",
+    async run(browser) {
+      const deadline = Date.now() + SCENARIO_TIMEOUT_MS;
+      const ctx = await browser.newContext();
+      try {
+        const page = await ctx.newPage();
+        await page.goto(`${base(HTTP2)}/tools/ice`);
+        // REST credentials of the shared secret (valid on every node).
+        const user = `${Math.floor(Date.now() / 1000) + 3600}:chromium`;
+        const pass = crypto.createHmac('sha1', env.IB_SECRET).update(user).digest('base64');
+        // Each call keeps its RTCPeerConnection open (its allocation stays) and returns the
+        // relay candidates gathered with node 1 as the only TURN server.
+        const relayVia = () =>
+          page.evaluate(
+            async ({ port, user, pass }) => {
+              const pc = new RTCPeerConnection({
+                iceServers: [{ urls: [`turn:127.0.0.1:${port}?transport=udp`], username: user, credential: pass }],
+                iceTransportPolicy: 'relay',
+              });
+              (window.kept ||= []).push(pc);
+              const cands = [];
+              pc.onicecandidate = (e) => e.candidate && e.candidate.candidate && cands.push(e.candidate.candidate);
+              pc.createDataChannel('x');
+              await pc.setLocalDescription(await pc.createOffer());
+              const t0 = Date.now();
+              while (pc.iceGatheringState !== 'complete' && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
+              return cands.filter((c) => / typ relay /.test(c)).map((c) => Number(c.split(' ')[5]));
+            },
+            { port: TURN1, user, pass },
+          );
+        const inRange = (port, turn) => port >= turn + 1000 && port <= turn + 1199;
+        const first = await relayVia();
+        if (first.length !== 1) throw new Error(`first allocation: relay ports ${JSON.stringify(first)}`);
+        // Node 1 now holds its one allocation (or had it already from an earlier page): full.
+        await waitFor('node 1 full (1 allocation)', deadline, async () => {
+          const m = await metrics(HTTP1);
+          return { ok: m.icebreaker_turn_allocations >= 1, info: m.icebreaker_turn_allocations };
+        });
+        const second = await relayVia();
+        if (second.length !== 1 || !inRange(second[0], TURN2)) {
+          throw new Error(`the allocation asked of node 1 should be on node 2 (relay ports ${TURN2 + 1000}-${TURN2 + 1199}): got ${JSON.stringify(second)}; first ${JSON.stringify(first)}`);
+        }
+        const m1 = await metrics(HTTP1);
+        if (m1.icebreaker_turn_allocations !== 1) throw new Error(`node 1 holds ${m1.icebreaker_turn_allocations} allocations (max 1)`);
+        return `first relay port ${first[0]} (${inRange(first[0], TURN1) ? 'node 1' : 'node 2'}), second ${second[0]} on node 2 although only node 1 was given; node 1 holds 1 allocation`;
+      } finally {
+        await ctx.close().catch(() => {});
       }
     },
   },

@@ -70,13 +70,14 @@ run_cluster() {
   local IB_SERVER_PID IB_SERVER_LOG IB_TURN_PORT IB_TLS_PORT IB_SFU_PORT IB_HTTP_PORT IB_SECRET_PORT IB_SECRET_TLS_PORT
   local IB_REDIS_PID IB_REDIS_URL IB_REDIS_LOG rc=0 n1 n2 log1 log2
   ib_start_redis 23950 || return 1
-  ib_start_server node1 23000 -- --cluster "$IB_REDIS_URL" --node-id n1 || return 1
+  # Node 1 takes one TURN allocation at most: scenario 2 checks Chromium follows its 300.
+  ib_start_server node1 23000 -- --cluster "$IB_REDIS_URL" --node-id n1 --max-allocations 1 || return 1
   n1=$IB_SERVER_PID log1=$IB_SERVER_LOG
   local IB_CLUSTER_N1_PID=$n1 IB_CLUSTER_HTTP1=$IB_HTTP_PORT
   ib_start_server node2 23500 -- --cluster "$IB_REDIS_URL" --node-id n2 || return 1
   n2=$IB_SERVER_PID log2=$IB_SERVER_LOG
-  local IB_CLUSTER_HTTP2=$IB_HTTP_PORT IB_CLUSTER_PROXY_PORT=23900
-  export IB_CLUSTER_N1_PID IB_CLUSTER_HTTP1 IB_CLUSTER_HTTP2 IB_CLUSTER_PROXY_PORT CHROMIUM_PATH
+  local IB_CLUSTER_HTTP2=$IB_HTTP_PORT IB_CLUSTER_PROXY_PORT=23900 IB_CLUSTER_TURN1=23000 IB_CLUSTER_TURN2=23500
+  export IB_CLUSTER_N1_PID IB_CLUSTER_HTTP1 IB_CLUSTER_HTTP2 IB_CLUSTER_PROXY_PORT IB_CLUSTER_TURN1 IB_CLUSTER_TURN2 IB_SECRET CHROMIUM_PATH
   cd "$HERE"
   HOME="$IB_TMP" ib_run timeout -k 5 120 node cluster.test.mjs || rc=$?
   kill -0 "$n1" 2>/dev/null || ib_log "node 1 (pid $n1) was killed by the test, as planned (bash may report it as 'Killed')"
