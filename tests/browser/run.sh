@@ -74,7 +74,15 @@ run_cluster() {
   ib_start_server node1 23000 -- --cluster "$IB_REDIS_URL" --node-id n1 --max-allocations 1 || return 1
   n1=$IB_SERVER_PID log1=$IB_SERVER_LOG
   local IB_CLUSTER_N1_PID=$n1 IB_CLUSTER_HTTP1=$IB_HTTP_PORT
-  ib_start_server node2 23500 -- --cluster "$IB_REDIS_URL" --node-id n2 || return 1
+  # Chromium refuses a TURN redirect (300 Try Alternate) to a loopback address: node 2 also
+  # listens on an address of a veth pair inside this namespace, which it announces first.
+  if ! ip addr show dev ib-v0 >/dev/null 2>&1; then
+    ip link add ib-v0 type veth peer name ib-v1 || return 1
+    ip addr add 10.77.0.2/32 dev ib-v0 || return 1
+    ip link set ib-v0 up
+    ip link set ib-v1 up
+  fi
+  ib_start_server node2 23500 -- --cluster "$IB_REDIS_URL" --node-id n2 --turn-listen 10.77.0.2:23500 || return 1
   n2=$IB_SERVER_PID log2=$IB_SERVER_LOG
   local IB_CLUSTER_HTTP2=$IB_HTTP_PORT IB_CLUSTER_PROXY_PORT=23900 IB_CLUSTER_TURN1=23000 IB_CLUSTER_TURN2=23500
   export IB_CLUSTER_N1_PID IB_CLUSTER_HTTP1 IB_CLUSTER_HTTP2 IB_CLUSTER_PROXY_PORT IB_CLUSTER_TURN1 IB_CLUSTER_TURN2 IB_SECRET CHROMIUM_PATH

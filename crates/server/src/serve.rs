@@ -710,7 +710,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     service.extend(&turns_addrs);
     service.push(http_addr);
     service.extend(admin_addr);
-    let tc = turn_config(&config, &settings, &service, sfu_addr);
+    let mut tc = turn_config(&config, &settings, &service, sfu_addr);
+    if let Some(url) = &config.cluster {
+        // One nonce key for the cluster: a client sent on by 300 Try Alternate presents the
+        // nonce it got from the first node (browsers do not retry an Allocate answered 438).
+        let mine: String = tc.nonce_key.iter().map(|b| format!("{b:02x}")).collect();
+        let shared =
+            crate::cluster::shared_value(url, &config.cluster_prefix, "noncekey", &mine).await?;
+        for (i, b) in tc.nonce_key.iter_mut().enumerate() {
+            if let Some(v) = shared
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                *b = v;
+            }
+        }
+    }
     if tc.credentials.is_empty() {
         tracing::warn!(
             "no --user and no --turn-secret: STUN Binding only, every Allocate gets 401"
@@ -832,8 +847,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Some(ip) if a.ip().is_unspecified() => SocketAddr::new(ip, a.port()).to_string(),
             _ => a.to_string(),
         };
-        let turn: Vec<String> = turn_addrs.iter().map(advertise).collect();
-        let turns: Vec<String> = turns_addrs.iter().map(advertise).collect();
+        // Loopback listeners last: other nodes send clients to the first address of a family,
+        // and browsers refuse a redirect to a loopback address.
+        let ordered = |v: &[SocketAddr]| -> Vec<String> {
+            let mut v: Vec<&SocketAddr> = v.iter().collect();
+            v.sort_by_key(|a| a.ip().is_loopback());
+            v.into_iter().map(advertise).collect()
+        };
+        let turn = ordered(&turn_addrs);
+        let turns = ordered(&turns_addrs);
         let (group, gate2, sig) = (shared.group.clone(), gate.clone(), signal.clone());
         let max = config.max_allocations as u64;
         let has_sfu = sfu_addr.is_some();

@@ -759,11 +759,22 @@ impl Cluster {
 /// The TURN REST secret of a cluster whose nodes were given none: the first node's `candidate`
 /// is stored (`{prefix}secret`), later nodes take it.
 pub async fn shared_secret(url: &str, prefix: &str, candidate: &str) -> anyhow::Result<String> {
+    shared_value(url, prefix, "secret", candidate).await
+}
+
+/// A value every node of the cluster uses (`{prefix}{name}`): the first node's `candidate`
+/// is stored, later nodes take it.
+pub async fn shared_value(
+    url: &str,
+    prefix: &str,
+    name: &str,
+    candidate: &str,
+) -> anyhow::Result<String> {
     let client =
         redis::Client::open(url).with_context(|| format!("bad --cluster URL {:?}", redact(url)))?;
     let work = async {
         let mut conn = client.get_multiplexed_async_connection().await?;
-        let key = format!("{prefix}secret");
+        let key = format!("{prefix}{name}");
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)
             .arg(candidate)
