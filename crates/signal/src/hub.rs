@@ -419,8 +419,7 @@ impl<S: RoomStore> Hub<S> {
         outbox.push(&joined.encode());
 
         let deadline = grace_deadline(now, self.config.grace);
-        self.deadlines.insert((deadline, key));
-        self.sessions.insert(
+        self.insert_session(
             key,
             Session {
                 token: token.clone(),
@@ -435,8 +434,6 @@ impl<S: RoomStore> Hub<S> {
                 dirty: false,
             },
         );
-        self.by_digest.insert(digest, key);
-        self.by_peer.insert(peer.clone(), key);
         self.mark_dirty(key);
 
         if switched {
@@ -821,10 +818,20 @@ impl<S: RoomStore> Hub<S> {
         self.remove(key, CloseReason::Kicked)
     }
 
-    fn remove(&mut self, key: SessionKey, why: CloseReason) -> bool {
-        let Some(s) = self.sessions.remove(&key) else {
-            return false;
-        };
+    /// Adds a session under `key` (indexes, grace deadline).
+    fn insert_session(&mut self, key: SessionKey, s: Session) {
+        if let Some(d) = s.deadline {
+            self.deadlines.insert((d, key));
+        }
+        self.by_digest.insert(s.digest, key);
+        self.by_peer.insert(s.peer.clone(), key);
+        self.sessions.insert(key, s);
+    }
+
+    /// Takes session `key` out (indexes, deadline, attached count) and wakes its stream, which
+    /// sees it gone; the caller says why in `closed`.
+    fn take_session(&mut self, key: SessionKey) -> Option<Session> {
+        let s = self.sessions.remove(&key)?;
         if s.stream.is_some() {
             self.attached = self.attached.saturating_sub(1);
         }
@@ -833,6 +840,16 @@ impl<S: RoomStore> Hub<S> {
         if let Some(d) = s.deadline {
             self.deadlines.remove(&(d, key));
         }
+        if !s.dirty {
+            self.dirty.push(key);
+        }
+        Some(s)
+    }
+
+    fn remove(&mut self, key: SessionKey, why: CloseReason) -> bool {
+        let Some(s) = self.take_session(key) else {
+            return false;
+        };
         let was_sfu = self
             .store
             .room(&s.room)
@@ -840,9 +857,6 @@ impl<S: RoomStore> Hub<S> {
         self.store.remove(&s.room, &s.peer);
         if was_sfu {
             self.departed.push((s.room.clone(), s.peer.clone()));
-        }
-        if !s.dirty {
-            self.dirty.push(key);
         }
         self.closed.push((key, why));
         let reason = match why {
@@ -890,8 +904,7 @@ impl<S: RoomStore> Hub<S> {
         )
         .metered(self.buffered.clone());
         let deadline = grace_deadline(now, self.config.grace);
-        self.deadlines.insert((deadline, key));
-        self.sessions.insert(
+        self.insert_session(
             key,
             Session {
                 // Only its digest is known here (the token was given to the client elsewhere).
@@ -907,8 +920,6 @@ impl<S: RoomStore> Hub<S> {
                 dirty: false,
             },
         );
-        self.by_digest.insert(token_digest, key);
-        self.by_peer.insert(peer.to_owned(), key);
         Some(key)
     }
 
@@ -934,19 +945,8 @@ impl<S: RoomStore> Hub<S> {
     /// Drops the local session `key` without any room effect (no `peer-left`): it was taken
     /// over by another node of a cluster, or it ended there. Its stream sees it gone.
     pub fn forget(&mut self, key: SessionKey) -> bool {
-        let Some(s) = self.sessions.remove(&key) else {
+        if self.take_session(key).is_none() {
             return false;
-        };
-        if s.stream.is_some() {
-            self.attached = self.attached.saturating_sub(1);
-        }
-        self.by_digest.remove(&s.digest);
-        self.by_peer.remove(&s.peer);
-        if let Some(d) = s.deadline {
-            self.deadlines.remove(&(d, key));
-        }
-        if !s.dirty {
-            self.dirty.push(key);
         }
         self.closed.push((key, CloseReason::Forgotten));
         true

@@ -487,20 +487,17 @@ impl SignalService {
             let _ = inner.hub.push_sequenced(key, 1, &joined_text);
             inner.io.insert(
                 key,
-                SessionIo {
-                    notify: Arc::new(tokio::sync::Notify::new()),
+                SessionIo::new(
+                    &settings,
                     host,
-                    last_kind: None,
-                    epoch: 0,
-                    limiter: icebreaker_signal::RateLimiter::new(settings.rate, settings.burst),
-                    cluster: Some(ClSession {
+                    Some(ClSession {
                         epoch: 1,
                         digest_hex,
                         info: info_json,
                         capacity,
                         topology,
                     }),
-                },
+                ),
             );
             inner.wake();
             return Ok(Joined {
@@ -629,20 +626,17 @@ impl SignalService {
                     });
                 inner.io.insert(
                     k,
-                    SessionIo {
-                        notify: Arc::new(tokio::sync::Notify::new()),
-                        host: host.clone(),
-                        last_kind: None,
-                        epoch: 0,
-                        limiter: icebreaker_signal::RateLimiter::new(settings.rate, settings.burst),
-                        cluster: Some(ClSession {
+                    SessionIo::new(
+                        &settings,
+                        host.clone(),
+                        Some(ClSession {
                             epoch,
                             digest_hex: digest_hex.clone(),
                             info,
                             capacity,
                             topology,
                         }),
-                    },
+                    ),
                 );
                 k
             }
@@ -657,22 +651,7 @@ impl SignalService {
         }
         let attached = inner.hub.attach(now, key, last_seq);
         inner.wake();
-        let attached = attached?;
-        let Some(io) = inner.io.get_mut(&key) else {
-            return Err(ProtoError::new(
-                ErrorCode::Internal,
-                "the session has no I/O state",
-            ));
-        };
-        io.last_kind = Some(kind);
-        Ok(Attachment {
-            svc: self.clone(),
-            key,
-            stream: attached.stream,
-            epoch: io.epoch,
-            notify: io.notify.clone(),
-            from_seq: attached.from_seq,
-        })
+        self.attachment(inner, attached?, kind)
     }
 
     /// A client message of `peer` in a cluster. `Ok(true)`: it left. Refusals are queued on the

@@ -169,6 +169,23 @@ struct Inner {
     filling: HashMap<String, bool>,
 }
 
+impl SessionIo {
+    fn new(
+        settings: &SignalSettings,
+        host: Option<String>,
+        cluster: Option<cluster::ClSession>,
+    ) -> Self {
+        SessionIo {
+            notify: Arc::new(Notify::new()),
+            host,
+            last_kind: None,
+            epoch: 0,
+            limiter: RateLimiter::new(settings.rate, settings.burst),
+            cluster,
+        }
+    }
+}
+
 impl Inner {
     /// In a cluster: tell Redis a stream of `key` attached or ended (grace timer).
     fn cluster_attach(&self, key: SessionKey, attached: bool) {
@@ -535,17 +552,9 @@ impl SignalService {
         let joined = inner.hub.join(Instant::now(), now_unix(), join, |peer| {
             self.ice_json(host.as_deref(), peer)
         })?;
-        inner.io.insert(
-            joined.key,
-            SessionIo {
-                notify: Arc::new(Notify::new()),
-                host,
-                last_kind: None,
-                epoch: 0,
-                limiter: RateLimiter::new(settings.rate, settings.burst),
-                cluster: None,
-            },
-        );
+        inner
+            .io
+            .insert(joined.key, SessionIo::new(&settings, host, None));
         inner.wake();
         Ok(joined)
     }
@@ -608,24 +617,33 @@ impl SignalService {
             _ => inner.hub.attach(now, key, last_seq),
         };
         inner.wake();
-        let attached = result?;
-        let Some(io) = inner.io.get_mut(&key) else {
+        let att = self.attachment(inner, result?, kind)?;
+        inner.cluster_attach(att.key, true);
+        Ok(att)
+    }
+
+    /// The [`Attachment`] of a stream of kind `kind` the hub just attached.
+    fn attachment(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        attached: icebreaker_signal::Attached,
+        kind: Kind,
+    ) -> Result<Attachment, ProtoError> {
+        let Some(io) = inner.io.get_mut(&attached.key) else {
             return Err(ProtoError::new(
                 ErrorCode::Internal,
                 "the session has no I/O state",
             ));
         };
         io.last_kind = Some(kind);
-        let att = Attachment {
+        Ok(Attachment {
             svc: self.clone(),
-            key,
+            key: attached.key,
             stream: attached.stream,
             epoch: io.epoch,
             notify: io.notify.clone(),
             from_seq: attached.from_seq,
-        };
-        inner.cluster_attach(key, true);
-        Ok(att)
+        })
     }
 
     /// What stream `att` should send after `sent`.
