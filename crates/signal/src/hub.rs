@@ -525,20 +525,11 @@ impl<S: RoomStore> Hub<S> {
         };
         let id = msg.id().map(str::to_owned);
         let result = match msg {
-            ClientMessage::Join(_) => Err(ProtoError::new(
-                ErrorCode::AlreadyJoined,
-                "this session has already joined a room",
-            )),
-            ClientMessage::Resume(_) => Err(ProtoError::new(
-                ErrorCode::BadMessage,
-                "`resume` is only valid as the first message of a connection",
-            )),
+            ClientMessage::Join(_) => Err(ProtoError::already_joined()),
+            ClientMessage::Resume(_) => Err(ProtoError::resume_not_first()),
             ClientMessage::Signal(sig) => {
-                if !s.perms.has(Perm::Signal) {
-                    Err(ProtoError::new(
-                        ErrorCode::Forbidden,
-                        "the token does not grant `signal`",
-                    ))
+                if let Err(e) = s.perms.require(Perm::Signal) {
+                    Err(e)
                 } else {
                     let target = if sig.to != s.peer && self.store.contains(&s.room, &sig.to) {
                         self.by_peer.get(&sig.to).copied()
@@ -567,11 +558,8 @@ impl<S: RoomStore> Hub<S> {
                 }
             }
             ClientMessage::Broadcast(b) => {
-                if !s.perms.has(Perm::Broadcast) {
-                    Err(ProtoError::new(
-                        ErrorCode::Forbidden,
-                        "the token does not grant `broadcast`",
-                    ))
+                if let Err(e) = s.perms.require(Perm::Broadcast) {
+                    Err(e)
                 } else {
                     let room = s.room.clone();
                     let enc = ServerMessage::Broadcast {

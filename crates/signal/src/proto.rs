@@ -139,6 +139,22 @@ impl ProtoError {
         )
     }
 
+    /// `already_joined`: a `join` on a session.
+    pub fn already_joined() -> Self {
+        Self::new(
+            ErrorCode::AlreadyJoined,
+            "this session has already joined a room",
+        )
+    }
+
+    /// `bad_message`: a `resume` that is not the first message of a connection.
+    pub fn resume_not_first() -> Self {
+        Self::new(
+            ErrorCode::BadMessage,
+            "`resume` is only valid as the first message of a connection",
+        )
+    }
+
     /// Sets the `ref` (the `id` of the message this answers).
     pub fn with_id(mut self, id: Option<String>) -> Self {
         self.id = id;

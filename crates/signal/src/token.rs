@@ -70,6 +70,18 @@ impl Perms {
         self.bits & Perms::bit(p) != 0
     }
 
+    /// `forbidden` unless `p` is granted.
+    pub fn require(self, p: Perm) -> Result<(), ProtoError> {
+        if self.has(p) {
+            Ok(())
+        } else {
+            Err(ProtoError::new(
+                ErrorCode::Forbidden,
+                format!("the token does not grant `{}`", p.as_str()),
+            ))
+        }
+    }
+
     /// As a number (for stores): bit 0 `create`, 1 `signal`, 2 `broadcast`.
     pub fn bits(self) -> u8 {
         self.bits
@@ -122,14 +134,7 @@ impl Claims {
 
     /// `forbidden` unless `p` is granted.
     pub fn require(&self, p: Perm) -> Result<(), ProtoError> {
-        if self.perms.has(p) {
-            Ok(())
-        } else {
-            Err(ProtoError::new(
-                ErrorCode::Forbidden,
-                format!("the token does not grant `{}`", p.as_str()),
-            ))
-        }
+        self.perms.require(p)
     }
 }
 

@@ -680,20 +680,11 @@ impl SignalService {
                 }
                 return Ok(false);
             }
-            ClientMessage::Join(_) => Err(ProtoError::new(
-                ErrorCode::AlreadyJoined,
-                "this session has already joined a room",
-            )),
-            ClientMessage::Resume(_) => Err(ProtoError::new(
-                ErrorCode::BadMessage,
-                "`resume` is only valid as the first message of a connection",
-            )),
+            ClientMessage::Join(_) => Err(ProtoError::already_joined()),
+            ClientMessage::Resume(_) => Err(ProtoError::resume_not_first()),
             ClientMessage::Signal(sig) => {
-                if !perms.has(Perm::Signal) {
-                    Err(ProtoError::new(
-                        ErrorCode::Forbidden,
-                        "the token does not grant `signal`",
-                    ))
+                if let Err(e) = perms.require(Perm::Signal) {
+                    Err(e)
                 } else {
                     let to = sig.to.clone();
                     let enc = ServerMessage::Signal {
@@ -713,11 +704,8 @@ impl SignalService {
                 }
             }
             ClientMessage::Broadcast(b) => {
-                if !perms.has(Perm::Broadcast) {
-                    Err(ProtoError::new(
-                        ErrorCode::Forbidden,
-                        "the token does not grant `broadcast`",
-                    ))
+                if let Err(e) = perms.require(Perm::Broadcast) {
+                    Err(e)
                 } else {
                     let enc = ServerMessage::Broadcast {
                         from: peer.to_owned(),
@@ -758,20 +746,10 @@ impl SignalService {
                 }
             }
         };
-        result.map_err(|e| e.with_id(id)).inspect_err(|e| {
-            let enc = e.to_server_message().encode();
-            let (head, tail) = enc.seq_parts();
-            let (peer, head, tail) = (peer.to_owned(), head, tail.to_owned());
-            // Queued in order with what the session receives next.
-            if let Some(tx) = &self.inner.lock().ctl {
-                let _ = tx.send(Ctl::Push {
-                    room: String::new(),
-                    peer,
-                    head,
-                    tail,
-                });
-            }
-        })
+        // Queued in order with what the session receives next.
+        result
+            .map_err(|e| e.with_id(id))
+            .inspect_err(|e| self.push_error_cluster(peer, e))
     }
 
     /// A transport-level refusal for `peer` in a cluster (numbered in Redis).
