@@ -16,6 +16,9 @@
 //   - the server no longer knows the session on resume (resume_failed): the SDK joins again
 //     under a new peer id and the call recovers;
 //   - a network change (`online` event) restarts ICE (new ufrags both ways), the call stays up;
+//   - signaling over the data channel: once connected, application messages, an ICE restart
+//     and a renegotiation go peer to peer (the server's signaling counter does not move); when
+//     the channel closes, the same go through the server again and the call stays up;
 //   - WebSocket blocked: the SDK falls back to Server-Sent Events and the call connects;
 //   - WebSocket and EventSource blocked: long-poll, against a peer on WebSocket;
 //   - /tools/ice gathers relay candidates and says "TURN works".
@@ -357,6 +360,87 @@ const SCENARIOS = [
           return { ok, info: snaps.map((s) => s.peers[0]) };
         });
         return 'ufrags renegotiated on both sides; connected; frames keep coming';
+      } catch (err) {
+        throw withDiag(err, parts);
+      } finally {
+        await closeAll(parts);
+      }
+    },
+  },
+  {
+    name: 'signaling over the data channel: messages, ICE restart and renegotiation bypass the server; falls back when the channel closes',
+    async run(browser) {
+      const deadline = Date.now() + SCENARIO_TIMEOUT_MS;
+      const { parts } = await meshScenario(browser, 2);
+      const [a, b] = parts;
+      const serverIn = async () => {
+        const text = await (await fetch(`${BASE}/metrics`)).text();
+        const m = text.match(/^icebreaker_signal_messages_total\{direction="in"\} (\d+)/m);
+        if (!m) throw new Error('icebreaker_signal_messages_total{direction="in"} missing from /metrics');
+        return Number(m[1]);
+      };
+      const ufrag = (p) => p.page.evaluate(() => [...window.icebreaker.call.links.values()][0].pc.localDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1]);
+      const mlines = (p) => p.page.evaluate(() => [...window.icebreaker.call.links.values()][0].pc.remoteDescription.sdp.split('\nm=').length - 1);
+      try {
+        for (const p of parts) {
+          await p.page.evaluate(() => {
+            window.__msgs = [];
+            window.icebreaker.call.on('message', (m) => window.__msgs.push(m));
+          });
+        }
+        await waitFor('the signaling channel ready both ways', deadline, async () => {
+          const r = await Promise.all(parts.map((p) => p.page.evaluate(() => [...window.icebreaker.call.links.values()][0].channelUsable())));
+          return { ok: r.every(Boolean), info: r };
+        });
+        const in0 = await serverIn();
+        const chan0 = await a.page.evaluate(() => window.icebreaker.call.signalingCounts.channel.messages);
+        const bPeer = await b.page.evaluate(() => window.icebreaker.client.peerId);
+        const aUfrag = await ufrag(a);
+        const bLines = await mlines(b);
+        // Application messages, an ICE restart and a renegotiation (a new m-line), all from A.
+        await a.page.evaluate((to) => {
+          for (let i = 0; i < 5; i++) window.icebreaker.call.send(to, { n: i });
+          window.icebreaker.call.restartIce();
+        }, bPeer);
+        await waitFor('B has the 5 messages over the channel; new ICE credentials', deadline, async () => {
+          const msgs = await b.page.evaluate(() => window.__msgs);
+          const ok = msgs.length === 5 && msgs.every((m, i) => m.via === 'channel' && m.data.n === i) && (await ufrag(a)) !== aUfrag;
+          return { ok, info: msgs };
+        });
+        await a.page.evaluate(() => [...window.icebreaker.call.links.values()][0].pc.addTransceiver('video', { direction: 'recvonly' }));
+        await waitFor('the renegotiated m-line at B', deadline, async () => {
+          const n = await mlines(b);
+          return { ok: n === bLines + 1, info: { before: bLines, now: n } };
+        });
+        await sleep(500);
+        const in1 = await serverIn();
+        if (in1 !== in0) throw new Error(`the server saw ${in1 - in0} signaling message(s) while the channel was up`);
+        const chan1 = await a.page.evaluate(() => window.icebreaker.call.signalingCounts.channel.messages);
+        // The channel closes: everything goes through the server again.
+        await a.page.evaluate(() => [...window.icebreaker.call.links.values()][0].sig.close());
+        await waitFor('the channel closed on both sides', deadline, async () => {
+          const r = await Promise.all(parts.map((p) => p.page.evaluate(() => [...window.icebreaker.call.links.values()][0].channelUsable())));
+          return { ok: r.every((x) => !x), info: r };
+        });
+        const aUfrag2 = await ufrag(a);
+        await a.page.evaluate((to) => {
+          window.icebreaker.call.send(to, 'after');
+          window.icebreaker.call.restartIce();
+        }, bPeer);
+        await waitFor('the message through the server; ICE restarted again', deadline, async () => {
+          const msgs = await b.page.evaluate(() => window.__msgs);
+          const last = msgs[msgs.length - 1];
+          const ok = msgs.length === 6 && last.via === 'server' && last.data === 'after' && (await ufrag(a)) !== aUfrag2;
+          return { ok, info: msgs.slice(5) };
+        });
+        const in2 = await serverIn();
+        if (in2 <= in1) throw new Error('the server saw nothing after the channel closed');
+        const framesBefore = (await snapshot(b)).peers[0].framesRendered;
+        await waitFor('video still flowing', deadline, async () => {
+          const s = await snapshot(b);
+          return { ok: s.peers[0].connectionState === 'connected' && s.peers[0].framesRendered > framesBefore + 10, info: s.peers[0] };
+        });
+        return `channel: ${chan1 - chan0} messages from A, 0 through the server; after close: ${in2 - in1} through the server`;
       } catch (err) {
         throw withDiag(err, parts);
       } finally {

@@ -17,6 +17,8 @@ const el = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const params = new URLSearchParams(location.search);
 const room = decodeURIComponent(location.pathname.replace(/^\/r\//, '').replace(/\/$/, ''));
 const relay = params.get('relay') === '1';
+/** `?dcsignal=0`: keep all signaling on the server (no signaling data channel). */
+const signalingChannel = params.get('dcsignal') !== '0';
 const topologyParam = params.get('topology');
 /** @type {'auto' | 'mesh' | 'sfu' | undefined} */
 const topology = topologyParam === 'auto' || topologyParam === 'mesh' || topologyParam === 'sfu' ? topologyParam : undefined;
@@ -270,7 +272,7 @@ async function main() {
     const m = mediaState();
     if (!m.audio || !m.video) client.send(peer.id, { media: m });
   });
-  call = new Call(client, { localStream, iceTransportPolicy: relay ? 'relay' : 'all' });
+  call = new Call(client, { localStream, iceTransportPolicy: relay ? 'relay' : 'all', signalingChannel });
   call.on('topology', ({ topology: t }) => showTopology(t));
   call.on('speaker', ({ peer }) => showSpeaker(peer));
   call.on('data', ({ peer, data }) => {
@@ -375,6 +377,7 @@ async function main() {
         topology: theCall.topology,
         speaker,
         dataReceived: received.length,
+        signaling: theCall.signalingCounts,
         peers: [...tiles.entries()].map(([id, t]) => ({
           id,
           name: client.peers.get(id)?.name ?? null,

@@ -38,7 +38,7 @@
  *
  * Call: hides the topology. The same events either way: `peer-added`/`peer-removed` (members),
  * `stream`/`track` (one MediaStream per remote peer with its audio and video), `connection-state`,
- * `path`, `stats`, `speaker`, `data`, `topology`, `error`.
+ * `path`, `stats`, `speaker`, `data`, `message`, `topology`, `error`.
  *
  * Call in a mesh room
  * - One RTCPeerConnection per remote peer, "perfect negotiation": the peer whose id sorts first
@@ -47,7 +47,20 @@
  * - The peer that joins offers to everyone already in the room; the members already there
  *   create their connection when the newcomer's first signal arrives (so there is no glare in
  *   the common case), or after `offerTimeout` ms if none arrives.
- * - Trickle ICE (`{candidate}` signals), SDP as `{sdp: {type, sdp}}` signals.
+ * - Trickle ICE, SDP as `{sdp: {type, sdp}}` signals; the candidates gathered within 25 ms go
+ *   together as one `{candidates: [...]}` signal (`{candidate}` when alone), and the
+ *   connection is `max-bundle` (candidates gathered once, not per m-line).
+ * - Signaling over the data channel (`signalingChannel`, default on): a second negotiated
+ *   channel `icebreaker-signal` (id 1). Once both ends said hello on it and ICE is connected,
+ *   each new negotiation (renegotiation, an ICE restart the application asks for) and its
+ *   candidates, and `send`/`broadcast` messages, go over it instead of through the server: the
+ *   offerer picks the path, the answer and candidates follow it. Through the server again
+ *   when the channel closes (an offer waiting for its answer is sent again there), when ICE
+ *   is in trouble (restarts for `failed`, `disconnected`, timeouts, network changes and
+ *   resumes go through the server) and when an answer over the channel does not come within
+ *   `channelAnswerTimeout` ms. `call.signalingCounts` counts what went each way.
+ * - `send(peer, data)` / `broadcast(data)`: application messages (any JSON value) on the
+ *   same path, as `{app: data}`; received as `message` events `{peer, data, via}`.
  * - ICE restart when ICE `failed`, when it stays `disconnected` for `disconnectTimeout` ms,
  *   when it does not connect within `connectTimeout` ms, on a network change (`online`,
  *   `navigator.connection` `change`) and after a signaling resume for links that are not
@@ -1132,6 +1145,16 @@ function toSignalingError(err) {
  * @property {number} [answerTimeout] ms the SFU connection waits for the SFU's `answer` before offering again (default 10000)
  * @property {RTCRtpEncodingParameters[] | null} [simulcast] the video encodings published to the SFU,
  *   lowest first (default {@link SIMULCAST}; `null` or `[]`: one encoding)
+ * @property {boolean} [signalingChannel] mesh: once connected, signal (renegotiation, ICE restarts,
+ *   {@link Call#send} messages) over a data channel to the peer instead of through the server
+ *   (default true; both peers must have it on, else the server is used)
+ * @property {number} [channelAnswerTimeout] ms an offer sent over the signaling channel waits for
+ *   its answer before it is sent again through the server (default 4000)
+ */
+
+/**
+ * Signaling messages a Call sent (mesh), by path.
+ * @typedef {{ server: { messages: number, bytes: number }, channel: { messages: number, bytes: number } }} SignalingCounts
  */
 
 /**
@@ -1147,6 +1170,12 @@ export const SIMULCAST = Object.freeze([
 
 /** Label of the data channel of `sendData` (mesh: one per peer, negotiated id 0; SFU: to the SFU). */
 const DATA_LABEL = 'icebreaker';
+/** Label of the mesh signaling channel (negotiated id 1). */
+const SIGNAL_LABEL = 'icebreaker-signal';
+/** ms the mesh gathers local candidates before signaling them together (`{candidates}`). */
+const CANDIDATE_BATCH_MS = 25;
+/** ICE states in which the signaling channel is used. */
+const ICE_UP = ['connected', 'completed'];
 /** Data messages kept per channel while it is not open yet. */
 const MAX_DATA_QUEUE = 256;
 /** ms between the last size/visibility change of an observed element and the `view` sent for it. */
@@ -1237,6 +1266,10 @@ export class Call extends Emitter {
     this.connectTimeout = options.connectTimeout ?? 15000;
     this.offerTimeout = options.offerTimeout ?? 3000;
     this.answerTimeout = options.answerTimeout ?? 10000;
+    this.signalingChannel = options.signalingChannel ?? true;
+    this.channelAnswerTimeout = options.channelAnswerTimeout ?? 4000;
+    /** @type {SignalingCounts} what this call sent, through the server and over the channel */
+    this.signalingCounts = { server: { messages: 0, bytes: 0 }, channel: { messages: 0, bytes: 0 } };
     /** @type {RTCRtpEncodingParameters[]} */
     this.simulcast = (options.simulcast === undefined ? SIMULCAST : options.simulcast ?? []).map((e) => ({ ...e }));
     /** @type {Topology | null} null until joined */
@@ -1264,9 +1297,10 @@ export class Call extends Emitter {
       client.on('peer-joined', ({ peer }) => this._onPeerJoined(peer)),
       client.on('peer-left', ({ peer, reason }) => this._removePeer(peer, reason)),
       client.on('signal', ({ from, data }) => this._onSignal(from, data)),
+      client.on('broadcast', ({ from, data }) => this._onServerBroadcast(from, data)),
       client.on('sfu', ({ data }) => this.sfu?.onMessage(data)),
     ];
-    this._onNetworkChange = () => this.restartIce();
+    this._onNetworkChange = () => this._restartIce('network');
     if (typeof window !== 'undefined') window.addEventListener('online', this._onNetworkChange);
     /** @type {any} */
     const conn = typeof navigator !== 'undefined' ? /** @type {any} */ (navigator).connection : null;
@@ -1311,8 +1345,65 @@ export class Call extends Emitter {
 
   /** Restart ICE on every connection (e.g. after a network change). */
   restartIce() {
-    for (const link of this.links.values()) link.restartIce('requested');
-    this.sfu?.restartIce('requested');
+    this._restartIce('requested');
+  }
+
+  /** @param {string} why */
+  _restartIce(why) {
+    for (const link of this.links.values()) link.restartIce(why);
+    this.sfu?.restartIce(why);
+  }
+
+  /**
+   * Send an application message (any JSON value) to one peer: in a mesh room over the
+   * signaling channel to that peer once it is up, else through the server (as a `signal`
+   * `{app: data}`). The peer gets a `message` event `{peer, data, via}` (`via`: `'channel'` or
+   * `'server'`). In order per path; while the path changes (the channel opens or closes) a
+   * message may overtake one sent just before.
+   * @param {string} peer
+   * @param {unknown} data
+   */
+  send(peer, data) {
+    if (this.closed) throw new SignalingError('closed', 'the call is closed');
+    const link = this.links.get(peer);
+    if (link) link.sendApp(data);
+    else this._serverSignal(peer, { app: data });
+  }
+
+  /**
+   * {@link Call#send} to every other member: over each peer's signaling channel where it is
+   * up; the others through the server (one `broadcast` when none has a channel).
+   * @param {unknown} data
+   */
+  broadcast(data) {
+    if (this.closed) throw new SignalingError('closed', 'the call is closed');
+    const rest = [...this.members.keys()].filter((id) => !this.links.get(id)?.channelUsable());
+    if (rest.length === this.members.size) {
+      this._count('server', JSON.stringify({ type: 'broadcast', data: { app: data } }).length);
+      this.client.broadcast({ app: data });
+      return;
+    }
+    for (const link of this.links.values()) if (link.channelUsable()) link.sendApp(data);
+    for (const id of rest) this._serverSignal(id, { app: data });
+  }
+
+  /**
+   * @param {string} peer
+   * @param {unknown} data
+   */
+  _serverSignal(peer, data) {
+    this._count('server', JSON.stringify({ type: 'signal', to: peer, data }).length);
+    this.client.send(peer, data);
+  }
+
+  /**
+   * @param {'server' | 'channel'} path
+   * @param {number} bytes
+   */
+  _count(path, bytes) {
+    const c = this.signalingCounts[path];
+    c.messages += 1;
+    c.bytes += bytes;
   }
 
   /**
@@ -1496,8 +1587,13 @@ export class Call extends Emitter {
    * @param {any} data
    */
   _onSignal(from, data) {
-    if (this.closed || this.topology === 'sfu' || !data || typeof data !== 'object') return;
-    if (!('sdp' in data) && !('candidate' in data)) return; // not ours
+    if (this.closed || !data || typeof data !== 'object') return;
+    if ('app' in data) {
+      this._emit('message', { peer: from, data: data.app, via: 'server' });
+      return;
+    }
+    if (this.topology === 'sfu') return;
+    if (!('sdp' in data) && !('candidate' in data) && !('candidates' in data)) return; // not ours
     let link = this.links.get(from);
     if (!link) {
       const info = this.client.peers.get(from) ?? { id: from };
@@ -1505,6 +1601,15 @@ export class Call extends Emitter {
       if (!link) return;
     }
     link.onSignal(data);
+  }
+
+  /**
+   * @param {string} from
+   * @param {any} data
+   */
+  _onServerBroadcast(from, data) {
+    if (this.closed || !data || typeof data !== 'object' || !('app' in data)) return;
+    this._emit('message', { peer: from, data: data.app, via: 'server' });
   }
 
   /** @param {string | null} peer */
@@ -1801,15 +1906,35 @@ class PeerLink extends IceRecovery {
     this.offerTimer = null;
     /** The `icebreaker` channel: created with the local tracks, so it is in the first offer. */
     this.data = new DataPipe((data) => call._emit('data', { peer: this.id, data }));
+    /** @type {RTCDataChannel | null} the signaling channel (negotiated id 1) */
+    this.sig = null;
+    /** The peer said hello on the signaling channel: it reads it. */
+    this.sigReady = false;
+    /** The path may be broken (network change, ICE trouble, an answer that did not come): use the server until ICE is up again. */
+    this.suspect = false;
+    /** @type {'server' | 'channel'} the path of the current negotiation (its offer, answer and candidates) */
+    this.negPath = 'server';
+    /** @type {ReturnType<typeof setTimeout> | null} an offer sent over the channel waits for its answer */
+    this.channelAnswerTimer = null;
 
+    /** @type {RTCIceCandidateInit[]} local candidates not signaled yet */
+    this.pendingCandidates = [];
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.candidateTimer = null;
+
+    // max-bundle: one transport for audio, video and data from the first offer, so candidates
+    // are gathered (and signaled) once rather than once per m-line.
     const pc = new RTCPeerConnection({
       iceServers: call.iceServers,
       iceTransportPolicy: call.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
     });
     this.pc = pc;
     pc.onnegotiationneeded = () => this.negotiate();
     pc.onicecandidate = ({ candidate }) => {
-      if (candidate) this.signal({ candidate: candidate.toJSON() });
+      if (!candidate) return;
+      this.pendingCandidates.push(candidate.toJSON());
+      this.candidateTimer ??= setTimeout(() => this.flushCandidates(), CANDIDATE_BATCH_MS);
     };
     pc.ontrack = (ev) => {
       if (!this.remoteStream) {
@@ -1846,6 +1971,7 @@ class PeerLink extends IceRecovery {
     // Both ends create the channel as negotiated id 0: no glare, no DCEP round trip. The
     // answerer creates it after applying the offer, which already has the data section.
     if (!this.data.dc) this.data.attach(this.pc.createDataChannel(DATA_LABEL, { negotiated: true, id: 0 }));
+    if (!this.sig && this.call.signalingChannel) this.setupChannel(this.pc.createDataChannel(SIGNAL_LABEL, { negotiated: true, id: 1 }));
     const stream = this.call.localStream;
     if (!stream) return;
     const tracks = stream.getTracks();
@@ -1862,23 +1988,139 @@ class PeerLink extends IceRecovery {
     }
   }
 
-  /** @param {unknown} data */
-  signal(data) {
+  /**
+   * The signaling channel: each end says hello when it opens; only after the peer's hello (it
+   * reads the channel) is it used. When it closes, signaling goes back to the server and an
+   * offer still waiting for its answer is sent again there.
+   * @param {RTCDataChannel} dc
+   */
+  setupChannel(dc) {
+    this.sig = dc;
+    dc.onopen = () => {
+      try {
+        dc.send('{"hello":1}');
+      } catch {
+        // closed meanwhile: onclose follows
+      }
+    };
+    dc.onmessage = (ev) => {
+      if (typeof ev.data === 'string') this.onChannelMessage(ev.data);
+    };
+    dc.onclose = () => {
+      this.sigReady = false;
+      if (this.closed) return;
+      this.negPath = 'server';
+      if (this.channelAnswerTimer) this.resendOffer();
+    };
+  }
+
+  /** Whether a new negotiation or message may go over the signaling channel now. */
+  channelUsable() {
+    return (
+      this.call.signalingChannel &&
+      this.sigReady &&
+      !this.suspect &&
+      this.sig?.readyState === 'open' &&
+      ICE_UP.includes(this.pc.iceConnectionState)
+    );
+  }
+
+  /** @param {string} text */
+  onChannelMessage(text) {
     if (this.closed) return;
+    let msg;
     try {
-      this.call.client.send(this.id, data);
+      msg = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (!msg || typeof msg !== 'object') return;
+    if (msg.hello) {
+      this.sigReady = true;
+    } else if ('app' in msg) {
+      this.call._emit('message', { peer: this.id, data: msg.app, via: 'channel' });
+    } else if (msg.sdp || msg.candidate || msg.candidates) {
+      this.onSignal(msg, 'channel');
+    }
+  }
+
+  /** @param {unknown} data */
+  sendApp(data) {
+    if (this.channelUsable() && this.sendOnChannel({ app: data })) return;
+    this.call._serverSignal(this.id, { app: data });
+  }
+
+  /**
+   * @param {unknown} data
+   * @returns {boolean} whether it went
+   */
+  sendOnChannel(data) {
+    const dc = this.sig;
+    if (!dc || dc.readyState !== 'open' || !this.sigReady) return false;
+    const text = JSON.stringify(data);
+    try {
+      dc.send(text);
+    } catch {
+      return false;
+    }
+    this.call._count('channel', text.length);
+    return true;
+  }
+
+  /**
+   * Signal the peer on `via` (default: the path of the current negotiation); the server when
+   * the channel is not open.
+   * @param {unknown} data
+   * @param {'server' | 'channel'} [via]
+   */
+  signal(data, via = this.negPath) {
+    if (this.closed) return;
+    // Candidates of the previous description go before a new one.
+    if (/** @type {any} */ (data).sdp) this.flushCandidates();
+    if (via === 'channel' && this.sendOnChannel(data)) return;
+    try {
+      this.call._serverSignal(this.id, data);
     } catch (err) {
       this.call._emit('error', { peer: this.id, error: /** @type {Error} */ (err) });
     }
+  }
+
+  /** Signal the candidates gathered in the last {@link CANDIDATE_BATCH_MS} ms: one message. */
+  flushCandidates() {
+    if (this.candidateTimer) clearTimeout(this.candidateTimer);
+    this.candidateTimer = null;
+    const list = this.pendingCandidates;
+    if (list.length === 0) return;
+    this.pendingCandidates = [];
+    this.signal(list.length === 1 ? { candidate: list[0] } : { candidates: list });
+  }
+
+  /** The offer sent over the channel got no answer: send it again through the server. */
+  resendOffer() {
+    if (this.channelAnswerTimer) clearTimeout(this.channelAnswerTimer);
+    this.channelAnswerTimer = null;
+    const desc = this.pc.localDescription;
+    if (this.closed || this.pc.signalingState !== 'have-local-offer' || !desc) return;
+    this.suspect = true;
+    this.negPath = 'server';
+    this.signal({ sdp: { type: desc.type, sdp: desc.sdp } }, 'server');
   }
 
   async negotiate() {
     if (this.closed) return;
     try {
       this.makingOffer = true;
+      const via = this.channelUsable() ? 'channel' : 'server';
       await this.pc.setLocalDescription();
       const desc = this.pc.localDescription;
-      if (desc) this.signal({ sdp: { type: desc.type, sdp: desc.sdp } });
+      if (desc) {
+        this.negPath = via;
+        this.signal({ sdp: { type: desc.type, sdp: desc.sdp } }, via);
+        if (via === 'channel' && desc.type === 'offer') {
+          if (this.channelAnswerTimer) clearTimeout(this.channelAnswerTimer);
+          this.channelAnswerTimer = setTimeout(() => this.resendOffer(), this.call.channelAnswerTimeout);
+        }
+      }
     } catch (err) {
       if (!this.closed) this.call._emit('error', { peer: this.id, error: /** @type {Error} */ (err) });
     } finally {
@@ -1886,19 +2128,28 @@ class PeerLink extends IceRecovery {
     }
   }
 
-  /** @param {any} data */
-  onSignal(data) {
-    this.chain = this.chain.then(() => this.handleSignal(data)).catch((err) => {
+  /**
+   * @param {any} data
+   * @param {'server' | 'channel'} [via] the path it came on
+   */
+  onSignal(data, via = 'server') {
+    this.chain = this.chain.then(() => this.handleSignal(data, via)).catch((err) => {
       if (!this.closed) this.call._emit('error', { peer: this.id, error: err });
     });
   }
 
-  /** @param {any} data */
-  async handleSignal(data) {
+  /**
+   * @param {any} data
+   * @param {'server' | 'channel'} via
+   */
+  async handleSignal(data, via) {
     if (this.closed) return;
     const pc = this.pc;
     if (data.sdp) {
       const description = /** @type {RTCSessionDescriptionInit} */ (data.sdp);
+      // An answer that comes after the same offer was answered (sent again through the
+      // server when the channel's answer was late).
+      if (description.type === 'answer' && pc.signalingState === 'stable') return;
       const readyForOffer = !this.makingOffer && (pc.signalingState === 'stable' || this.settingRemoteAnswer);
       const collision = description.type === 'offer' && !readyForOffer;
       this.ignoreOffer = !this.polite && collision;
@@ -1910,17 +2161,25 @@ class PeerLink extends IceRecovery {
         this.settingRemoteAnswer = false;
       }
       if (description.type === 'offer') {
-        // Answer with our media too (reuses the transceivers the offer created).
+        // Answer with our media too (reuses the transceivers the offer created), on the path
+        // the offer came: the offerer chose it.
+        this.negPath = via;
         if (!this.localAttached) this.attachLocal();
         await pc.setLocalDescription();
         const desc = pc.localDescription;
-        if (desc) this.signal({ sdp: { type: desc.type, sdp: desc.sdp } });
+        if (desc) this.signal({ sdp: { type: desc.type, sdp: desc.sdp } }, via);
+      } else {
+        if (this.channelAnswerTimer) clearTimeout(this.channelAnswerTimer);
+        this.channelAnswerTimer = null;
+        if (ICE_UP.includes(pc.iceConnectionState)) this.suspect = false;
       }
-    } else if (data.candidate) {
-      try {
-        await pc.addIceCandidate(data.candidate);
-      } catch (err) {
-        if (!this.ignoreOffer) throw err;
+    } else if (data.candidate || Array.isArray(data.candidates)) {
+      for (const c of data.candidates ?? [data.candidate]) {
+        try {
+          await pc.addIceCandidate(c);
+        } catch (err) {
+          if (!this.ignoreOffer) throw err;
+        }
       }
     }
   }
@@ -1928,12 +2187,16 @@ class PeerLink extends IceRecovery {
   onIceState() {
     const ice = this.pc.iceConnectionState;
     this.call._emit('connection-state', { peer: this.id, state: this.pc.connectionState, ice });
+    if (ICE_UP.includes(ice)) this.suspect = false;
     this.recoverIce();
   }
 
-  /** @param {string} _why */
-  restartIce(_why) {
+  /** @param {string} why */
+  restartIce(why) {
     if (this.closed || this.pc.signalingState === 'closed') return;
+    // A restart asked for by the application goes over the channel when it is up; one for
+    // trouble (network change, failed, timeout, resume) through the server.
+    if (why !== 'requested') this.suspect = true;
     if (!this.localAttached) this.attachLocal();
     this.pc.setConfiguration({
       ...this.pc.getConfiguration(),
@@ -2009,7 +2272,10 @@ class PeerLink extends IceRecovery {
     this.closed = true;
     this.clearRestartTimer();
     if (this.offerTimer) clearTimeout(this.offerTimer);
+    if (this.channelAnswerTimer) clearTimeout(this.channelAnswerTimer);
+    if (this.candidateTimer) clearTimeout(this.candidateTimer);
     this.data.close();
+    if (this.sig) this.sig.onopen = this.sig.onmessage = this.sig.onclose = null;
     this.pc.onnegotiationneeded = this.pc.onicecandidate = this.pc.ontrack = null;
     this.pc.oniceconnectionstatechange = this.pc.onconnectionstatechange = null;
     this.pc.close();

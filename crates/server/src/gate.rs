@@ -79,6 +79,11 @@ fn seed() -> u64 {
 }
 
 impl Gate {
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub fn new(settings: GateSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Gate {
             settings: Mutex::new(settings),

@@ -86,6 +86,7 @@ fn admin_routes() -> Router<HttpState> {
         .route("/metrics", get(metrics))
         .route("/admin/status", get(admin_status))
         .route("/admin/sfu", get(admin_sfu))
+        .route("/admin/calls", get(admin_calls))
         .route("/admin/drain", post(admin_drain))
         .route("/admin/reload", post(admin_reload))
 }
@@ -249,6 +250,23 @@ async fn admin_sfu(
         }
     };
     json_response(StatusCode::OK, body.to_string())
+}
+
+/// `GET /admin/calls`: signaling messages and bytes per call — the calls live on this node and
+/// the last ones that ended here (docs/CONFIG.md).
+async fn admin_calls(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    client: Client,
+) -> Response {
+    if let Err(r) = admin_control(&state, &headers, &client) {
+        return *r;
+    }
+    let (live, finished) = state.signal.as_ref().map(|s| s.calls()).unwrap_or_default();
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({ "live": live, "finished": finished }).to_string(),
+    )
 }
 
 async fn admin_drain(

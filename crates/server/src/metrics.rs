@@ -9,6 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 type Labels1 = [(&'static str, &'static str); 1];
@@ -264,6 +265,16 @@ pub struct Metrics {
     pub signal_rooms: Gauge,
     /// `icebreaker_signal_buffered_bytes`: bytes of unacknowledged messages held.
     pub signal_buffered_bytes: Gauge,
+    /// `icebreaker_signal_messages_total{direction}`: signaling messages, `[in, out]`
+    /// (client → server, server → client; keepalives not counted).
+    pub signal_messages: [Counter; 2],
+    /// `icebreaker_signal_bytes_total{direction}`: their bytes, `[in, out]`.
+    pub signal_bytes: [Counter; 2],
+    /// `icebreaker_signal_call_messages`: messages per call (both directions), observed when
+    /// a call ends on this node.
+    pub signal_call_messages: Histogram,
+    /// `icebreaker_signal_call_bytes`: bytes per call (both directions).
+    pub signal_call_bytes: Histogram,
     /// `icebreaker_refusals_total{reason}`, indexed like [`Refusal::ALL`].
     pub refusals: [Counter; 10],
     /// `icebreaker_draining`: 1 while the server drains.
@@ -478,6 +489,8 @@ const COUNTER_NAMES: [&str; 7] = [
 ];
 const PEER_DENIED: &str = "icebreaker_turn_peer_denied";
 const REFUSALS: &str = "icebreaker_refusals";
+/// Signaling counters (their HELP/TYPE lines get `_total` too).
+const SIGNAL_COUNTERS: [&str; 2] = ["icebreaker_signal_messages", "icebreaker_signal_bytes"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -616,6 +629,36 @@ impl Metrics {
 
         let fam = Family::<Labels1, Counter>::default();
         registry.register(
+            SIGNAL_COUNTERS[0],
+            "Signaling messages through the server (in: client to server, out: server to client; keepalives not counted)",
+            fam.clone(),
+        );
+        let signal_messages = ["in", "out"].map(|d| fam.get_or_create(&[("direction", d)]).clone());
+        let fam = Family::<Labels1, Counter>::default();
+        registry.register(
+            SIGNAL_COUNTERS[1],
+            "Bytes of those signaling messages",
+            fam.clone(),
+        );
+        let signal_bytes = ["in", "out"].map(|d| fam.get_or_create(&[("direction", d)]).clone());
+        let signal_call_messages = Histogram::new([
+            5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+        ]);
+        registry.register(
+            "icebreaker_signal_call_messages",
+            "Signaling messages per call (both directions), observed when a call ends on this node",
+            signal_call_messages.clone(),
+        );
+        let signal_call_bytes =
+            Histogram::new([1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7]);
+        registry.register(
+            "icebreaker_signal_call_bytes",
+            "Signaling bytes per call (both directions), observed when a call ends on this node",
+            signal_call_bytes.clone(),
+        );
+
+        let fam = Family::<Labels1, Counter>::default();
+        registry.register(
             REFUSALS,
             "Clients refused or not answered by a limit, by reason",
             fam.clone(),
@@ -663,6 +706,10 @@ impl Metrics {
             signal_sessions_attached,
             signal_rooms,
             signal_buffered_bytes,
+            signal_messages,
+            signal_bytes,
+            signal_call_messages,
+            signal_call_bytes,
         }
     }
 
@@ -753,6 +800,7 @@ fn counter_meta_line(line: &str) -> Option<String> {
         || SFU_COUNTERS.contains(&name)
         || name == PEER_DENIED
         || name == REFUSALS
+        || SIGNAL_COUNTERS.contains(&name)
     {
         Some(format!("{prefix}{name}_total {tail}"))
     } else {
@@ -780,6 +828,10 @@ mod tests {
             "icebreaker_turn_error_responses_total",
             "icebreaker_turn_dropped_packets_total",
             "icebreaker_turn_peer_denied_total",
+            "icebreaker_signal_messages_total",
+            "icebreaker_signal_bytes_total",
+            "icebreaker_signal_call_messages_bucket",
+            "icebreaker_signal_call_bytes_count",
         ] {
             assert!(
                 text.contains(&format!("\n{name}")),
@@ -788,6 +840,8 @@ mod tests {
         }
         assert!(text.contains("# TYPE icebreaker_turn_allocations_created_total counter"));
         assert!(text.contains("# TYPE icebreaker_turn_allocations gauge"));
+        assert!(text.contains("# TYPE icebreaker_signal_messages_total counter"));
+        assert!(text.contains("# TYPE icebreaker_signal_call_messages histogram"));
         assert!(!text.contains("# EOF"));
     }
 

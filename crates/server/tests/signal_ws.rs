@@ -523,3 +523,71 @@ async fn by_default_only_the_servers_own_origin_may_connect() {
     assert_eq!(r.status, 403);
     srv.shutdown().await;
 }
+
+/// Messages and bytes per call (`/admin/calls`, `icebreaker_signal_*` metrics): every client →
+/// server message but keepalives, every server → client message written; the call ends with
+/// its last member.
+#[tokio::test]
+async fn signaling_is_counted_per_call() {
+    let srv = common::server(common::config(false)).await;
+    let join_a = json!({"type": "join", "room": "counted"}).to_string();
+    let mut a = ws(srv.http).await;
+    assert!(send_text(&mut a, &join_a).await);
+    let ja = recv(&mut a).await;
+    let (mut b, jb) = ws_join(srv.http, "counted", json!({})).await;
+    let pj = recv(&mut a).await;
+    let offer = json!({"type": "signal", "to": peer_of(&jb), "data": {"sdp": "o"}}).to_string();
+    assert!(send_text(&mut a, &offer).await);
+    let got = recv(&mut b).await;
+    // Keepalives are not the call's.
+    send(&mut a, json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut a).await["type"], "pong");
+    send(&mut b, json!({"type": "ack", "seq": 2})).await;
+
+    let live = http(srv.http, "GET", "/admin/calls", &[], "").await.json();
+    let call = &live["live"][0];
+    assert_eq!(call["room"], "counted", "{live}");
+    assert_eq!(call["peak_members"], 2);
+    // In: A's join and signal, B's join (its size as ws_join sends it).
+    assert_eq!(call["in"]["messages"], 3, "{live}");
+    // Out: joined ×2, peer-joined, signal.
+    assert_eq!(call["out"]["messages"], 4, "{live}");
+    let out_bytes = [&ja, &jb, &pj, &got]
+        .iter()
+        .map(|v| v.to_string().len() as u64)
+        .sum::<u64>();
+    assert_eq!(call["out"]["bytes"].as_u64(), Some(out_bytes), "{live}");
+    assert!(
+        call["in"]["bytes"].as_u64().unwrap() > (join_a.len() + offer.len()) as u64,
+        "{live}"
+    );
+
+    send(&mut a, json!({"type": "leave"})).await;
+    assert!(closed(&mut a).await);
+    let _ = recv_type(&mut b, "peer-left").await;
+    send(&mut b, json!({"type": "leave"})).await;
+    assert!(closed(&mut b).await);
+    let mut finished = serde_json::Value::Null;
+    for _ in 0..50 {
+        finished = http(srv.http, "GET", "/admin/calls", &[], "").await.json();
+        if finished["finished"].as_array().is_some_and(|f| !f.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = &finished["finished"][0];
+    assert_eq!(done["room"], "counted", "{finished}");
+    assert!(finished["live"].as_array().unwrap().is_empty());
+    // + 2 leaves in; + peer-left out.
+    assert_eq!(done["in"]["messages"], 5, "{finished}");
+    assert_eq!(done["out"]["messages"], 5, "{finished}");
+    assert_eq!(done["total"]["messages"], 10);
+    let (_, m) = common::http_get(srv.http, "/metrics").await;
+    assert!(
+        m.contains("icebreaker_signal_messages_total{direction=\"in\"} 5"),
+        "{m}"
+    );
+    assert!(m.contains("icebreaker_signal_call_messages_count 1"), "{m}");
+    assert!(m.contains("icebreaker_signal_call_messages_sum 10.0"), "{m}");
+    srv.shutdown().await;
+}

@@ -485,11 +485,12 @@ impl SignalService {
             };
             let mut inner = self.inner.lock();
             let _ = inner.hub.push_sequenced(key, 1, &joined_text);
-            inner.io.insert(
+            inner.insert_io(
                 key,
                 SessionIo::new(
                     &settings,
                     host,
+                    &join.room,
                     Some(ClSession {
                         epoch: 1,
                         digest_hex,
@@ -605,7 +606,7 @@ impl SignalService {
             if previous != c.node() {
                 // A stale copy (this node lost the session to another one and was not told).
                 inner.hub.forget(k);
-                stale = inner.io.remove(&k);
+                stale = inner.remove_io(k);
                 key = None;
             }
         }
@@ -624,11 +625,12 @@ impl SignalService {
                     .unwrap_or_else(|| {
                         (format!("{{\"id\":{}}}", json_str(&peer)), 2, Topology::Mesh)
                     });
-                inner.io.insert(
+                inner.insert_io(
                     k,
                     SessionIo::new(
                         &settings,
                         host.clone(),
+                        &room,
                         Some(ClSession {
                             epoch,
                             digest_hex: digest_hex.clone(),

@@ -114,10 +114,13 @@ pub(super) async fn join(
         )
         .await
     {
-        Ok(j) => json_response(
-            StatusCode::OK,
-            serde_json::json!({ "session": j.session.as_str(), "peer": j.peer }).to_string(),
-        ),
+        Ok(j) => {
+            svc.count_in(Some(j.key), text.len());
+            json_response(
+                StatusCode::OK,
+                serde_json::json!({ "session": j.session.as_str(), "peer": j.peer }).to_string(),
+            )
+        }
         Err(e) => error_response(&e, None),
     }
 }
@@ -248,6 +251,13 @@ pub(super) async fn send(
             Ok(msg) => msg,
             Err(e) => return refuse(e),
         };
+        if super::counted(&msg) {
+            let key = match &sender {
+                Sender::Local(key) => Some(*key),
+                Sender::Remote(..) => None,
+            };
+            svc.count_in(key, m.len());
+        }
         let r = match (&sender, &cluster) {
             (Sender::Remote(peer, perms), Some(c)) => {
                 svc.handle_cluster(c, None, peer, *perms, msg).await

@@ -13,6 +13,7 @@
 pub(crate) mod cluster;
 mod http;
 mod ice;
+pub(crate) mod meter;
 mod ws;
 
 use std::collections::HashMap;
@@ -153,6 +154,8 @@ struct SessionIo {
     limiter: RateLimiter,
     /// In a cluster: what else this node knows of the session.
     cluster: Option<cluster::ClSession>,
+    /// Its room (for the call's message counts).
+    room: Arc<str>,
 }
 
 struct Inner {
@@ -167,12 +170,16 @@ struct Inner {
     /// Sessions whose gap is being filled from Redis; `true`: another gap showed meanwhile
     /// (fill again when done).
     filling: HashMap<String, bool>,
+    /// Messages and bytes per call.
+    meter: meter::CallMeter,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl SessionIo {
     fn new(
         settings: &SignalSettings,
         host: Option<String>,
+        room: &str,
         cluster: Option<cluster::ClSession>,
     ) -> Self {
         SessionIo {
@@ -182,11 +189,37 @@ impl SessionIo {
             epoch: 0,
             limiter: RateLimiter::new(settings.rate, settings.burst),
             cluster,
+            room: Arc::from(room),
         }
     }
 }
 
 impl Inner {
+    /// Keeps the I/O state of a session now held here (its call counts one more member).
+    fn insert_io(&mut self, key: SessionKey, io: SessionIo) {
+        self.meter.enter(&io.room, Instant::now(), now_unix());
+        if let Some(old) = self.io.insert(key, io) {
+            self.call_exit(&old.room);
+        }
+    }
+
+    /// Drops the I/O state of a session no longer held here.
+    fn remove_io(&mut self, key: SessionKey) -> Option<SessionIo> {
+        let io = self.io.remove(&key)?;
+        self.call_exit(&io.room);
+        Some(io)
+    }
+
+    /// One member fewer in the call of `room`; records the call when it ended.
+    fn call_exit(&mut self, room: &str) {
+        if let Some(s) = self.meter.exit(room, Instant::now()) {
+            self.metrics
+                .signal_call_messages
+                .observe(s.total.messages as f64);
+            self.metrics.signal_call_bytes.observe(s.total.bytes as f64);
+        }
+    }
+
     /// In a cluster: tell Redis a stream of `key` attached or ended (grace timer).
     fn cluster_attach(&self, key: SessionKey, attached: bool) {
         let (Some(tx), Some(cl)) = (
@@ -201,6 +234,16 @@ impl Inner {
                 epoch: cl.epoch,
                 attached,
             });
+        }
+    }
+
+    /// Counts `n` messages of `bytes` written to the stream of session `key`.
+    fn count_out(&mut self, key: SessionKey, n: usize, bytes: usize) {
+        let (n, bytes) = (n as u64, bytes as u64);
+        self.metrics.signal_messages[1].inc_by(n);
+        self.metrics.signal_bytes[1].inc_by(bytes);
+        if let Some(io) = self.io.get(&key) {
+            self.meter.outbound(&io.room, n, bytes);
         }
     }
 
@@ -242,8 +285,9 @@ impl Inner {
                 io.notify.notify_waiters();
             }
         }
-        for (key, why) in self.hub.drain_closed() {
-            if let Some(io) = self.io.remove(&key) {
+        let closed: Vec<_> = self.hub.drain_closed().collect();
+        for (key, why) in closed {
+            if let Some(io) = self.remove_io(key) {
                 io.notify.notify_waiters();
             }
             tracing::debug!(session = key.get(), ?why, "signaling session ended");
@@ -344,6 +388,8 @@ impl SignalService {
                 cluster: None,
                 ctl: None,
                 filling: HashMap::new(),
+                meter: meter::CallMeter::default(),
+                metrics: gate.metrics().clone(),
             }),
             settings: parking_lot::RwLock::new(Arc::new(SignalSettings::from_config(config))),
             ice: parking_lot::RwLock::new(Arc::new(ice)),
@@ -548,13 +594,13 @@ impl SignalService {
             return self.join_cluster(&c, join, host).await;
         }
         let settings = self.settings();
+        let room = join.room.clone();
         let mut inner = self.inner.lock();
         let joined = inner.hub.join(Instant::now(), now_unix(), join, |peer| {
             self.ice_json(host.as_deref(), peer)
         })?;
-        inner
-            .io
-            .insert(joined.key, SessionIo::new(&settings, host, None));
+        let io = SessionIo::new(&settings, host, &room, None);
+        inner.insert_io(joined.key, io);
         inner.wake();
         Ok(joined)
     }
@@ -671,6 +717,10 @@ impl SignalService {
             }
             Err(_) => return Err(End::Lost),
         }
+        if !messages.is_empty() {
+            let bytes: usize = messages.iter().map(|(_, t)| t.len()).sum();
+            inner.count_out(att.key, messages.len(), bytes);
+        }
         Ok(Batch {
             unsequenced,
             messages,
@@ -730,6 +780,30 @@ impl SignalService {
         r.map(|h| h == Handled::Left)
     }
 
+    /// Counts a client message of `bytes` a transport read for session `key` (`None`: a
+    /// session held by another node of the cluster) in the metrics and its call. Call it for
+    /// the messages [`counted`] accepts.
+    pub(crate) fn count_in(&self, key: Option<SessionKey>, bytes: usize) {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        inner.metrics.signal_messages[0].inc();
+        inner.metrics.signal_bytes[0].inc_by(bytes as u64);
+        if let Some(io) = key.and_then(|k| inner.io.get(&k)) {
+            inner.meter.inbound(&io.room, 1, bytes as u64);
+        }
+    }
+
+    /// The call of `room` on this node so far.
+    pub fn call(&self, room: &str) -> Option<meter::CallSummary> {
+        self.inner.lock().meter.live(room, Instant::now())
+    }
+
+    /// The calls live on this node and the last ones that ended here.
+    pub fn calls(&self) -> (Vec<meter::CallSummary>, Vec<meter::CallSummary>) {
+        let inner = self.inner.lock();
+        (inner.meter.live_all(Instant::now()), inner.meter.finished())
+    }
+
     /// Queue a transport-level refusal on a session; returns its `seq`.
     fn push_error(&self, key: SessionKey, err: &ProtoError) -> Option<u64> {
         let mut inner = self.inner.lock();
@@ -745,6 +819,13 @@ impl SignalService {
         inner.wake();
         seq
     }
+}
+
+/// Whether a client message counts as the call's signaling: keepalives (`ping`, `ack`) and
+/// `resume` are the transport's, not the call's.
+pub(crate) fn counted(msg: &icebreaker_signal::ClientMessage) -> bool {
+    use icebreaker_signal::ClientMessage as M;
+    !matches!(msg, M::Ping { .. } | M::Ack { .. } | M::Resume(_))
 }
 
 /// The `Host` header's value, if any.

@@ -16,8 +16,8 @@ use futures_util::SinkExt;
 use icebreaker_signal::{parse_client, ClientMessage, ErrorCode, ProtoError, RateLimiter};
 
 use super::{
-    error_response, not_enabled, notified, request_host, shutdown_signal, Attachment, End, Kind,
-    Open, SignalService, MAX_BAD_IN_A_ROW, WRITE_TIMEOUT,
+    counted, error_response, not_enabled, notified, request_host, shutdown_signal, Attachment, End,
+    Kind, Open, SignalService, MAX_BAD_IN_A_ROW, WRITE_TIMEOUT,
 };
 use crate::http::HttpState;
 
@@ -255,9 +255,13 @@ impl Conn {
             Err(e) => return self.refuse(e).await,
         };
         self.bad_in_a_row = 0;
+        let len = text.len();
         let Some(att) = &self.att else {
-            return self.first(msg).await;
+            return self.first(msg, len).await;
         };
+        if counted(&msg) {
+            self.svc.count_in(Some(att.key), len);
+        }
         match self.svc.handle_on(att, msg).await {
             Ok(true) => Next::Close(close_code::NORMAL, "left"),
             // Refusals are queued on the session by the hub.
@@ -295,11 +299,12 @@ impl Conn {
     }
 
     /// The first message: `join` or `resume`.
-    async fn first(&mut self, msg: ClientMessage) -> Next {
+    async fn first(&mut self, msg: ClientMessage, len: usize) -> Next {
         let opened = match msg {
             ClientMessage::Join(j) => {
                 match self.svc.join(j, self.host.clone(), self.client).await {
                     Ok(joined) => {
+                        self.svc.count_in(Some(joined.key), len);
                         self.svc
                             .open(Open::Joined(joined.key), Kind::WebSocket, None)
                             .await
