@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs turn.test.mjs, room.test.mjs, sfu.test.mjs and cluster.test.mjs
-# (headless Chromium via playwright-core) against the server under test, in
-# its own network namespace. room.test.mjs, sfu.test.mjs and cluster.test.mjs
-# (the served pages, the SDK, signaling, the SFU and the Redis cluster) need
-# icebreaker itself: they are skipped with ICEBREAKER_TEST_SERVER=coturn.
+# Runs turn.test.mjs, room.test.mjs, sfu.test.mjs, socketio.test.mjs and
+# cluster.test.mjs (headless Chromium via playwright-core) against the server
+# under test, in its own network namespace. room.test.mjs, sfu.test.mjs,
+# socketio.test.mjs and cluster.test.mjs (the served pages, the SDK,
+# signaling, the SFU, socket.io and the Redis cluster) need icebreaker itself:
+# they are skipped with ICEBREAKER_TEST_SERVER=coturn.
 # Usage: tests/browser/run.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
 # the suite against coturn; CHROMIUM_PATH to use another Chromium binary;
-# IB_BROWSER_STEPS=turn,room,sfu,cluster to run only some steps, default all).
+# IB_BROWSER_STEPS=turn,room,sfu,socketio,cluster to run only some steps,
+# default all).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR/../interop
 source "$(dirname "$0")/../interop/lib.sh"
@@ -24,11 +26,11 @@ if [[ ! -d "$HERE/node_modules/playwright-core" ]]; then
   exit 1
 fi
 
-IB_BROWSER_STEPS="${IB_BROWSER_STEPS:-turn,room,sfu,cluster}"
+IB_BROWSER_STEPS="${IB_BROWSER_STEPS:-turn,room,sfu,socketio,cluster}"
 want_step() { [[ ",$IB_BROWSER_STEPS," == *",$1,"* ]]; }
 
 ib_gen_cert "$IB_TMP/cert"
-if want_step turn || want_step room || want_step sfu; then
+if want_step turn || want_step room || want_step sfu || want_step socketio; then
   ib_start_server main 20000 --tls 20010
 fi
 
@@ -58,6 +60,19 @@ run_sfu() {
 }
 if [[ "$IB_SERVER" == "icebreaker" ]] && want_step sfu; then
   ib_check "Chromium SFU rooms: 6-way video, data channel, leave/rejoin, simulcast views, TURN, mesh→SFU switch, resume" run_sfu
+fi
+
+run_socketio() {
+  export IB_HTTP_PORT CHROMIUM_PATH
+  cd "$HERE"
+  HOME="$IB_TMP" ib_run timeout -k 5 160 node socketio.test.mjs
+}
+if [[ "$IB_SERVER" == "icebreaker" ]] && want_step socketio; then
+  if [[ ! -d "$HERE/node_modules/socket.io-client" ]]; then
+    echo "FAIL browser: socket.io-client not installed in tests/browser (scripts/install-deps)"
+    exit 1
+  fi
+  ib_check "Chromium socket.io codelab page: two tabs decode each other's video, bye on a closed tab, full" run_socketio
 fi
 
 # A cluster: one Redis and two nodes (same --turn-secret, realm and users, from

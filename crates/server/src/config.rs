@@ -314,6 +314,11 @@ pub struct ServeArgs {
     )]
     pub signal_origins: Vec<String>,
 
+    /// Signaling: serve the socket.io protocol (v4, the classic WebRTC codelab's events) at
+    /// /socket.io/ on the HTTP listener (true or false) [default: true]
+    #[arg(long, env = "ICEBREAKER_SOCKETIO", value_name = "BOOL")]
+    pub socketio: Option<bool>,
+
     /// Key required by /api/ice-servers (?key=K or Authorization: Bearer K) [default: none, open]
     #[arg(
         long,
@@ -434,6 +439,7 @@ struct FileConfig {
     signal_max_buffered: Option<usize>,
     signal_token_secret: Option<String>,
     signal_origins: Option<Vec<String>>,
+    socketio: Option<bool>,
     api_key: Option<String>,
     allocation_rate_per_ip: Option<u32>,
     unauth_reply_budget: Option<u32>,
@@ -497,6 +503,8 @@ pub struct Config {
     pub signal_token_secret: Option<String>,
     /// Allowed browser origins (`scheme://host[:port]`, lower case); empty = any.
     pub signal_origins: Vec<String>,
+    /// Serve socket.io (the WebRTC codelab's protocol) at `/socket.io/`.
+    pub socketio: bool,
     /// Key protecting `/api/ice-servers`; `None` = open.
     pub api_key: Option<String>,
     pub allocation_rate_per_ip: u32,
@@ -559,6 +567,7 @@ impl Default for Config {
             signal_max_buffered: DEFAULT_SIGNAL_MAX_BUFFERED,
             signal_token_secret: None,
             signal_origins: Vec::new(),
+            socketio: true,
             api_key: None,
             allocation_rate_per_ip: DEFAULT_ALLOCATION_RATE_PER_IP,
             unauth_reply_budget: DEFAULT_UNAUTH_REPLY_BUDGET,
@@ -627,6 +636,7 @@ impl fmt::Debug for Config {
                 &self.signal_token_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("signal_origins", &self.signal_origins)
+            .field("socketio", &self.socketio)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("allocation_rate_per_ip", &self.allocation_rate_per_ip)
             .field("unauth_reply_budget", &self.unauth_reply_budget)
@@ -1062,6 +1072,7 @@ impl Config {
                     parse_origin,
                 )
                 .unwrap_or(d.signal_origins),
+            socketio: args.socketio.or(f.socketio).unwrap_or(d.socketio),
             api_key: args.api_key.clone().or(f.api_key),
             allocation_rate_per_ip: args
                 .allocation_rate_per_ip

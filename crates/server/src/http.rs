@@ -69,7 +69,16 @@ pub fn router(state: HttpState) -> Router {
     } else {
         r
     };
-    r.with_state(state)
+    // `/socket.io/` in front of the routes (socketioxide answers its own path, passes the rest).
+    let sio = state
+        .signal
+        .as_ref()
+        .and_then(crate::signal::socketio_layer);
+    let r = r.with_state(state);
+    match sio {
+        Some(layer) => r.layer(layer),
+        None => r,
+    }
 }
 
 /// The routes of the admin listener (`admin_listen`): metrics, health and `/admin/*`.

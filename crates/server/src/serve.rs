@@ -1004,6 +1004,7 @@ pub async fn run(
     let secrets = config.turn_secrets.len();
     let cluster_mode = config.cluster.is_some();
     let config_mesh_max = config.sfu_mesh_max;
+    let socketio = config.socketio;
     let scheme = if config.tls_cert.is_some() && config.tls_key.is_some() {
         "https"
     } else {
@@ -1039,6 +1040,11 @@ pub async fn run(
         "  demo        http://{web}/  (open it in two tabs: a video call in http://{web}/r/<room>)"
     );
     println!("  ICE tester  http://{web}/tools/ice");
+    if socketio {
+        println!(
+            "  socket.io   http://{web}/socket.io/  (the WebRTC codelab's events, rooms of two)"
+        );
+    }
     if let Some(secret) = generated {
         let target = running
             .turn

@@ -570,7 +570,10 @@ async fn signaling_is_counted_per_call() {
     let mut finished = serde_json::Value::Null;
     for _ in 0..50 {
         finished = http(srv.http, "GET", "/admin/calls", &[], "").await.json();
-        if finished["finished"].as_array().is_some_and(|f| !f.is_empty()) {
+        if finished["finished"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -588,6 +591,9 @@ async fn signaling_is_counted_per_call() {
         "{m}"
     );
     assert!(m.contains("icebreaker_signal_call_messages_count 1"), "{m}");
-    assert!(m.contains("icebreaker_signal_call_messages_sum 10.0"), "{m}");
+    assert!(
+        m.contains("icebreaker_signal_call_messages_sum 10.0"),
+        "{m}"
+    );
     srv.shutdown().await;
 }

@@ -281,7 +281,10 @@ impl<S: RoomStore> Hub<S> {
     }
 
     fn check_join_inner(&self, now_unix: u64, join: &Join) -> Result<JoinRequest, ProtoError> {
-        if !crate::proto::valid_room(&join.room) {
+        // `socket.io/<room>` comes only from the server's socket.io transport: client messages
+        // are parsed with `valid_room`, which refuses `/`.
+        if !(crate::proto::valid_room(&join.room) || crate::proto::valid_socketio_room(&join.room))
+        {
             return Err(ProtoError::new(
                 ErrorCode::InvalidRoom,
                 "room names are 1 to 64 characters of A-Z a-z 0-9 _ . -",

@@ -456,6 +456,18 @@ pub fn valid_room(room: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
+/// Prefix of the rooms the server's socket.io transport joins for its clients: a socket.io room
+/// `R` is the hub room `socket.io/R`. Native clients cannot name such a room (`/` is outside
+/// [`valid_room`], and [`parse_client`] refuses it), so the two kinds never mix.
+pub const SOCKETIO_ROOM_PREFIX: &str = "socket.io/";
+
+/// Whether `room` is a socket.io room: [`SOCKETIO_ROOM_PREFIX`] followed by a [`valid_room`].
+/// Only the server makes such names (a client's `join` is checked with [`valid_room`]).
+pub fn valid_socketio_room(room: &str) -> bool {
+    room.strip_prefix(SOCKETIO_ROOM_PREFIX)
+        .is_some_and(valid_room)
+}
+
 /// Whether `id` looks like a peer id (8 lowercase hex digits).
 pub fn valid_peer_id(id: &str) -> bool {
     id.len() == 8 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

@@ -898,3 +898,79 @@ fn topology_requests_mesh_sfu_and_without_sfu() {
     }
     assert!(!types(&recv(&h, &mut a)).contains(&"topology"));
 }
+
+/// The server's socket.io transport joins `socket.io/<room>` (capacity 2, mesh): the hub takes
+/// such names from inside the server, a client's `join` cannot name them, and room tokens name
+/// them in full.
+#[test]
+fn socketio_rooms_come_from_the_server_only() {
+    use icebreaker_signal::proto::{valid_socketio_room, SOCKETIO_ROOM_PREFIX};
+    use icebreaker_signal::TopologyRequest;
+    assert!(valid_socketio_room("socket.io/foo"));
+    for bad in [
+        "socket.io/",
+        "socket.io/a/b",
+        "socket.io/a b",
+        "foo",
+        "x/socket.io/foo",
+    ] {
+        assert!(!valid_socketio_room(bad), "{bad}");
+    }
+    // A client cannot name one.
+    let e = parse_client(r#"{"type":"join","room":"socket.io/foo"}"#, 65536).unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidRoom);
+
+    let now = Instant::now();
+    let mut h = hub(HubConfig::default());
+    let sio = |room: &str| Join {
+        capacity: Some(2),
+        topology: Some(TopologyRequest::Mesh),
+        ..Join::room(format!("{SOCKETIO_ROOM_PREFIX}{room}"))
+    };
+    let mut a = join_as(&mut h, now, sio("foo"));
+    let mut b = join_as(&mut h, now, sio("foo"));
+    let ja = recv(&h, &mut a);
+    assert_eq!(types(&ja), ["joined", "peer-joined"]);
+    assert_eq!(ja[0]["room"], "socket.io/foo");
+    assert_eq!(ja[0]["capacity"], 2);
+    assert_eq!(ja[0]["initiator"], true);
+    assert_eq!(recv(&h, &mut b)[0]["initiator"], false);
+    let err = h.join(now, NOW_UNIX, sio("foo"), ice).unwrap_err();
+    assert_eq!(err.code, ErrorCode::RoomFull);
+    // The native room `foo` is another room.
+    let mut n = join(&mut h, now, "foo");
+    send(
+        &mut h,
+        now,
+        &a,
+        r#"{"type":"broadcast","data":"got user media"}"#,
+    )
+    .unwrap();
+    assert_eq!(recv(&h, &mut b)[0]["data"], "got user media");
+    assert_eq!(types(&recv(&h, &mut n)), ["joined"]);
+    // Leaving frees the place.
+    send(&mut h, now, &a, r#"{"type":"leave"}"#).unwrap();
+    assert_eq!(types(&recv(&h, &mut b)), ["peer-left"]);
+    join_as(&mut h, now, sio("foo"));
+
+    // With room tokens, the claim names the hub room.
+    let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+    let mut h = hub(HubConfig {
+        token_secret: Some(secret.clone()),
+        ..HubConfig::default()
+    });
+    let tok = |room: &str| token::sign(&secret, room, None, NOW_UNIX + 60, None);
+    let with = |t: String| Join {
+        token: Some(t),
+        ..sio("foo")
+    };
+    assert_eq!(
+        h.join(now, NOW_UNIX, with(tok("foo")), ice)
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
+    assert!(h
+        .join(now, NOW_UNIX, with(tok("socket.io/foo")), ice)
+        .is_ok());
+}

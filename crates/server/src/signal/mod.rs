@@ -14,6 +14,7 @@ pub(crate) mod cluster;
 mod http;
 mod ice;
 pub(crate) mod meter;
+mod socketio;
 mod ws;
 
 use std::collections::HashMap;
@@ -73,6 +74,8 @@ pub struct SignalSettings {
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
     pub sse_keepalive: Duration,
+    /// Serve `/socket.io/` (read when the HTTP router is built: a reload does not change it).
+    pub socketio: bool,
 }
 
 impl SignalSettings {
@@ -87,6 +90,7 @@ impl SignalSettings {
             ws_ping_interval: WS_PING_INTERVAL,
             ws_idle_timeout: WS_IDLE_TIMEOUT,
             sse_keepalive: SSE_KEEPALIVE,
+            socketio: c.socketio,
         }
     }
 }
@@ -138,6 +142,8 @@ enum Kind {
     WebSocket,
     Sse,
     Poll,
+    /// `/socket.io/` (one stream for the session's whole life).
+    SocketIo,
 }
 
 /// Per-session I/O state.
@@ -860,6 +866,14 @@ async fn notified(n: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_
 /// Resolves when the server shuts down (or its shutdown sender is gone).
 async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The socket.io layer (`/socket.io/`, the codelab's protocol on the hub), when `svc` has it
+/// enabled (`socketio`).
+pub fn socketio_layer(svc: &Arc<SignalService>) -> Option<socketioxide::layer::SocketIoLayer> {
+    svc.settings()
+        .socketio
+        .then(|| socketio::layer(svc.clone()))
 }
 
 /// The signaling routes: `/ws`, `/signal/*`, `/api/ice-servers`.

@@ -8,7 +8,7 @@ use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpg
 /// Read buffer of a WebSocket connection (it grows for larger messages up to the size limit).
 /// 2 KiB keeps an idle connection under 8 KiB of RSS and still takes ~8 ICE-candidate-sized
 /// messages per read (docs/BENCHMARKS.md: 1 KiB cost a fifth of the max relay rate).
-const WS_READ_BUFFER: usize = 2 * 1024;
+pub(super) const WS_READ_BUFFER: usize = 2 * 1024;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -23,7 +23,7 @@ use crate::http::HttpState;
 
 /// Frames larger than this are refused by the WebSocket layer itself (the connection drops);
 /// between `max_message` and this, the client gets `too_large` before the close.
-fn transport_limit(max_message: usize) -> usize {
+pub(super) fn transport_limit(max_message: usize) -> usize {
     max_message
         .saturating_mul(2)
         .max(max_message.saturating_add(16 * 1024))
