@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Runs turn.test.mjs, room.test.mjs, sfu.test.mjs, socketio.test.mjs and
-# cluster.test.mjs (headless Chromium via playwright-core) against the server
-# under test, in its own network namespace. room.test.mjs, sfu.test.mjs,
-# socketio.test.mjs and cluster.test.mjs (the served pages, the SDK,
-# signaling, the SFU, socket.io and the Redis cluster) need icebreaker itself:
-# they are skipped with ICEBREAKER_TEST_SERVER=coturn.
+# Runs turn.test.mjs, room.test.mjs, sfu.test.mjs, socketio.test.mjs,
+# cluster.test.mjs and admin.test.mjs (headless Chromium via playwright-core)
+# against the server under test, in its own network namespace. All but
+# turn.test.mjs (the served pages, the SDK, signaling, the SFU, socket.io, the
+# Redis cluster and the /admin view) need icebreaker itself: they are skipped
+# with ICEBREAKER_TEST_SERVER=coturn.
 # Usage: tests/browser/run.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
 # the suite against coturn; CHROMIUM_PATH to use another Chromium binary;
-# IB_BROWSER_STEPS=turn,room,sfu,socketio,cluster to run only some steps,
-# default all).
+# IB_BROWSER_STEPS=turn,room,sfu,socketio,cluster,admin to run only some
+# steps, default all).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR/../interop
 source "$(dirname "$0")/../interop/lib.sh"
@@ -26,7 +26,7 @@ if [[ ! -d "$HERE/node_modules/playwright-core" ]]; then
   exit 1
 fi
 
-IB_BROWSER_STEPS="${IB_BROWSER_STEPS:-turn,room,sfu,socketio,cluster}"
+IB_BROWSER_STEPS="${IB_BROWSER_STEPS:-turn,room,sfu,socketio,cluster,admin}"
 want_step() { [[ ",$IB_BROWSER_STEPS," == *",$1,"* ]]; }
 
 ib_gen_cert "$IB_TMP/cert"
@@ -117,6 +117,27 @@ run_cluster() {
 }
 if [[ "$IB_SERVER" == "icebreaker" ]] && want_step cluster; then
   ib_check "Chromium on two cluster nodes: a call across nodes; a node killed behind a load balancer, sessions resume on the other" run_cluster
+fi
+
+# The admin view on a server of its own with --admin-token (the test drains it at the end):
+# TURN 26000, HTTP 26005, SFU 26007, relays 27000..27199.
+run_admin() {
+  local IB_SERVER_PID IB_SERVER_LOG IB_TURN_PORT IB_TLS_PORT IB_SFU_PORT IB_HTTP_PORT IB_SECRET_PORT IB_SECRET_TLS_PORT
+  local rc=0 IB_ADMIN_TOKEN="admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  ib_start_server admin 26000 -- --admin-token "$IB_ADMIN_TOKEN" || return 1
+  local IB_ADMIN_HTTP_PORT=$IB_HTTP_PORT
+  export IB_ADMIN_HTTP_PORT IB_ADMIN_TOKEN CHROMIUM_PATH
+  cd "$HERE"
+  HOME="$IB_TMP" ib_run timeout -k 5 110 node admin.test.mjs || rc=$?
+  if ((rc != 0)); then
+    echo "server log (tail):"
+    tail -n 30 "$IB_SERVER_LOG" || true
+  fi
+  ib_stop_pid "$IB_SERVER_PID"
+  return "$rc"
+}
+if [[ "$IB_SERVER" == "icebreaker" ]] && want_step admin; then
+  ib_check "Chromium admin view: live room and participants, bandwidth chart, remove a participant, drain" run_admin
 fi
 
 ib_finish

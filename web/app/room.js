@@ -50,6 +50,8 @@ const tiles = new Map();
 /** @type {MediaStream | null} */
 let localStream = null;
 let joined = false;
+/** An operator removed us from the room (`error` `removed`). */
+let removed = false;
 /** @type {import('/sdk/icebreaker.js').Call | null} */
 let call = null;
 /** @type {string | null} the active speaker (a peer id, ours included) */
@@ -294,6 +296,17 @@ async function main() {
     if (['room_full', 'server_full', 'unauthorized', 'forbidden', 'invalid_room'].includes(err.code)) {
       notice(`Cannot join: ${err.message}`);
     }
+    if (err.code === 'removed') {
+      // An operator removed us (/admin): the SDK has closed the client; do not rejoin.
+      removed = true;
+      leave();
+      notice('You were removed from this room by an operator.');
+      const again = document.createElement('a');
+      again.href = location.pathname + location.search;
+      again.textContent = ' Join again';
+      el('notice').append(again);
+      /** @type {HTMLButtonElement} */ (el('leave')).disabled = true;
+    }
   });
 
   const theCall = call;
@@ -339,7 +352,8 @@ async function main() {
   });
 
   let left = false;
-  const leave = () => {
+  // Declared before the handlers above can run (they fire after the join starts).
+  function leave() {
     if (left) return;
     left = true;
     theCall.close();
@@ -348,7 +362,7 @@ async function main() {
     for (const id of [...tiles.keys()]) removeTile(id);
     joined = false;
     updateAlone();
-  };
+  }
   el('leave').addEventListener('click', () => {
     leave();
     notice('You left the room.');
@@ -373,6 +387,7 @@ async function main() {
         room: client.room,
         state: client.state,
         transport: client.transport,
+        removed,
         relay,
         topology: theCall.topology,
         speaker,

@@ -29,7 +29,9 @@
  *   arrives (so at least once a second while messages arrive), and after a dropped connection
  *   resumes the session (token + last `seq`) on any transport, with exponential backoff and
  *   jitter. When the server no longer knows the session (`resume_failed`), it joins again: the
- *   application sees a new `joined` (with a new peer id).
+ *   application sees a new `joined` (with a new peer id). When an operator removed the member
+ *   (`error` `removed`, on the live stream or in answer to a resume), the client closes for
+ *   good: an `error` event with code `removed`, state `closed`, no rejoin.
  * - Messages sent while disconnected are queued and sent after the resume.
  * - `join(room, {topology})` chooses the topology of a room the join creates; `joined`/`resumed`
  *   carry `topology` (`'mesh'` | `'sfu'`, also `client.topology`), the `topology` event says the
@@ -156,7 +158,13 @@ const MAX_QUEUE = 1000;
 const EVENT_TYPES = ['joined', 'peer-joined', 'peer-left', 'signal', 'broadcast', 'resumed', 'topology', 'sfu', 'pong', 'error'];
 
 /** Error codes after which retrying the same request cannot help. */
-const FATAL_CODES = new Set(['invalid_room', 'room_full', 'server_full', 'unauthorized', 'forbidden', 'bad_message', 'too_large']);
+const FATAL_CODES = new Set(['invalid_room', 'room_full', 'server_full', 'unauthorized', 'forbidden', 'bad_message', 'too_large', 'removed']);
+
+/**
+ * Codes that end a live session for good: the client closes (state `closed`, an `error` event)
+ * instead of resuming or joining again. `removed`: an operator removed this member (`/admin`).
+ */
+const ENDING_CODES = new Set(['removed']);
 
 /** An error from the server (`error` message) or from the SDK. */
 export class SignalingError extends Error {
@@ -569,10 +577,14 @@ export class SignalingClient extends Emitter {
   /**
    * The transport died (or was dropped on purpose): resume.
    * @param {Link} link
-   * @param {SignalingError} _err
+   * @param {SignalingError} err
    */
-  _dropLink(link, _err) {
+  _dropLink(link, err) {
     if (this._link !== link) return;
+    if (ENDING_CODES.has(err.code)) {
+      this._fail(err);
+      return;
+    }
     this._link = null;
     this.transport = null;
     this._stopPing();
@@ -903,6 +915,10 @@ export class SignalingClient extends Emitter {
             if (this._link && this._link.name !== 'websocket') this._dropLink(this._link, e);
             return;
           }
+          if (ENDING_CODES.has(e.code)) {
+            this._fail(e);
+            return;
+          }
           if (e.code === 'resume_failed' && this._link) {
             this._queue.unshift(...batch.filter((m) => /** @type {any} */ (m).type !== 'ack'));
             this._dropLink(this._link, e);
@@ -1055,9 +1071,15 @@ export class SignalingClient extends Emitter {
       case 'sfu':
         this._emit('sfu', { data: msg.data, seq: msg.seq ?? 0 });
         break;
-      case 'error':
-        this._emit('error', new SignalingError(msg.code ?? 'internal', msg.message ?? '', msg.ref));
+      case 'error': {
+        const err = new SignalingError(msg.code ?? 'internal', msg.message ?? '', msg.ref);
+        if (ENDING_CODES.has(err.code)) {
+          this._fail(err);
+          break;
+        }
+        this._emit('error', err);
         break;
+      }
       default:
         break; // pong and unknown types
     }

@@ -32,6 +32,8 @@ pub struct Control {
     drain_timeout: RwLock<Duration>,
     reload: mpsc::UnboundedSender<oneshot::Sender<ReloadResult>>,
     admin_token: RwLock<Option<String>>,
+    /// When the server started (uptime in `/admin/status`).
+    started: Instant,
 }
 
 impl Control {
@@ -56,9 +58,15 @@ impl Control {
                 drain_timeout: RwLock::new(drain_timeout),
                 reload,
                 admin_token: RwLock::new(admin_token),
+                started: Instant::now(),
             }),
             rx,
         )
+    }
+
+    /// When the server started.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Start draining (again: no effect). Returns the deadline.

@@ -29,6 +29,8 @@ pub struct HttpState {
     /// Whether this listener serves `/metrics` and `/admin/*` (not when `admin_listen` moves
     /// them to a listener of their own).
     pub admin_here: bool,
+    /// The admin view's recent history (`/admin/history`).
+    pub history: Arc<crate::history::History>,
 }
 
 impl HttpState {
@@ -44,6 +46,7 @@ impl HttpState {
             signal: None,
             control: None,
             admin_here: true,
+            history: crate::history::History::new(),
         }
     }
 
@@ -98,6 +101,14 @@ fn admin_routes() -> Router<HttpState> {
         .route("/admin/calls", get(admin_calls))
         .route("/admin/drain", post(admin_drain))
         .route("/admin/reload", post(admin_reload))
+        .route("/admin/rooms", get(admin_rooms))
+        .route("/admin/history", get(admin_history))
+        .route("/admin/rooms/{room}/close", post(admin_close_room))
+        .route(
+            "/admin/rooms/{room}/peers/{peer}/remove",
+            post(admin_remove_peer),
+        )
+        .merge(crate::web::admin_routes())
 }
 
 /// What the listener knows of a connection: the client address, and its place under the
@@ -199,13 +210,18 @@ async fn admin_status(
         Err(r) => return *r,
     };
     let sessions = state.signal.as_ref().map(|s| s.stats());
+    let messages = state.signal.as_ref().map(|s| s.message_counts());
     let body = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": control.started().elapsed().as_secs(),
         "draining": control.draining().is_some(),
         "drain_remaining_secs": control.draining().map(|d| d.saturating_duration_since(std::time::Instant::now()).as_secs()),
         "allocations": control.allocations(),
         "signal_sessions": sessions.as_ref().map_or(0, |s| s.sessions),
         "signal_sessions_attached": sessions.as_ref().map_or(0, |s| s.attached),
         "signal_rooms": sessions.as_ref().map_or(0, |s| s.rooms),
+        "signal_messages_in": messages.map_or(0, |m| m.0),
+        "signal_messages_out": messages.map_or(0, |m| m.1),
         "open_connections": state.gate.open_connections(),
         "sfu": state.signal.as_ref().and_then(|s| s.sfu()).map(|s| sfu_totals_json(&s)),
         "cluster": state.signal.as_ref().and_then(|s| s.cluster()).map(|c| serde_json::json!({
@@ -259,6 +275,154 @@ async fn admin_sfu(
         }
     };
     json_response(StatusCode::OK, body.to_string())
+}
+
+/// A JSON error answer `{"error": code, "message": message}`.
+fn admin_error(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(
+        status,
+        serde_json::json!({ "error": code, "message": message }).to_string(),
+    )
+}
+
+/// Signaling for an admin request that passed [`authorize`] (404 without).
+fn admin_signal(
+    state: &HttpState,
+    headers: &HeaderMap,
+    client: &Client,
+) -> Result<Arc<crate::signal::SignalService>, Box<Response>> {
+    admin_control(state, headers, client)?;
+    state.signal.clone().ok_or_else(|| {
+        Box::new(admin_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "signaling is not enabled on this server",
+        ))
+    })
+}
+
+/// `GET /admin/rooms`: every room with its members (in a cluster: of every node).
+async fn admin_rooms(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    client: Client,
+) -> Response {
+    let signal = match admin_signal(&state, &headers, &client) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    match signal.admin_rooms().await {
+        Ok(v) => json_response(StatusCode::OK, v.to_string()),
+        Err(e) => admin_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `GET /admin/history`: the samples of the last minutes (rates and levels).
+async fn admin_history(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    client: Client,
+) -> Response {
+    if let Err(r) = admin_control(&state, &headers, &client) {
+        return *r;
+    }
+    let body = serde_json::json!({
+        "interval_secs": crate::history::SAMPLE_EVERY.as_secs(),
+        "keep_secs": crate::history::KEEP.as_secs(),
+        "samples": state.history.samples(),
+    });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+type RoomPath = Result<axum::extract::Path<(String,)>, axum::extract::rejection::PathRejection>;
+type PeerPath =
+    Result<axum::extract::Path<(String, String)>, axum::extract::rejection::PathRejection>;
+
+fn bad_path(e: &axum::extract::rejection::PathRejection) -> Response {
+    admin_error(StatusCode::BAD_REQUEST, "bad_request", &e.body_text())
+}
+
+/// Runs an admin removal and answers it.
+async fn admin_remove(
+    signal: &crate::signal::SignalService,
+    room: &str,
+    peer: Option<&str>,
+) -> Response {
+    use crate::signal::admin::{valid_peer_id, valid_room_name, AdminError};
+    if !valid_room_name(room) {
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a room name is 1 to 128 bytes without control characters (percent-encode it)",
+        );
+    }
+    if peer.is_some_and(|p| !valid_peer_id(p)) {
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a peer id is 1 to 64 of A-Z a-z 0-9 - _",
+        );
+    }
+    match signal.admin_remove(room, peer).await {
+        Ok(removed) => {
+            tracing::info!(room, ?removed, "removed over /admin");
+            json_response(
+                StatusCode::OK,
+                serde_json::json!({ "room": room, "removed": removed }).to_string(),
+            )
+        }
+        Err(AdminError::UnknownRoom) => {
+            admin_error(StatusCode::NOT_FOUND, "unknown_room", "no such room")
+        }
+        Err(AdminError::UnknownPeer) => admin_error(
+            StatusCode::NOT_FOUND,
+            "unknown_peer",
+            "no such peer in this room",
+        ),
+        Err(AdminError::Store(e)) => admin_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// `POST /admin/rooms/{room}/close`: every member removed.
+async fn admin_close_room(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    client: Client,
+    path: RoomPath,
+) -> Response {
+    let signal = match admin_signal(&state, &headers, &client) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    match path {
+        Ok(axum::extract::Path((room,))) => admin_remove(&signal, &room, None).await,
+        Err(e) => bad_path(&e),
+    }
+}
+
+/// `POST /admin/rooms/{room}/peers/{peer}/remove`: one member removed.
+async fn admin_remove_peer(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    client: Client,
+    path: PeerPath,
+) -> Response {
+    let signal = match admin_signal(&state, &headers, &client) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    match path {
+        Ok(axum::extract::Path((room, peer))) => admin_remove(&signal, &room, Some(&peer)).await,
+        Err(e) => bad_path(&e),
+    }
 }
 
 /// `GET /admin/calls`: signaling messages and bytes per call — the calls live on this node and

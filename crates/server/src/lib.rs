@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod gate;
+pub mod history;
 pub mod http;
 pub mod metrics;
 mod relay;

@@ -921,12 +921,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }));
         signal.set_cluster(c.clone());
     }
+    let history = crate::history::History::new();
+    tasks.push(history.spawn_sampler(
+        metrics.clone(),
+        signal.clone(),
+        control.clone(),
+        shutdown.clone(),
+    ));
     let http_state = HttpState {
         metrics: metrics.clone(),
         gate: gate.clone(),
         signal: Some(signal.clone()),
         control: Some(control.clone()),
         admin_here: admin_listener.is_none(),
+        history,
     };
     if let Some(listener) = admin_listener {
         let app = crate::http::admin_router(http_state.clone());

@@ -8,6 +8,7 @@
 //! | `/tools/ice` | `web/tools/ice.html` (ICE/TURN tester) |
 //! | `/sdk/icebreaker.js` | the browser SDK (ES module) |
 //! | `/style.css`, `/app/*.js` | the pages' stylesheet and scripts |
+//! | `/admin`, `/admin/admin.js`, `/admin/admin.css` | the admin view (`web/admin.html`, `web/app/admin.js`, `web/admin.css`; served with `/admin/*`) |
 //!
 //! Every answer carries a strong `ETag` (computed at compile time) and `Cache-Control: no-cache`,
 //! so browsers revalidate cheaply and never run a stale SDK against a newer server, plus security
@@ -80,6 +81,9 @@ static STYLE: Asset = asset!("style.css", CSS);
 static INDEX_JS: Asset = asset!("app/index.js", JS);
 static ROOM_JS: Asset = asset!("app/room.js", JS);
 static ICE_JS: Asset = asset!("app/ice.js", JS);
+static ADMIN: Asset = asset!("admin.html", HTML);
+static ADMIN_JS: Asset = asset!("app/admin.js", JS);
+static ADMIN_CSS: Asset = asset!("admin.css", CSS);
 
 /// Content-Security-Policy of every answer. `'self'` in `connect-src` covers `ws:`/`wss:` to the
 /// same host (CSP level 3); `blob:`/`mediastream:` are for `<video>` playing camera and peers.
@@ -118,6 +122,25 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/app/ice.js",
             get(|h: HeaderMap| async move { serve(&ICE_JS, &h) }),
+        )
+}
+
+/// The admin view's page and its script and stylesheet: served with the other `/admin/*`
+/// routes (on `admin_listen` when set). The page itself is static and public; everything it
+/// shows comes from the token-protected `/admin/*` JSON endpoints.
+pub fn admin_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/admin",
+            get(|h: HeaderMap| async move { serve(&ADMIN, &h) }),
+        )
+        .route(
+            "/admin/admin.js",
+            get(|h: HeaderMap| async move { serve(&ADMIN_JS, &h) }),
+        )
+        .route(
+            "/admin/admin.css",
+            get(|h: HeaderMap| async move { serve(&ADMIN_CSS, &h) }),
         )
 }
 
@@ -179,7 +202,9 @@ mod tests {
 
     #[test]
     fn etags_are_quoted_hex_and_distinct() {
-        for a in [&INDEX, &ROOM, &ICE, &SDK, &STYLE] {
+        for a in [
+            &INDEX, &ROOM, &ICE, &SDK, &STYLE, &ADMIN, &ADMIN_JS, &ADMIN_CSS,
+        ] {
             assert_eq!(a.etag.len(), 18);
             assert!(a.etag.starts_with('"') && a.etag.ends_with('"'));
             assert!(a.etag[1..17].bytes().all(|b| b.is_ascii_hexdigit()));

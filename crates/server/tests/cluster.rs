@@ -648,3 +648,100 @@ async fn a_dropped_subscription_loses_no_message() {
     let want: Vec<String> = (0..500).map(|i| format!("b{i}")).collect();
     assert_eq!(got, want, "all 500 once, in order ({kills} cuts)");
 }
+
+/// The admin view in a cluster: `/admin/rooms` on any node lists every room with the node of
+/// each member; removing a member held by another node ends its stream there with `removed`
+/// (its token answers `removed` on every node), the others see `peer-left` `kicked`; closing
+/// a room from the other node removes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_lists_and_removes_across_nodes() {
+    let redis = Redis::start();
+    let n1 = Node::start(&redis, "n1").await;
+    let n2 = Node::start(&redis, "n2").await;
+    let (mut a, ja) = join(&n1, "adm").await;
+    let (mut b, jb) = join(&n2, "adm").await;
+    let (pa, pb) = (peer_of(&ja), peer_of(&jb));
+    until(&mut a, |v| v["type"] == "peer-joined").await;
+
+    let rooms = http_get(n1.http, "/admin/rooms").await;
+    assert_eq!(rooms["cluster"], true, "{rooms}");
+    let room = rooms["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room"] == "adm")
+        .unwrap_or_else(|| panic!("adm listed: {rooms}"))
+        .clone();
+    let nodes: Vec<(String, String)> = room["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["peer"].as_str().unwrap().into(),
+                m["node"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        [(pa.clone(), "n1".into()), (pb.clone(), "n2".into())]
+    );
+    assert_eq!(room["members"][0]["transport"], "websocket", "{room}");
+    assert_eq!(room["members"][1]["attached"], true, "{room}");
+
+    // Unknown: 404.
+    let r = common::signal::http(n1.http, "POST", "/admin/rooms/nope/close", &[], "").await;
+    assert_eq!(r.status, 404);
+    let r = common::signal::http(
+        n1.http,
+        "POST",
+        "/admin/rooms/adm/peers/00000000/remove",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (404, json!("unknown_peer"))
+    );
+
+    // n1 removes b, whose session is on n2.
+    let path = format!("/admin/rooms/adm/peers/{pb}/remove");
+    let r = common::signal::http(n1.http, "POST", &path, &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut last = None;
+    while let Some(v) = next(&mut b).await {
+        last = Some(v);
+    }
+    assert_eq!(last.unwrap()["code"], "removed");
+    let (_, left) = until(&mut a, |v| v["type"] == "peer-left").await;
+    assert_eq!(
+        (left["peer"].clone(), left["reason"].clone()),
+        (json!(pb), json!("kicked"))
+    );
+    // Its token answers `removed` on the node that did not hold it too.
+    let mut b2 = ws(n1.http).await;
+    send(
+        &mut b2,
+        json!({"type": "resume", "session": session_of(&jb), "last_seq": 1}),
+    )
+    .await;
+    assert_eq!(recv(&mut b2).await["code"], "removed");
+
+    // n2 closes the room: a (on n1) is removed.
+    let r = common::signal::http(n2.http, "POST", "/admin/rooms/adm/close", &[], "").await;
+    assert_eq!(
+        (r.status, r.json()["removed"].clone()),
+        (200, json!([pa])),
+        "{}",
+        r.body
+    );
+    let mut last = None;
+    while let Some(v) = next(&mut a).await {
+        last = Some(v);
+    }
+    assert_eq!(last.unwrap()["code"], "removed");
+    let rooms = http_get(n2.http, "/admin/rooms").await;
+    assert_eq!(rooms["rooms"], json!([]), "{rooms}");
+}

@@ -804,6 +804,11 @@ impl<S: RoomStore> Hub<S> {
             .map(|s| (s.peer.as_str(), s.room.as_str()))
     }
 
+    /// The SHA-256 digest of the session's token.
+    pub fn token_digest_of(&self, key: SessionKey) -> Option<[u8; 32]> {
+        self.sessions.get(&key).map(|s| s.digest)
+    }
+
     /// Removes a session now; the room gets `peer-left` with `reason: "kicked"`.
     pub fn kick(&mut self, key: SessionKey) -> bool {
         self.remove(key, CloseReason::Kicked)

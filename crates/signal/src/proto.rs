@@ -56,6 +56,8 @@ pub enum ErrorCode {
     ResumeFailed,
     /// The server drains (it is about to stop): join another one.
     Draining,
+    /// An operator removed the session from its room (`/admin`): do not rejoin on your own.
+    Removed,
     /// A bug.
     Internal,
 }
@@ -77,6 +79,7 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "unknown_peer",
             ErrorCode::ResumeFailed => "resume_failed",
             ErrorCode::Draining => "draining",
+            ErrorCode::Removed => "removed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -98,6 +101,7 @@ impl ErrorCode {
             ErrorCode::RoomFull | ErrorCode::UnknownPeer => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
+            ErrorCode::Removed => 410,
             ErrorCode::ServerFull | ErrorCode::Draining => 503,
             ErrorCode::Internal => 500,
         }
@@ -136,6 +140,15 @@ impl ProtoError {
         Self::new(
             ErrorCode::ResumeFailed,
             "unknown or expired session (join again)",
+        )
+    }
+
+    /// `removed`: an operator removed the session (it is gone; a resume with its token is
+    /// answered with this, not `resume_failed`, so that clients do not join again by themselves).
+    pub fn removed() -> Self {
+        Self::new(
+            ErrorCode::Removed,
+            "an operator removed this session from the room",
         )
     }
 

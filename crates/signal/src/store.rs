@@ -104,6 +104,9 @@ pub trait RoomStore {
     /// Number of rooms.
     fn room_count(&self) -> usize;
 
+    /// Calls `f` with the name of each room (in no particular order).
+    fn for_each_room(&self, f: &mut dyn FnMut(&str));
+
     /// The members of `room` (allocates; see [`RoomStore::for_each_member`]).
     fn members(&self, room: &str) -> Vec<PeerInfo> {
         let mut out = Vec::new();
@@ -232,5 +235,9 @@ impl RoomStore for MemoryRoomStore {
 
     fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    fn for_each_room(&self, f: &mut dyn FnMut(&str)) {
+        self.rooms.keys().for_each(|k| f(k));
     }
 }

@@ -9,7 +9,8 @@ return once(function()
     if A[7] ~= '1' then return {'forbidden'} end
     if redis.call('SCARD', P .. 'rooms') >= tonumber(A[8]) then return {'rooms'} end
     if tonumber(A[4]) < 1 then return {'full'} end
-    redis.call('HSET', r, 'capacity', A[4], 'creator', peer, 'topology', A[5], 'auto', A[6], 'n', 0)
+    redis.call('HSET', r, 'capacity', A[4], 'creator', peer, 'topology', A[5], 'auto', A[6], 'n', 0,
+      'at', now_ms())
     redis.call('SADD', P .. 'rooms', room)
     created = 1
   end
@@ -34,7 +35,7 @@ return once(function()
   redis.call('ZADD', r .. ':z', order, peer)
   redis.call('HSET', r .. ':p', peer, info)
   redis.call('HSET', pk(peer), 'room', room, 'node', ME, 'perms', A[11], 'seq', 0, 'epoch', 1,
-    'digest', A[12], 'qb', 0)
+    'digest', A[12], 'qb', 0, 'at', now_ms())
   redis.call('SET', P .. 'tok:' .. A[12], peer)
   redis.call('SADD', P .. 'np:' .. ME, peer)
   redis.call('ZADD', P .. 'grace', now_ms() + tonumber(A[13]), peer)

@@ -59,6 +59,8 @@ struct Scripts {
     restore: Script,
     begin_restore: Script,
     who: Script,
+    remove: Script,
+    rooms: Script,
 }
 
 impl Scripts {
@@ -81,6 +83,8 @@ impl Scripts {
             restore: s(include_str!("restore.lua")),
             who: s(include_str!("who.lua")),
             begin_restore: s(include_str!("begin_restore.lua")),
+            remove: s(include_str!("remove.lua")),
+            rooms: s(include_str!("rooms.lua")),
         }
     }
 }
@@ -163,8 +167,11 @@ pub enum Event {
     },
     /// Another node claimed the session (a resume there) at `epoch`.
     Takeover { peer: String, epoch: u64 },
-    /// The session ended (left, timed out, kicked), possibly decided by another node.
+    /// The session ended (left, timed out), possibly decided by another node.
     Gone { peer: String },
+    /// An operator removed the session (`/admin`, on any node): it ended, and its client is
+    /// told `removed`.
+    Removed { peer: String },
     /// An `sfu` message from a member, for the SFU here.
     SfuIn {
         room: String,
@@ -532,6 +539,32 @@ impl Cluster {
             .map(drop)
     }
 
+    /// Admin removal (see `remove.lua`): member `peer` of `room`, or every member with `""`.
+    /// `["ok", removed peers…]`, `["noroom"]` or `["nopeer"]`.
+    pub async fn remove_members(&self, room: &str, peer: &str) -> Result<Vec<String>, OpError> {
+        self.run(&self.scripts.remove, &[room, peer]).await
+    }
+
+    /// Whether an operator removed the session of this token digest (hex) lately.
+    pub async fn is_removed(&self, digest_hex: &str) -> Result<bool, OpError> {
+        let key = format!("{}rm:{digest_hex}", self.cfg.prefix);
+        let mut conn = self.conn.clone();
+        redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async::<bool>(&mut conn)
+            .await
+            .map_err(|e| OpError::Unavailable(e.to_string()))
+    }
+
+    /// Every room of the cluster (the first `max` by name) with its members (see `rooms.lua`).
+    pub async fn list_rooms(&self, max: usize) -> Result<RoomList, OpError> {
+        let max = max.to_string();
+        let r = self
+            .run_once(&self.scripts.rooms, &[&max], &self.op_id())
+            .await?;
+        Ok(parse_rooms(&r))
+    }
+
     /// Looks a session up by its token digest (hex): its peer id.
     pub async fn peer_of(&self, digest_hex: &str) -> Result<Option<String>, OpError> {
         let key = format!("{}tok:{digest_hex}", self.cfg.prefix);
@@ -806,6 +839,90 @@ pub fn rank_turn_nodes(nodes: &[NodeInfo], n: usize) -> Vec<NodeInfo> {
     v
 }
 
+/// The rooms of the cluster, for the admin view.
+#[derive(Debug, Default)]
+pub struct RoomList {
+    pub rooms: Vec<ListedRoom>,
+    /// More rooms exist than were listed.
+    pub truncated: bool,
+}
+
+/// One room of [`RoomList`].
+#[derive(Debug)]
+pub struct ListedRoom {
+    pub room: String,
+    pub capacity: u32,
+    pub topology: String,
+    /// The node its SFU runs on (`None`: a mesh, or not pinned).
+    pub sfu_node: Option<String>,
+    /// Unix ms it was created (0: unknown).
+    pub at: u64,
+    pub members: Vec<ListedMember>,
+}
+
+/// One member of a [`ListedRoom`].
+#[derive(Debug)]
+pub struct ListedMember {
+    pub peer: String,
+    /// `PeerInfo` as JSON.
+    pub info: String,
+    /// The node that holds its session.
+    pub node: String,
+    /// A stream is attached (not in its grace period).
+    pub attached: bool,
+    /// Unix ms it joined (0: unknown).
+    pub at: u64,
+}
+
+/// Reads `rooms.lua`'s answer (a malformed tail is dropped).
+fn parse_rooms(r: &[String]) -> RoomList {
+    let mut out = RoomList {
+        truncated: r.first().is_some_and(|t| t == "1"),
+        rooms: Vec::new(),
+    };
+    let mut it = r.iter().skip(1);
+    while let Some(tag) = it.next() {
+        if tag != "R" {
+            break;
+        }
+        let (Some(room), Some(cap), Some(topo), Some(sfu), Some(at), Some(n)) = (
+            it.next(),
+            it.next(),
+            it.next(),
+            it.next(),
+            it.next(),
+            it.next(),
+        ) else {
+            break;
+        };
+        let n: usize = n.parse().unwrap_or(0);
+        let mut members = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let (Some(peer), Some(info), Some(node), Some(att), Some(mat)) =
+                (it.next(), it.next(), it.next(), it.next(), it.next())
+            else {
+                break;
+            };
+            members.push(ListedMember {
+                peer: peer.clone(),
+                info: info.clone(),
+                node: node.clone(),
+                attached: att == "1",
+                at: mat.parse().unwrap_or(0),
+            });
+        }
+        out.rooms.push(ListedRoom {
+            room: room.clone(),
+            capacity: cap.parse().unwrap_or(0),
+            topology: topo.clone(),
+            sfu_node: (!sfu.is_empty()).then(|| sfu.clone()),
+            at: at.parse().unwrap_or(0),
+            members,
+        });
+    }
+    out
+}
+
 /// `[seq, text, seq, text, …]` → pairs (malformed entries skipped).
 pub fn pairs(r: &[String]) -> Vec<(u64, String)> {
     r.chunks_exact(2)
@@ -813,7 +930,7 @@ pub fn pairs(r: &[String]) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Reads a published event: `d\npeer\nseq\ntext`, `t\npeer\nepoch`, `x\npeer`,
+/// Reads a published event: `d\npeer\nseq\ntext`, `t\npeer\nepoch`, `x\npeer`, `k\npeer`,
 /// `s\nroom\npeer\ndata`, `r\nroom\npeer`.
 fn parse_event(payload: &[u8]) -> Option<Event> {
     let s = std::str::from_utf8(payload).ok()?;
@@ -834,6 +951,9 @@ fn parse_event(payload: &[u8]) -> Option<Event> {
             })
         }
         "x" => Some(Event::Gone {
+            peer: rest.to_owned(),
+        }),
+        "k" => Some(Event::Removed {
             peer: rest.to_owned(),
         }),
         "s" => {
@@ -881,10 +1001,53 @@ mod tests {
             Some(Event::Takeover { epoch: 3, .. })
         ));
         assert!(matches!(parse_event(b"x\np"), Some(Event::Gone { .. })));
+        assert!(matches!(parse_event(b"k\np"), Some(Event::Removed { .. })));
         assert!(parse_event(b"d\np\nnotanumber\ntext").is_none());
         assert!(parse_event(b"q\nwhatever").is_none());
         assert!(parse_event(b"").is_none());
         assert!(parse_event(&[0xff, b'\n']).is_none());
+    }
+
+    #[test]
+    fn room_lists_parse() {
+        let v: Vec<String> = [
+            "0",
+            "R",
+            "a/b",
+            "50",
+            "mesh",
+            "",
+            "1000",
+            "2",
+            "p1",
+            "{\"id\":\"p1\"}",
+            "n1",
+            "1",
+            "900",
+            "p2",
+            "{}",
+            "n2",
+            "0",
+            "0",
+            "R",
+            "c",
+            "4",
+            "sfu",
+            "n2",
+            "0",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let l = parse_rooms(&v);
+        assert!(!l.truncated);
+        assert_eq!(l.rooms.len(), 2);
+        assert_eq!(l.rooms[0].room, "a/b");
+        assert_eq!(l.rooms[0].members.len(), 2);
+        assert!(l.rooms[0].members[0].attached && !l.rooms[0].members[1].attached);
+        assert_eq!(l.rooms[1].sfu_node.as_deref(), Some("n2"));
+        assert!(parse_rooms(&["1".into(), "R".into(), "x".into()]).truncated);
     }
 
     #[test]

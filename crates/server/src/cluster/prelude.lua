@@ -69,7 +69,8 @@ local function members(room)
 end
 
 -- Removes `peer` from its room and the cluster; the others get `peer-left` (`reason`), the
--- room's SFU node hears of the departure, the owner node forgets the session.
+-- room's SFU node hears of the departure, the owner node forgets the session (`kicked`: an
+-- operator removed it, see remove.lua).
 local function leave(peer, reason)
   local h = redis.call('HMGET', pk(peer), 'room', 'node', 'digest')
   local room, node, digest = h[1], h[2], h[3]
@@ -81,8 +82,14 @@ local function leave(peer, reason)
   if digest then redis.call('DEL', P .. 'tok:' .. digest) end
   if node then
     redis.call('SREM', P .. 'np:' .. node, peer)
-    redis.call('PUBLISH', chan(node), 'x\n' .. peer)
+    -- `k`: removed by an operator (the client is told so); `x`: ended.
+    local ev = 'x\n'
+    if reason == 'kicked' then ev = 'k\n' end
+    redis.call('PUBLISH', chan(node), ev .. peer)
   end
+  -- A removed session's token is answered with `removed` (not `resume_failed`) for 10 minutes
+  -- (signal/admin.rs REMOVED_TTL).
+  if reason == 'kicked' and digest then redis.call('SET', P .. 'rm:' .. digest, '1', 'PX', 600000) end
   redis.call('ZREM', P .. 'grace', peer)
   local meta = redis.call('HMGET', r, 'topology', 'sfu')
   if meta[1] == 'sfu' and meta[2] and meta[2] ~= '' then

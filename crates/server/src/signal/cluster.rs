@@ -209,6 +209,7 @@ impl SignalService {
                     inner.wake();
                 }
             }
+            Event::Removed { peer } => self.on_removed(&peer),
             Event::SfuIn { room, peer, data } => {
                 let Some(sfu) = self.sfu() else { return };
                 if let Ok(data) = RawValue::from_string(data) {
@@ -563,11 +564,9 @@ impl SignalService {
         }
         let digest = token_digest(token);
         let digest_hex = hex(&digest);
-        let peer = c
-            .peer_of(&digest_hex)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .ok_or_else(ProtoError::resume_failed)?;
+        let Some(peer) = c.peer_of(&digest_hex).await.map_err(|e| unavailable(&e))? else {
+            return Err(self.unknown_session(token).await);
+        };
         let host = host.or_else(|| {
             let inner = self.inner.lock();
             let key = inner.hub.session_of(&peer)?;
@@ -589,7 +588,7 @@ impl SignalService {
                     ),
                 ))
             }
-            _ => return Err(ProtoError::resume_failed()),
+            _ => return Err(self.unknown_session(token).await),
         }
         let room = r.get(1).cloned().unwrap_or_default();
         let perms = Perms::from_bits(r.get(2).and_then(|p| p.parse().ok()).unwrap_or(7));

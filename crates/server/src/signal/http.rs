@@ -163,6 +163,9 @@ pub(super) async fn send(
             None,
         )
     };
+    if key.is_none() && svc.inner.lock().removed.has_token(token) {
+        return error_response(&ProtoError::removed(), None);
+    }
     let cluster = svc.cluster();
     let sender = match (key, &cluster) {
         (Some(key), _) => Sender::Local(key),
@@ -395,6 +398,13 @@ pub(super) async fn events(
                     return Some((Ok::<Bytes, Infallible>(Bytes::from(out)), st));
                 }
                 Ok(_) => {}
+                Err(super::End::Removed) => {
+                    // The last event: the client must not join again by itself.
+                    st.done = true;
+                    let mut out = String::new();
+                    sse_event(&mut out, None, &ProtoError::removed().to_json(None));
+                    return Some((Ok(Bytes::from(out)), st));
+                }
                 Err(_) => return None,
             }
             tokio::select! {
@@ -475,6 +485,12 @@ pub(super) async fn poll(
             Ok(_) => {}
             Err(super::End::Gone) => {
                 return error_response(&ProtoError::resume_failed(), None);
+            }
+            Err(super::End::Removed) => {
+                return json_response(
+                    StatusCode::OK,
+                    format!("[{}]", ProtoError::removed().to_json(None)),
+                );
             }
             Err(_) => return json_response(StatusCode::OK, "[]".to_string()),
         }

@@ -10,6 +10,7 @@
 //! A stream task registers its `Notified` future before looking at the hub, so a wake between
 //! the look and the wait is never lost.
 
+pub(crate) mod admin;
 pub(crate) mod cluster;
 mod http;
 mod ice;
@@ -162,6 +163,8 @@ struct SessionIo {
     cluster: Option<cluster::ClSession>,
     /// Its room (for the call's message counts).
     room: Arc<str>,
+    /// When this node got the session (joined here, or resumed from another node).
+    since: Instant,
 }
 
 struct Inner {
@@ -179,6 +182,9 @@ struct Inner {
     /// Messages and bytes per call.
     meter: meter::CallMeter,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Sessions an operator removed (`/admin`): their streams end with `removed`, and their
+    /// tokens are answered with `removed` instead of `resume_failed` for a while.
+    removed: admin::Removed,
 }
 
 impl SessionIo {
@@ -196,6 +202,7 @@ impl SessionIo {
             limiter: RateLimiter::new(settings.rate, settings.burst),
             cluster,
             room: Arc::from(room),
+            since: Instant::now(),
         }
     }
 }
@@ -363,6 +370,8 @@ enum End {
     Superseded,
     /// The session ended (left, timed out, kicked).
     Gone,
+    /// An operator removed the session (`/admin`): tell the client `removed`.
+    Removed,
     /// The messages the stream still had to send were dropped (replay limit).
     Lost,
 }
@@ -396,6 +405,7 @@ impl SignalService {
                 filling: HashMap::new(),
                 meter: meter::CallMeter::default(),
                 metrics: gate.metrics().clone(),
+                removed: admin::Removed::default(),
             }),
             settings: parking_lot::RwLock::new(Arc::new(SignalSettings::from_config(config))),
             ice: parking_lot::RwLock::new(Arc::new(ice)),
@@ -636,14 +646,14 @@ impl SignalService {
                 let key = inner
                     .hub
                     .lookup(token)
-                    .ok_or_else(ProtoError::resume_failed)?;
+                    .ok_or_else(|| inner.removed.refusal(token))?;
                 (key, true, last_seq, Some(token))
             }
             Open::Sse { token, last_seq } => {
                 let key = inner
                     .hub
                     .lookup(token)
-                    .ok_or_else(ProtoError::resume_failed)?;
+                    .ok_or_else(|| inner.removed.refusal(token))?;
                 let fresh = inner.io.get(&key).is_some_and(|io| io.last_kind.is_none());
                 (key, !(fresh && last_seq == 0), last_seq, Some(token))
             }
@@ -651,7 +661,7 @@ impl SignalService {
                 let key = inner
                     .hub
                     .lookup(token)
-                    .ok_or_else(ProtoError::resume_failed)?;
+                    .ok_or_else(|| inner.removed.refusal(token))?;
                 let cont = inner
                     .io
                     .get(&key)
@@ -703,7 +713,11 @@ impl SignalService {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
         if !inner.hub.contains(att.key) {
-            return Err(End::Gone);
+            return Err(if inner.removed.has_key(att.key) {
+                End::Removed
+            } else {
+                End::Gone
+            });
         }
         if !inner.is_current(att) {
             return Err(End::Superseded);

@@ -333,6 +333,10 @@ impl Conn {
         loop {
             let batch = match self.svc.collect(&session.att, session.sent) {
                 Ok(b) => b,
+                Err(End::Removed) => {
+                    self.log_text("removed from this room by an operator (removed)");
+                    return Flushed::Stop;
+                }
                 Err(End::Gone | End::Superseded | End::Lost) => return Flushed::Stop,
             };
             for (seq, text) in &batch.messages {

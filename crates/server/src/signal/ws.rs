@@ -112,6 +112,11 @@ impl Conn {
                     let reason = match end {
                         End::Superseded => "superseded by another connection",
                         End::Gone => "session ended",
+                        End::Removed => {
+                            // Said as an `error` first, so that the client does not join again.
+                            let _ = self.reply(&ProtoError::removed()).await;
+                            "removed"
+                        }
                         End::Lost => "replay no longer available",
                     };
                     self.close(close_code::NORMAL, reason).await;
