@@ -1,8 +1,8 @@
 // The classic WebRTC codelab (a socket.io page: its main.js logic, unchanged protocol) against
 // `icebreaker serve`'s /socket.io/, in headless Chromium.
 //
-// The page's main.js and the socket.io client script (npm socket.io-client's dist file; the
-// server does not serve /socket.io/socket.io.js) are served by this test through Playwright
+// The page's main.js and, but for the last scenario, the socket.io client script (npm
+// socket.io-client's dist file) are served by this test through Playwright
 // routes on the server's own origin, so that the page is a secure context (getUserMedia) and
 // its socket.io connection passes the server's same-origin check. The page itself is written
 // into a document the server served (/healthz): Chromium's Local Network Access checks block
@@ -14,7 +14,9 @@
 //     growing);
 //   - one tab is closed without its beforeunload 'bye' (as a crash): the other gets 'bye'
 //     from the server and hangs up; a new tab takes the freed place and the call starts again;
-//   - a third tab in a full room gets 'full'.
+//   - a third tab in a full room gets 'full';
+//   - the page as the codelab has it, `<script src="/socket.io/socket.io.js">` loaded from the
+//     server (Icebreaker's own socket.io client, web/sdk/socket.io.js): two tabs call.
 //
 // Run by tests/browser/run.sh (own network namespace, server started). Environment:
 // IB_HTTP_PORT, CHROMIUM_PATH.
@@ -217,7 +219,7 @@ async function route(ctx) {
   });
 }
 
-async function tab(ctx, room, name) {
+async function tab(ctx, room, name, html = INDEX_HTML) {
   const page = await ctx.newPage();
   const diag = [];
   page.on('console', (m) => {
@@ -226,7 +228,7 @@ async function tab(ctx, room, name) {
   page.on('pageerror', (e) => diag.push(`${name} pageerror: ${e}`));
   page.on('dialog', (d) => { diag.push(`${name} dialog: ${d.message()}`); d.dismiss().catch(() => {}); });
   await page.goto(`${BASE}/healthz?room=${room}`);
-  await page.setContent(INDEX_HTML);
+  await page.setContent(html);
   return { page, name, diag };
 }
 
@@ -332,6 +334,33 @@ const SCENARIOS = [
       });
       await ctx.close();
       return `tab4 events: ${v.info.join(',')}`;
+    },
+  },
+  {
+    name: "the codelab's own script tag: /socket.io/socket.io.js from the server (Icebreaker's client), two tabs decode each other's video",
+    async run(browser) {
+      const deadline = Date.now() + SCENARIO_TIMEOUT_MS;
+      const ctx = await browser.newContext();
+      await route(ctx);
+      const html = INDEX_HTML.replace('/codelab/socket.io.js', '/socket.io/socket.io.js');
+      const room = `served-${nonce()}`;
+      const tabs = [];
+      try {
+        tabs.push(await tab(ctx, room, 'tab5', html));
+        await waitFor('tab5 created the room', deadline, async () => {
+          const v = await view(tabs[0]);
+          return { ok: v.events.includes('created'), info: v.events };
+        });
+        tabs.push(await tab(ctx, room, 'tab6', html));
+        const v = await bothDecode(tabs, deadline);
+        const client = await tabs[0].page.evaluate(() => typeof window.io.Socket === 'function' && !window.socket.io.engine);
+        if (!client) throw new Error("the page did not run the server's own client");
+        return v.map((x, i) => `tab${i + 5}: ${x.width}x${x.height}, ${x.framesDecoded} frames, events ${x.events.filter((e) => e !== 'candidate').join(',')}`).join('; ');
+      } catch (err) {
+        throw withDiag(err, tabs);
+      } finally {
+        await ctx.close().catch(() => {});
+      }
     },
   },
 ];

@@ -79,7 +79,8 @@ pub fn router(state: HttpState) -> Router {
         .and_then(crate::signal::socketio_layer);
     let r = r.with_state(state);
     match sio {
-        Some(layer) => r.layer(layer),
+        // The client script first; the layer answers the rest of `/socket.io/`.
+        Some(layer) => crate::web::socketio_client_routes().fallback_service(r.layer(layer)),
         None => r,
     }
 }

@@ -81,6 +81,7 @@ static STYLE: Asset = asset!("style.css", CSS);
 static INDEX_JS: Asset = asset!("app/index.js", JS);
 static ROOM_JS: Asset = asset!("app/room.js", JS);
 static ICE_JS: Asset = asset!("app/ice.js", JS);
+static SOCKETIO_JS: Asset = asset!("sdk/socket.io.js", JS);
 static ADMIN: Asset = asset!("admin.html", HTML);
 static ADMIN_JS: Asset = asset!("app/admin.js", JS);
 static ADMIN_CSS: Asset = asset!("admin.css", CSS);
@@ -122,6 +123,22 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/app/ice.js",
             get(|h: HeaderMap| async move { serve(&ICE_JS, &h) }),
+        )
+}
+
+/// Our socket.io client (`web/sdk/socket.io.js`) where a Node socket.io server serves its own:
+/// `/socket.io/socket.io.js` (and `.min.js`), so that codelab pages load it unchanged. These
+/// routes sit in front of the socket.io layer, which answers everything else under
+/// `/socket.io/`.
+pub fn socketio_client_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/socket.io/socket.io.js",
+            get(|h: HeaderMap| async move { serve(&SOCKETIO_JS, &h) }),
+        )
+        .route(
+            "/socket.io/socket.io.min.js",
+            get(|h: HeaderMap| async move { serve(&SOCKETIO_JS, &h) }),
         )
 }
 
