@@ -400,6 +400,15 @@ pub struct ServeArgs {
     /// Prefix of every Redis key of the cluster (several clusters can share one Redis) [default: ib:]
     #[arg(long, env = "ICEBREAKER_CLUSTER_PREFIX", value_name = "PREFIX")]
     pub cluster_prefix: Option<String>,
+
+    /// SIP gateway: the SIP server or trunk that /sip (SIP over WebSocket) clients reach through
+    /// Icebreaker, e.g. sip:pbx.example.org:5060 (UDP) [default: none, the gateway is off]
+    #[arg(long, env = "ICEBREAKER_SIP_UPSTREAM", value_name = "SIP-URI")]
+    pub sip_upstream: Option<String>,
+
+    /// SIP gateway: the local address of the socket toward sip_upstream [default: 0.0.0.0:5060]
+    #[arg(long, env = "ICEBREAKER_SIP_LISTEN", value_name = "ADDR")]
+    pub sip_listen: Option<String>,
 }
 
 /// The TOML file. Same keys as the flags, with underscores.
@@ -456,6 +465,8 @@ struct FileConfig {
     cluster: Option<String>,
     node_id: Option<String>,
     cluster_prefix: Option<String>,
+    sip_upstream: Option<String>,
+    sip_listen: Option<String>,
 }
 
 /// The resolved configuration. `Config::default()` is the configuration with no flags, no
@@ -529,6 +540,10 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Redis key prefix.
     pub cluster_prefix: String,
+    /// The SIP server or trunk behind `/sip` (`None`: the SIP gateway is off).
+    pub sip_upstream: Option<String>,
+    /// Local address of the socket toward `sip_upstream`.
+    pub sip_listen: SocketAddr,
 }
 
 impl Default for Config {
@@ -584,6 +599,8 @@ impl Default for Config {
             cluster: None,
             node_id: None,
             cluster_prefix: "ib:".to_string(),
+            sip_upstream: None,
+            sip_listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
         }
     }
 }
@@ -659,6 +676,8 @@ impl fmt::Debug for Config {
             )
             .field("node_id", &self.node_id)
             .field("cluster_prefix", &self.cluster_prefix)
+            .field("sip_upstream", &self.sip_upstream)
+            .field("sip_listen", &self.sip_listen)
             .finish()
     }
 }
@@ -1140,6 +1159,22 @@ impl Config {
                 .clone()
                 .or(f.cluster_prefix)
                 .unwrap_or(d.cluster_prefix),
+            sip_upstream: l
+                .one(
+                    "sip_upstream",
+                    args.sip_upstream.clone(),
+                    f.sip_upstream,
+                    |v: &str| crate::sip::parse_upstream(v).map(|_| v.trim().to_owned()),
+                )
+                .or(d.sip_upstream),
+            sip_listen: l
+                .one(
+                    "sip_listen",
+                    args.sip_listen.clone(),
+                    f.sip_listen,
+                    parse_socket_addr,
+                )
+                .unwrap_or(d.sip_listen),
         };
         if l.problems.is_empty() {
             Ok(config)

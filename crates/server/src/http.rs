@@ -24,6 +24,8 @@ pub struct HttpState {
     pub gate: Arc<Gate>,
     /// Signaling (`/ws`, `/signal/*`, `/api/ice-servers`); `None`: those routes answer 404.
     pub signal: Option<Arc<crate::signal::SignalService>>,
+    /// The SIP gateway (`/sip`); `None`: `/sip` answers 404.
+    pub sip: Option<Arc<crate::sip::SipService>>,
     /// Drain and reload for `/admin/*`; `None`: those routes answer 404.
     pub control: Option<Arc<Control>>,
     /// Whether this listener serves `/metrics` and `/admin/*` (not when `admin_listen` moves
@@ -44,6 +46,7 @@ impl HttpState {
             metrics,
             gate,
             signal: None,
+            sip: None,
             control: None,
             admin_here: true,
             history: crate::history::History::new(),
@@ -66,7 +69,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(crate::web::routes())
-        .merge(crate::signal::routes());
+        .merge(crate::signal::routes())
+        .route("/sip", get(crate::sip::ws_handler));
     let r = if state.admin_here {
         r.merge(admin_routes())
     } else {

@@ -14,6 +14,7 @@ mod relay;
 pub mod serve;
 pub mod sfu;
 pub mod signal;
+pub mod sip;
 pub mod sys;
 pub mod tls;
 mod udp;

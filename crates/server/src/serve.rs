@@ -269,6 +269,8 @@ pub struct Running {
     service: Vec<SocketAddr>,
     /// The SFU's media address (UDP) as bound, if the server has an SFU.
     pub sfu_addr: Option<SocketAddr>,
+    /// The SIP gateway's socket toward `sip_upstream` (UDP) as bound, if the gateway is on.
+    pub sip_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -347,7 +349,9 @@ impl Running {
             sfu_listen,
             cluster,
             node_id,
-            cluster_prefix
+            cluster_prefix,
+            sip_upstream,
+            sip_listen
         );
         if let (Some(store), Some(cert), Some(key)) = (&self.certs, &new.tls_cert, &new.tls_key) {
             store
@@ -928,10 +932,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         control.clone(),
         shutdown.clone(),
     ));
+    let sip =
+        crate::sip::SipService::start(&config, "icebreaker.invalid".to_string(), shutdown.clone())
+            .await?;
+    let sip_addr = sip.as_ref().map(|s| s.local_addr());
     let http_state = HttpState {
         metrics: metrics.clone(),
         gate: gate.clone(),
         signal: Some(signal.clone()),
+        sip,
         control: Some(control.clone()),
         admin_here: admin_listener.is_none(),
         history,
@@ -974,6 +983,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         relay: settings,
         service,
         sfu_addr,
+        sip_addr,
         shared,
         stop,
         tasks,

@@ -552,7 +552,7 @@ impl SignalService {
     /// The browser Origin check (cross-site WebSocket hijacking): requests without `Origin`
     /// (not browsers) pass; with `signal_origins` set, the Origin must be listed (`*` = any);
     /// without, it must be the page's own origin (its host and port are the request's `Host`).
-    fn check_origin(&self, headers: &HeaderMap) -> Result<(), ProtoError> {
+    pub(crate) fn check_origin(&self, headers: &HeaderMap) -> Result<(), ProtoError> {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };

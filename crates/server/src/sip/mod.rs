@@ -1,0 +1,314 @@
+//! The SIP gateway's I/O (docs/SIP.md): SIP over WebSocket (RFC 7118) at `/sip` on the HTTP
+//! listener, and the socket toward the configured SIP server or trunk (`sip_upstream`), with
+//! the edge proxy of [`proxy`] in between.
+//!
+//! Each WebSocket is a flow: its frames go to the proxy, and what the proxy sends to the flow is
+//! queued to its writer task (bounded; a client that does not read loses the connection, never
+//! the others). The upstream side is one UDP socket (`sip_listen`).
+
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use icebreaker_signal::RateLimiter;
+use parking_lot::Mutex;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::http::HttpState;
+use proxy::{Dest, EdgeProxy, FlowId, Out, ProxyConfig};
+
+/// Largest SIP message taken from a client or the upstream.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Messages queued per WebSocket before the connection is dropped.
+const FLOW_QUEUE: usize = 256;
+/// A WebSocket that sent nothing (no frame, no pong) this long is dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The server pings each WebSocket this often.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Messages per second per WebSocket (burst twice that).
+const RATE: f64 = 50.0;
+
+/// The upstream as configured: `sip:host[:port][;transport=udp]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub transport: &'static str,
+}
+
+/// Parses `sip_upstream`.
+pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    let uri = icebreaker_sip::SipUri::parse(s.trim())
+        .map_err(|e| format!("sip_upstream: not a SIP URI ({e:?}): {s}"))?;
+    let transport = match uri
+        .params
+        .get("transport")
+        .flatten()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("udp") => "UDP",
+        Some(other) => {
+            return Err(format!(
+                "sip_upstream: transport={other} is not supported yet (udp only)"
+            ))
+        }
+    };
+    let default_port = match uri.scheme {
+        icebreaker_sip::Scheme::Sips => 5061,
+        _ => 5060,
+    };
+    Ok(Upstream {
+        host: uri
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: uri.port.unwrap_or(default_port),
+        transport,
+    })
+}
+
+/// The gateway: the proxy, the flows, the upstream socket.
+pub struct SipService {
+    proxy: Mutex<EdgeProxy>,
+    flows: Mutex<HashMap<FlowId, mpsc::Sender<String>>>,
+    next_flow: AtomicU64,
+    udp: Arc<UdpSocket>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for SipService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipService")
+            .field("local", &self.proxy.lock().config().local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SipService {
+    /// Binds the upstream socket and starts its reader; `None` when `sip_upstream` is not set.
+    pub async fn start(
+        config: &Config,
+        ws_host: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
+        let Some(spec) = &config.sip_upstream else {
+            return Ok(None);
+        };
+        let up = parse_upstream(spec).map_err(anyhow::Error::msg)?;
+        let upstream = tokio::net::lookup_host((up.host.as_str(), up.port))
+            .await
+            .with_context(|| format!("sip_upstream: cannot resolve {}", up.host))?
+            .next()
+            .with_context(|| format!("sip_upstream: {} has no address", up.host))?;
+        let udp = UdpSocket::bind(config.sip_listen)
+            .await
+            .with_context(|| format!("cannot bind SIP UDP {}", config.sip_listen))?;
+        let mut local = udp.local_addr()?;
+        if local.ip().is_unspecified() {
+            // The address the upstream sees: the one this host uses to reach it.
+            let probe = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
+            probe.connect(upstream)?;
+            local.set_ip(probe.local_addr()?.ip());
+        }
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+        let proxy = EdgeProxy::new(ProxyConfig {
+            upstream,
+            upstream_transport: up.transport,
+            local,
+            ws_host,
+            ws_secure: config.tls_cert.is_some(),
+            secret,
+        });
+        tracing::info!(%upstream, %local, "SIP gateway: /sip → upstream");
+        let svc = Arc::new(SipService {
+            proxy: Mutex::new(proxy),
+            flows: Mutex::new(HashMap::new()),
+            next_flow: AtomicU64::new(1),
+            udp: Arc::new(udp),
+            shutdown,
+        });
+        let reader = svc.clone();
+        tokio::spawn(async move { reader.read_upstream().await });
+        Ok(Some(svc))
+    }
+
+    /// The upstream socket's address (Via, Path, Record-Route toward the upstream).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.proxy.lock().config().local
+    }
+
+    /// Reads the upstream socket until shutdown.
+    async fn read_upstream(self: Arc<Self>) {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let stop = stopped(self.shutdown.clone());
+        tokio::pin!(stop);
+        loop {
+            let (n, src) = tokio::select! {
+                r = self.udp.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!("SIP UDP read: {e}");
+                        continue;
+                    }
+                },
+                _ = &mut stop => return,
+            };
+            let Some(data) = buf.get(..n) else { continue };
+            if icebreaker_sip::keep_alive(data).is_some() {
+                continue;
+            }
+            let outs = self.proxy.lock().from_upstream(src, data);
+            self.dispatch(outs).await;
+        }
+    }
+
+    /// Sends what the proxy produced.
+    async fn dispatch(&self, outs: Vec<Out>) {
+        for out in outs {
+            let bytes = out.msg.to_bytes();
+            match out.dest {
+                Dest::Upstream(addr) => {
+                    if let Err(e) = self.udp.send_to(&bytes, addr).await {
+                        tracing::debug!(%addr, "SIP UDP send: {e}");
+                    }
+                }
+                Dest::Flow(flow) => {
+                    let Ok(text) = String::from_utf8(bytes) else {
+                        continue;
+                    };
+                    let tx = self.flows.lock().get(&flow).cloned();
+                    if let Some(tx) = tx {
+                        if tx.try_send(text).is_err() {
+                            // Not reading: its connection goes (the writer sees the sender gone).
+                            self.flows.lock().remove(&flow);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One WebSocket flow until it closes.
+    async fn run_flow(self: Arc<Self>, socket: WebSocket) {
+        let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel::<String>(FLOW_QUEUE);
+        self.flows.lock().insert(flow, tx.clone());
+        let (mut sink, mut stream) = socket.split();
+        let mut limiter = RateLimiter::new(RATE, RATE * 2.0);
+        let mut last_heard = Instant::now();
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.tick().await;
+        let stop = stopped(self.shutdown.clone());
+        tokio::pin!(stop);
+        drop(tx);
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(text) => {
+                        if sink.send(WsMessage::text(text)).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                frame = stream.next() => {
+                    let data = match frame {
+                        Some(Ok(WsMessage::Text(t))) => t.as_str().as_bytes().to_vec(),
+                        Some(Ok(WsMessage::Binary(b))) => b.to_vec(),
+                        Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {
+                            last_heard = Instant::now();
+                            continue;
+                        }
+                    };
+                    last_heard = Instant::now();
+                    if !limiter.allow(Instant::now()) {
+                        if limiter.abusive() {
+                            break;
+                        }
+                        continue;
+                    }
+                    if let Some(k) = icebreaker_sip::keep_alive(&data) {
+                        if k == icebreaker_sip::KeepAlive::Ping
+                            && sink.send(WsMessage::text("\r\n")).await.is_err()
+                        {
+                            break;
+                        }
+                        continue;
+                    }
+                    let outs = self.proxy.lock().from_client(flow, &data);
+                    self.dispatch(outs).await;
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > IDLE_TIMEOUT
+                        || sink.send(WsMessage::Ping(Default::default())).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                _ = &mut stop => break,
+            }
+        }
+        self.flows.lock().remove(&flow);
+        let _ = sink.close().await;
+    }
+}
+
+/// Resolves when the server shuts down.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// `GET /sip`: SIP over WebSocket (subprotocol `sip`, RFC 7118).
+pub async fn ws_handler(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(svc) = state.sip.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "the SIP gateway is off (set sip_upstream)\n",
+        )
+            .into_response();
+    };
+    // The same Origin rule as signaling (a page of another site cannot use this server's
+    // gateway unless `signal_origins` lists it).
+    if let Some(signal) = &state.signal {
+        if let Err(e) = signal.check_origin(&headers) {
+            return (StatusCode::FORBIDDEN, format!("{}\n", e.message)).into_response();
+        }
+    }
+    let offers_sip = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"));
+    if !offers_sip {
+        return (
+            StatusCode::BAD_REQUEST,
+            "SIP over WebSocket needs the subprotocol `sip` (RFC 7118)\n",
+        )
+            .into_response();
+    }
+    ws.protocols(["sip"])
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| svc.run_flow(socket))
+}

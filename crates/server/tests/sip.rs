@@ -1,0 +1,431 @@
+//! The SIP gateway's edge proxy (`/sip`, SIP over WebSocket) against a real far end: `sipp`
+//! (Debian sip-tester) running tests/sip/uas.xml (registrar + answering phone) on loopback.
+//! The clients speak as JsSIP does (Via `WSS xxx.invalid`, `transport=ws` contacts, `ob`).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// sipp in the background, stopped (by its PID) when dropped.
+struct Sipp {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sipp_far_end() -> Sipp {
+    let port = free_udp_port();
+    let media = free_udp_port();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/sip/uas.xml");
+    let child = Command::new("sipp")
+        .args(["-sf", scenario, "-i", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args([
+            "-mp",
+            &media.to_string(),
+            "-rtp_echo",
+            "-nostdin",
+            "-timeout",
+            "120s",
+        ])
+        .args(["-trace_err", "-error_file", "/dev/null"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp runs (Debian sip-tester; scripts/install-deps)");
+    // sipp binds its port at once; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    Sipp {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+async fn gateway(far: SocketAddr) -> icebreaker::serve::Running {
+    let mut c = common::config(false);
+    c.sip_upstream = Some(format!("sip:{far}"));
+    c.sip_listen = "127.0.0.1:0".parse().unwrap();
+    common::server(c).await
+}
+
+async fn sip_ws(http: SocketAddr) -> Ws {
+    let mut req = format!("ws://{http}/sip").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("/sip accepts the WebSocket");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("sip")
+    );
+    ws
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.replace('\n', "\r\n")))
+        .await
+        .unwrap();
+}
+
+/// The next SIP message on the WebSocket (pings skipped).
+async fn recv(ws: &mut Ws) -> String {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a SIP message in time")
+            .expect("the WebSocket is open")
+            .unwrap();
+        if let Message::Text(t) = m {
+            return t.to_string();
+        }
+    }
+}
+
+/// The next response with status `code` (provisional ones before it are skipped).
+async fn recv_status(ws: &mut Ws, code: u16) -> String {
+    for _ in 0..5 {
+        let m = recv(ws).await;
+        if m.starts_with(&format!("SIP/2.0 {code} ")) {
+            return m;
+        }
+        assert!(m.starts_with("SIP/2.0 1"), "expected {code}, got:\n{m}");
+    }
+    panic!("no {code}");
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .collect()
+}
+
+fn register(user: &str, call_id: &str) -> String {
+    format!(
+        "REGISTER sip:example.org SIP/2.0
+Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK{call_id}r
+Max-Forwards: 69
+To: <sip:{user}@example.org>
+From: \"{user}\" <sip:{user}@example.org>;tag=a73kszlfl
+Call-ID: {call_id}
+CSeq: 1 REGISTER
+Contact: <sip:{user}@df7jal23ls0d.invalid;transport=ws;ob>;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>\";reg-id=1;expires=600
+Supported: path, outbound, gruu
+User-Agent: JsSIP 3.10.1
+Content-Length: 0
+
+"
+    )
+}
+
+#[tokio::test]
+async fn register_call_and_hang_up_through_the_edge_proxy() {
+    let far = sipp_far_end();
+    let srv = gateway(far.addr).await;
+    let local = srv.sip_addr.expect("the gateway is on");
+    let mut ws = sip_ws(srv.http).await;
+
+    // REGISTER: the registrar sees our Path (flow token, ob); the client gets its 200 with its
+    // own Via on top and nothing of ours.
+    send(&mut ws, &register("alice", "reg-1")).await;
+    let ok = recv_status(&mut ws, 200).await;
+    let vias = header(&ok, "Via");
+    assert_eq!(vias.len(), 1, "{ok}");
+    assert!(vias[0].contains("df7jal23ls0d.invalid"), "{ok}");
+    let path = header(&ok, "Path");
+    assert_eq!(path.len(), 1, "{ok}");
+    assert!(path[0].contains(&format!("@{local}")), "{ok}");
+    assert!(path[0].contains(";lr") && path[0].contains(";ob"), "{ok}");
+
+    // INVITE → 100/180/200 with the answer; Record-Route: both of ours, client side first
+    // for the client (it reverses the list).
+    let sdp = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\n";
+    let body = sdp.replace('\n', "\r\n");
+    send(
+        &mut ws,
+        &format!(
+            "INVITE sip:phone@example.org SIP/2.0
+Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKinv1
+Max-Forwards: 69
+To: <sip:phone@example.org>
+From: \"alice\" <sip:alice@example.org>;tag=inv1tag
+Call-ID: call-1
+CSeq: 6 INVITE
+Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws;ob>
+Content-Type: application/sdp
+Content-Length: {}
+
+{sdp}",
+            body.len()
+        ),
+    )
+    .await;
+    let ok = recv_status(&mut ws, 200).await;
+    assert!(ok.contains("m=audio"), "{ok}");
+    // One header line or several: the same list (sipp joins them with commas).
+    let rr: Vec<&str> = header(&ok, "Record-Route")
+        .into_iter()
+        .flat_map(|v| v.split(", "))
+        .collect();
+    assert_eq!(rr.len(), 2, "{ok}");
+    assert!(rr[0].contains(&format!("@{local}")), "{ok}");
+    assert!(
+        rr[1].contains("@icebreaker.invalid;transport=ws;lr"),
+        "{ok}"
+    );
+    let to = header(&ok, "To")[0].to_owned();
+    let contact = header(&ok, "Contact")[0]
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The client's route set: the Record-Routes reversed.
+    let routes = format!("Route: {}\nRoute: {}", rr[1], rr[0]);
+    send(
+        &mut ws,
+        &format!(
+            "ACK {contact} SIP/2.0
+Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack1
+Max-Forwards: 69
+{routes}
+To: {to}
+From: \"alice\" <sip:alice@example.org>;tag=inv1tag
+Call-ID: call-1
+CSeq: 6 ACK
+Content-Length: 0
+
+"
+        ),
+    )
+    .await;
+
+    // A malformed request on another flow gets 400 there; this call goes on.
+    let mut bad = sip_ws(srv.http).await;
+    send(
+        &mut bad,
+        "OPTIONS sip:x@example.org SIP/2.0
+Via: SIP/2.0/WSS b.invalid;branch=z9hG4bKbad
+To: <sip:x@example.org>
+From: <sip:y@example.org>;tag=1
+Call-ID: bad-1
+CSeq: notanumber OPTIONS
+Content-Length: 0
+
+",
+    )
+    .await;
+    let answer = recv(&mut bad).await;
+    assert!(answer.starts_with("SIP/2.0 400 "), "{answer}");
+
+    // BYE from the caller: 200 from the far end.
+    send(
+        &mut ws,
+        &format!(
+            "BYE {contact} SIP/2.0
+Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKbye1
+Max-Forwards: 69
+{routes}
+To: {to}
+From: \"alice\" <sip:alice@example.org>;tag=inv1tag
+Call-ID: call-1
+CSeq: 7 BYE
+Content-Length: 0
+
+"
+        ),
+    )
+    .await;
+    let ok = recv_status(&mut ws, 200).await;
+    assert!(header(&ok, "CSeq")[0].ends_with("BYE"), "{ok}");
+    srv.shutdown().await;
+    drop(far);
+}
+
+#[tokio::test]
+async fn sip_needs_the_subprotocol_and_a_configured_upstream() {
+    // No upstream: /sip is off.
+    let srv = common::server(common::config(false)).await;
+    let mut req = format!("ws://{}/sip", srv.http)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    srv.shutdown().await;
+    // An upstream, but no `sip` subprotocol: refused.
+    let far = sipp_far_end();
+    let srv = gateway(far.addr).await;
+    let req = format!("ws://{}/sip", srv.http)
+        .into_client_request()
+        .unwrap();
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_far_end_hangs_up_through_the_record_route() {
+    let port = free_udp_port();
+    let media = free_udp_port();
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/sip/uas-hangs-up.xml"
+    );
+    let child = Command::new("sipp")
+        .args(["-sf", scenario, "-i", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args([
+            "-mp",
+            &media.to_string(),
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-m",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp runs");
+    std::thread::sleep(Duration::from_millis(300));
+    let far = Sipp {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    let srv = gateway(far.addr).await;
+    let mut ws = sip_ws(srv.http).await;
+    let sdp =
+        "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 0\n";
+    send(
+        &mut ws,
+        &format!(
+            "INVITE sip:phone@example.org SIP/2.0
+Via: SIP/2.0/WSS c.invalid;branch=z9hG4bKinv2
+Max-Forwards: 69
+To: <sip:phone@example.org>
+From: <sip:bob@example.org>;tag=bobtag
+Call-ID: call-2
+CSeq: 1 INVITE
+Contact: <sip:bob@c.invalid;transport=ws;ob>
+Content-Type: application/sdp
+Content-Length: {}
+
+{sdp}",
+            sdp.replace('\n', "\r\n").len()
+        ),
+    )
+    .await;
+    let ok = recv_status(&mut ws, 200).await;
+    let to = header(&ok, "To")[0].to_owned();
+    let rr: Vec<&str> = header(&ok, "Record-Route")
+        .into_iter()
+        .flat_map(|v| v.split(", "))
+        .collect();
+    let contact = header(&ok, "Contact")[0]
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    send(
+        &mut ws,
+        &format!(
+            "ACK {contact} SIP/2.0
+Via: SIP/2.0/WSS c.invalid;branch=z9hG4bKack2
+Max-Forwards: 69
+Route: {}
+Route: {}
+To: {to}
+From: <sip:bob@example.org>;tag=bobtag
+Call-ID: call-2
+CSeq: 1 ACK
+Content-Length: 0
+
+",
+            rr[1], rr[0]
+        ),
+    )
+    .await;
+    // The phone's BYE reaches this WebSocket: our Routes gone, our Via on top of the phone's.
+    let bye = recv(&mut ws).await;
+    assert!(bye.starts_with("BYE "), "{bye}");
+    assert!(header(&bye, "Route").is_empty(), "{bye}");
+    let vias = header(&bye, "Via");
+    assert_eq!(vias.len(), 2, "{bye}");
+    assert!(
+        vias[0].starts_with("SIP/2.0/WS icebreaker.invalid;"),
+        "{bye}"
+    );
+    assert!(
+        vias[1].contains("received=127.0.0.1") || vias[1].contains("127.0.0.1"),
+        "{bye}"
+    );
+    // Our 200 goes back to the phone; sipp ends its scenario once it has it.
+    let ok_bye = bye
+        .lines()
+        .filter(|l| {
+            let n = l
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            ["via", "from", "to", "call-id", "cseq"].contains(&n.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    send(
+        &mut ws,
+        &format!("SIP/2.0 200 OK\n{ok_bye}\nContent-Length: 0\n\n"),
+    )
+    .await;
+    let mut far = far;
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..50 {
+            if let Ok(Some(s)) = far.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "sipp did not end its scenario successfully: {status:?}"
+    );
+    srv.shutdown().await;
+}
