@@ -32,6 +32,16 @@ impl Drop for Sipp {
     }
 }
 
+/// A port free for both UDP and TCP on 127.0.0.1.
+fn free_port() -> u16 {
+    loop {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -41,11 +51,16 @@ fn free_udp_port() -> u16 {
 }
 
 fn sipp_far_end() -> Sipp {
-    let port = free_udp_port();
+    sipp_far_end_on("u1")
+}
+
+/// sipp on `transport` (`u1`: UDP, `t1`: TCP, one connection).
+fn sipp_far_end_on(transport: &str) -> Sipp {
+    let port = free_port();
     let media = free_udp_port();
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/sip/uas.xml");
     let child = Command::new("sipp")
-        .args(["-sf", scenario, "-i", "127.0.0.1", "-p"])
+        .args(["-sf", scenario, "-i", "127.0.0.1", "-t", transport, "-p"])
         .arg(port.to_string())
         .args([
             "-mp",
@@ -69,8 +84,12 @@ fn sipp_far_end() -> Sipp {
 }
 
 async fn gateway(far: SocketAddr) -> icebreaker::serve::Running {
+    gateway_on(far, "udp").await
+}
+
+async fn gateway_on(far: SocketAddr, transport: &str) -> icebreaker::serve::Running {
     let mut c = common::config(false);
-    c.sip_upstream = Some(format!("sip:{far}"));
+    c.sip_upstream = Some(format!("sip:{far};transport={transport}"));
     c.sip_listen = "127.0.0.1:0".parse().unwrap();
     common::server(c).await
 }
@@ -152,8 +171,17 @@ Content-Length: 0
 
 #[tokio::test]
 async fn register_call_and_hang_up_through_the_edge_proxy() {
-    let far = sipp_far_end();
-    let srv = gateway(far.addr).await;
+    call_through("udp").await;
+}
+
+#[tokio::test]
+async fn the_same_over_tcp_to_the_upstream() {
+    call_through("tcp").await;
+}
+
+async fn call_through(transport: &str) {
+    let far = sipp_far_end_on(if transport == "tcp" { "t1" } else { "u1" });
+    let srv = gateway_on(far.addr, transport).await;
     let local = srv.sip_addr.expect("the gateway is on");
     let mut ws = sip_ws(srv.http).await;
 
@@ -168,6 +196,9 @@ async fn register_call_and_hang_up_through_the_edge_proxy() {
     assert_eq!(path.len(), 1, "{ok}");
     assert!(path[0].contains(&format!("@{local}")), "{ok}");
     assert!(path[0].contains(";lr") && path[0].contains(";ob"), "{ok}");
+    if transport == "tcp" {
+        assert!(path[0].contains("transport=tcp"), "{ok}");
+    }
 
     // INVITE → 100/180/200 with the answer; Record-Route: both of ours, client side first
     // for the client (it reverses the list).

@@ -4,7 +4,8 @@
 //!
 //! Each WebSocket is a flow: its frames go to the proxy, and what the proxy sends to the flow is
 //! queued to its writer task (bounded; a client that does not read loses the connection, never
-//! the others). The upstream side is one UDP socket (`sip_listen`).
+//! the others). The upstream side is one UDP socket (`sip_listen`), and with `transport=tcp`
+//! one TCP connection to the upstream (`tcp_link`).
 
 pub mod proxy;
 
@@ -31,6 +32,8 @@ use proxy::{Dest, EdgeProxy, FlowId, Out, ProxyConfig};
 
 /// Largest SIP message taken from a client or the upstream.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Messages queued toward a TCP upstream (beyond: dropped, as a lost datagram would be).
+const TCP_QUEUE: usize = 1024;
 /// Messages queued per WebSocket before the connection is dropped.
 const FLOW_QUEUE: usize = 256;
 /// A WebSocket that sent nothing (no frame, no pong) this long is dropped.
@@ -40,7 +43,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// Messages per second per WebSocket (burst twice that).
 const RATE: f64 = 50.0;
 
-/// The upstream as configured: `sip:host[:port][;transport=udp]`.
+/// The upstream as configured: `sip:host[:port][;transport=udp|tcp]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub host: String,
@@ -60,9 +63,10 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
         .as_deref()
     {
         None | Some("udp") => "UDP",
+        Some("tcp") => "TCP",
         Some(other) => {
             return Err(format!(
-                "sip_upstream: transport={other} is not supported yet (udp only)"
+                "sip_upstream: transport={other} is not supported yet (udp or tcp)"
             ))
         }
     };
@@ -87,6 +91,9 @@ pub struct SipService {
     flows: Mutex<HashMap<FlowId, mpsc::Sender<String>>>,
     next_flow: AtomicU64,
     udp: Arc<UdpSocket>,
+    /// With `transport=tcp`: the queue of the one connection to the upstream.
+    tcp: Option<mpsc::Sender<Vec<u8>>>,
+    upstream: SocketAddr,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -135,15 +142,27 @@ impl SipService {
             secret,
         });
         tracing::info!(%upstream, %local, "SIP gateway: /sip → upstream");
+        let (tcp, tcp_rx) = if up.transport == "TCP" {
+            let (tx, rx) = mpsc::channel(TCP_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let svc = Arc::new(SipService {
             proxy: Mutex::new(proxy),
             flows: Mutex::new(HashMap::new()),
             next_flow: AtomicU64::new(1),
             udp: Arc::new(udp),
+            tcp,
+            upstream,
             shutdown,
         });
         let reader = svc.clone();
         tokio::spawn(async move { reader.read_upstream().await });
+        if let Some(rx) = tcp_rx {
+            let link = svc.clone();
+            tokio::spawn(async move { link.tcp_link(rx).await });
+        }
         Ok(Some(svc))
     }
 
@@ -182,6 +201,13 @@ impl SipService {
         for out in outs {
             let bytes = out.msg.to_bytes();
             match out.dest {
+                Dest::Upstream(addr) if addr == self.upstream && self.tcp.is_some() => {
+                    if let Some(tx) = &self.tcp {
+                        if tx.try_send(bytes).is_err() {
+                            tracing::debug!("SIP TCP queue full: message dropped");
+                        }
+                    }
+                }
                 Dest::Upstream(addr) => {
                     if let Err(e) = self.udp.send_to(&bytes, addr).await {
                         tracing::debug!(%addr, "SIP UDP send: {e}");
@@ -266,6 +292,97 @@ impl SipService {
         }
         self.flows.lock().remove(&flow);
         let _ = sink.close().await;
+    }
+}
+
+impl SipService {
+    /// The connection to a TCP upstream: opened when there is something to send, opened again
+    /// after it drops (what was queued meanwhile waits, bounded); messages read from it are
+    /// framed by Content-Length (RFC 3261 §18.3) and go to the proxy as from the upstream.
+    async fn tcp_link(self: Arc<Self>, mut rx: mpsc::Receiver<Vec<u8>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let stop = stopped(self.shutdown.clone());
+        tokio::pin!(stop);
+        let limits = icebreaker_sip::Limits::default();
+        let mut pending: Option<Vec<u8>> = None;
+        'outer: loop {
+            let first = match pending.take() {
+                Some(m) => m,
+                None => tokio::select! {
+                    m = rx.recv() => match m { Some(m) => m, None => return },
+                    _ = &mut stop => return,
+                },
+            };
+            let conn = tokio::select! {
+                c = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(self.upstream),
+                ) => c,
+                _ = &mut stop => return,
+            };
+            let mut conn = match conn {
+                Ok(Ok(c)) => c,
+                _ => {
+                    tracing::warn!(upstream = %self.upstream, "SIP TCP: cannot connect; message dropped");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let _ = conn.set_nodelay(true);
+            if conn.write_all(&first).await.is_err() {
+                pending = Some(first);
+                continue;
+            }
+            let mut buf: Vec<u8> = Vec::with_capacity(4096);
+            let mut chunk = vec![0u8; 16 * 1024];
+            loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => {
+                            if conn.write_all(&m).await.is_err() {
+                                pending = Some(m);
+                                continue 'outer;
+                            }
+                        }
+                        None => return,
+                    },
+                    r = conn.read(&mut chunk) => {
+                        let n = match r {
+                            Ok(0) | Err(_) => continue 'outer,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                        loop {
+                            match icebreaker_sip::frame(&buf, &limits) {
+                                Ok(icebreaker_sip::Framed::Incomplete) => break,
+                                Ok(icebreaker_sip::Framed::KeepAlive { kind, consumed }) => {
+                                    if kind == icebreaker_sip::KeepAlive::Ping
+                                        && conn.write_all(b"\r\n").await.is_err()
+                                    {
+                                        continue 'outer;
+                                    }
+                                    buf.drain(..consumed.min(buf.len()));
+                                }
+                                Ok(icebreaker_sip::Framed::Message { consumed, .. }) => {
+                                    let outs = {
+                                        let raw = buf.get(..consumed).unwrap_or_default();
+                                        self.proxy.lock().from_upstream(self.upstream, raw)
+                                    };
+                                    buf.drain(..consumed.min(buf.len()));
+                                    self.dispatch(outs).await;
+                                }
+                                Err(e) => {
+                                    // A stream cannot be resynchronised: drop the connection.
+                                    tracing::debug!("SIP TCP from the upstream: {e:?}");
+                                    continue 'outer;
+                                }
+                            }
+                        }
+                    }
+                    _ = &mut stop => return,
+                }
+            }
+        }
     }
 }
 
