@@ -151,6 +151,42 @@ fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// An in-dialog request (ACK, BYE) from the client along its route set.
+struct Dialog<'a> {
+    target: &'a str,
+    routes: String,
+    from: &'a str,
+    to: &'a str,
+    call_id: &'a str,
+    via_host: &'a str,
+}
+
+impl Dialog<'_> {
+    fn request(&self, method: &str, cseq: u32, branch: &str) -> String {
+        let Dialog {
+            target,
+            routes,
+            from,
+            to,
+            call_id,
+            via_host,
+        } = self;
+        format!(
+            "{method} {target} SIP/2.0
+Via: SIP/2.0/WSS {via_host};branch=z9hG4bK{branch}
+Max-Forwards: 69
+{routes}
+To: {to}
+From: {from}
+Call-ID: {call_id}
+CSeq: {cseq} {method}
+Content-Length: 0
+
+"
+        )
+    }
+}
+
 fn register(user: &str, call_id: &str) -> String {
     format!(
         "REGISTER sip:example.org SIP/2.0
@@ -244,24 +280,15 @@ Content-Length: {}
         .unwrap()
         .to_owned();
     // The client's route set: the Record-Routes reversed.
-    let routes = format!("Route: {}\nRoute: {}", rr[1], rr[0]);
-    send(
-        &mut ws,
-        &format!(
-            "ACK {contact} SIP/2.0
-Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack1
-Max-Forwards: 69
-{routes}
-To: {to}
-From: \"alice\" <sip:alice@example.org>;tag=inv1tag
-Call-ID: call-1
-CSeq: 6 ACK
-Content-Length: 0
-
-"
-        ),
-    )
-    .await;
+    let dialog = Dialog {
+        target: &contact,
+        routes: format!("Route: {}\nRoute: {}", rr[1], rr[0]),
+        from: "\"alice\" <sip:alice@example.org>;tag=inv1tag",
+        to: &to,
+        call_id: "call-1",
+        via_host: "df7jal23ls0d.invalid",
+    };
+    send(&mut ws, &dialog.request("ACK", 6, "ack1")).await;
 
     // A malformed request on another flow gets 400 there; this call goes on.
     let mut bad = sip_ws(srv.http).await;
@@ -282,23 +309,7 @@ Content-Length: 0
     assert!(answer.starts_with("SIP/2.0 400 "), "{answer}");
 
     // BYE from the caller: 200 from the far end.
-    send(
-        &mut ws,
-        &format!(
-            "BYE {contact} SIP/2.0
-Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKbye1
-Max-Forwards: 69
-{routes}
-To: {to}
-From: \"alice\" <sip:alice@example.org>;tag=inv1tag
-Call-ID: call-1
-CSeq: 7 BYE
-Content-Length: 0
-
-"
-        ),
-    )
-    .await;
+    send(&mut ws, &dialog.request("BYE", 7, "bye1")).await;
     let ok = recv_status(&mut ws, 200).await;
     assert!(header(&ok, "CSeq")[0].ends_with("BYE"), "{ok}");
     srv.shutdown().await;
@@ -390,25 +401,15 @@ Content-Length: {}
         .next()
         .unwrap()
         .to_owned();
-    send(
-        &mut ws,
-        &format!(
-            "ACK {contact} SIP/2.0
-Via: SIP/2.0/WSS c.invalid;branch=z9hG4bKack2
-Max-Forwards: 69
-Route: {}
-Route: {}
-To: {to}
-From: <sip:bob@example.org>;tag=bobtag
-Call-ID: call-2
-CSeq: 1 ACK
-Content-Length: 0
-
-",
-            rr[1], rr[0]
-        ),
-    )
-    .await;
+    let dialog = Dialog {
+        target: &contact,
+        routes: format!("Route: {}\nRoute: {}", rr[1], rr[0]),
+        from: "<sip:bob@example.org>;tag=bobtag",
+        to: &to,
+        call_id: "call-2",
+        via_host: "c.invalid",
+    };
+    send(&mut ws, &dialog.request("ACK", 1, "ack2")).await;
     // The phone's BYE reaches this WebSocket: our Routes gone, our Via on top of the phone's.
     let bye = recv(&mut ws).await;
     assert!(bye.starts_with("BYE "), "{bye}");
