@@ -11,6 +11,7 @@
 // CHROMIUM_PATH (default /usr/bin/chromium).
 
 import { chromium } from 'playwright-core';
+import { chromiumArgs, nonce as nonceOf, sleep, waitFor } from './lib.mjs';
 
 const env = process.env;
 const HTTP_PORT = env.IB_ADMIN_HTTP_PORT;
@@ -29,18 +30,8 @@ const killer = setTimeout(() => {
 }, TOTAL_TIMEOUT_MS);
 killer.unref();
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const nonce = () => Math.random().toString(36).slice(2, 8);
+const nonce = () => nonceOf(6);
 
-async function waitFor(what, deadline, fn, interval = 200) {
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last.ok) return last;
-    await sleep(interval);
-  }
-  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last && last.info)}`);
-}
 
 async function participant(browser, room, name, diag) {
   const ctx = await browser.newContext();
@@ -62,16 +53,7 @@ const listed = (admin, room) =>
   admin.evaluate((room) => [...document.querySelectorAll('#rooms tr.peer-row')].filter((r) => r.dataset.room === room).map((r) => r.dataset.peer), room);
 
 async function main() {
-  const args = [
-    '--use-fake-ui-for-media-stream',
-    '--use-fake-device-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--autoplay-policy=no-user-gesture-required',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1',
-  ];
+  const args = chromiumArgs();
   const t0 = Date.now();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 30_000 });
   console.log(`chromium ${browser.version()} launched in ${Date.now() - t0} ms; pages from ${BASE}`);

@@ -33,6 +33,7 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
+import { chromiumArgs, nonce, sleep, waitFor } from './lib.mjs';
 
 const env = process.env;
 const HTTP1 = Number(env.IB_CLUSTER_HTTP1);
@@ -55,19 +56,8 @@ const killer = setTimeout(() => {
 }, TOTAL_TIMEOUT_MS);
 killer.unref();
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const nonce = () => Math.random().toString(36).slice(2, 10);
 const base = (port) => `http://127.0.0.1:${port}`;
 
-async function waitFor(what, deadline, fn, interval = 200) {
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last.ok) return last;
-    await sleep(interval);
-  }
-  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last && last.info)}`);
-}
 
 /**
  * Opens one participant: a new browser context (a new user) on ORIGIN/r/ROOM.
@@ -415,17 +405,7 @@ const SCENARIOS = [
 ];
 
 async function main() {
-  const args = [
-    '--use-fake-ui-for-media-stream',
-    '--use-fake-device-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--autoplay-policy=no-user-gesture-required',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1',
-    // No --disable-features: Chromium honours only the last one (Playwright passes its own).
-  ];
+  const args = chromiumArgs();
   const t0 = Date.now();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 30_000 });
   console.log(`chromium ${browser.version()} launched in ${Date.now() - t0} ms; nodes ${base(HTTP1)} (pid ${N1_PID}), ${base(HTTP2)}; proxy on :${PROXY_PORT}`);

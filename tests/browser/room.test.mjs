@@ -30,6 +30,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
+import { chromiumArgs, nonce, sleep, waitFor } from './lib.mjs';
 
 const env = process.env;
 const HTTP_PORT = env.IB_HTTP_PORT;
@@ -48,18 +49,7 @@ const killer = setTimeout(() => {
 }, TOTAL_TIMEOUT_MS);
 killer.unref();
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const nonce = () => Math.random().toString(36).slice(2, 10);
 
-async function waitFor(what, deadline, fn, interval = 200) {
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last.ok) return last;
-    await sleep(interval);
-  }
-  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last && last.info)}`);
-}
 
 /** Scripts that run in the page before the SDK loads, to block transports. */
 const BLOCK_WEBSOCKET = () => {
@@ -499,17 +489,7 @@ const SCENARIOS = [
 ];
 
 async function main() {
-  const args = [
-    '--use-fake-ui-for-media-stream',
-    '--use-fake-device-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--autoplay-policy=no-user-gesture-required',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1',
-    // No --disable-features: Chromium honours only the last one (Playwright passes its own).
-  ];
+  const args = chromiumArgs();
   if (env.IB_CERT_SPKI) args.push(`--ignore-certificate-errors-spki-list=${env.IB_CERT_SPKI}`);
   const t0 = Date.now();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 30_000 });

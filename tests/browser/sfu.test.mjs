@@ -34,6 +34,7 @@
 // 3 need 1).
 
 import { chromium } from 'playwright-core';
+import { chromiumArgs, nonce, sleep, waitFor } from './lib.mjs';
 
 const env = process.env;
 const HTTP_PORT = env.IB_HTTP_PORT;
@@ -55,18 +56,7 @@ const killer = setTimeout(() => {
 }, TOTAL_TIMEOUT_MS);
 killer.unref();
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const nonce = () => Math.random().toString(36).slice(2, 10);
 
-async function waitFor(what, deadline, fn, interval = 250) {
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last.ok) return last;
-    await sleep(interval);
-  }
-  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last && last.info)}`);
-}
 
 /**
  * Opens one participant: a new browser context (a new user) on /r/ROOM?QUERY.
@@ -515,17 +505,7 @@ const SCENARIOS = [
 ];
 
 async function main() {
-  const args = [
-    '--use-fake-ui-for-media-stream',
-    '--use-fake-device-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--autoplay-policy=no-user-gesture-required',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1',
-    // No --disable-features: Chromium honours only the last one (Playwright passes its own).
-  ];
+  const args = chromiumArgs();
   const t0 = Date.now();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 30_000 });
   console.log(`chromium ${browser.version()} launched in ${Date.now() - t0} ms; pages from ${BASE}`);

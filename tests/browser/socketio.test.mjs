@@ -25,6 +25,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { chromiumArgs, nonce as nonceOf, sleep, waitFor } from './lib.mjs';
 
 const env = process.env;
 const HTTP_PORT = env.IB_HTTP_PORT;
@@ -46,18 +47,8 @@ killer.unref();
 const require = createRequire(import.meta.url);
 const SOCKET_IO_JS = readFileSync(join(dirname(require.resolve('socket.io-client/package.json')), 'dist/socket.io.min.js'));
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const nonce = () => Math.random().toString(36).slice(2, 8);
+const nonce = () => nonceOf(6);
 
-async function waitFor(what, deadline, fn, interval = 200) {
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last.ok) return last;
-    await sleep(interval);
-  }
-  throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last && last.info)}`);
-}
 
 const INDEX_HTML = `<!DOCTYPE html>
 <html>
@@ -369,16 +360,7 @@ let failed = 0;
 let ran = 0;
 try {
   const t0 = Date.now();
-  const args = [
-    '--use-fake-ui-for-media-stream',
-    '--use-fake-device-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--autoplay-policy=no-user-gesture-required',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1',
-  ];
+  const args = chromiumArgs();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 30_000 });
   console.log(`chromium ${browser.version()} launched in ${Date.now() - t0} ms; codelab pages on ${BASE}`);
   try {
