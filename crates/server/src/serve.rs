@@ -271,6 +271,7 @@ pub struct Running {
     pub sfu_addr: Option<SocketAddr>,
     /// The SIP gateway's socket toward `sip_upstream` (UDP) as bound, if the gateway is on.
     pub sip_addr: Option<SocketAddr>,
+    sip: Option<Arc<crate::sip::SipService>>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -280,6 +281,14 @@ pub struct Running {
 }
 
 impl Running {
+    /// Calls of the SIP gateway with bridged media.
+    pub fn sip_media_calls(&self) -> usize {
+        self.sip
+            .as_ref()
+            .and_then(|s| s.media())
+            .map_or(0, |m| m.calls())
+    }
+
     /// Stop: close listeners, release every allocation, wait for the tasks.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -932,10 +941,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         control.clone(),
         shutdown.clone(),
     ));
-    let sip =
-        crate::sip::SipService::start(&config, "icebreaker.invalid".to_string(), shutdown.clone())
-            .await?;
+    let sip = crate::sip::SipService::start(
+        &config,
+        "icebreaker.invalid".to_string(),
+        signal.sfu(),
+        shutdown.clone(),
+    )
+    .await?;
     let sip_addr = sip.as_ref().map(|s| s.local_addr());
+    let sip_for_running = sip.clone();
     let http_state = HttpState {
         metrics: metrics.clone(),
         gate: gate.clone(),
@@ -984,6 +998,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         service,
         sfu_addr,
         sip_addr,
+        sip: sip_for_running,
         shared,
         stop,
         tasks,

@@ -14,6 +14,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use icebreaker_sfu::bridge::{
+    BridgeConfig, BridgeEvent, BridgeTransmit, Chosen, Gateway, LegStats, PlainMedia,
+};
 use icebreaker_sfu::Protocol;
 use icebreaker_sfu::{PeerStats, RoomStats, Sfu, SfuConfig, SfuEvent, SfuTotals};
 use parking_lot::Mutex;
@@ -49,6 +52,65 @@ pub enum Cmd {
         room: String,
         reply: oneshot::Sender<Vec<PeerStats>>,
     },
+    /// The SIP gateway's media bridge (`icebreaker_sfu::bridge`): its legs share this task,
+    /// this port and its demultiplexing.
+    Bridge(BridgeCmd),
+}
+
+/// A media-bridge command from the SIP gateway (see `crate::sip::media`).
+#[derive(Debug)]
+pub enum BridgeCmd {
+    /// The browser called: answer its WebRTC offer with the SIP side's codec.
+    Answer {
+        leg: u64,
+        offer: String,
+        plain: PlainMedia,
+        /// The SIP side's RTP socket of this leg (plain RTP goes out of it).
+        socket: Arc<UdpSocket>,
+        /// The `Host` the browser used (candidate address, as for SFU rooms).
+        host: Option<String>,
+        reply: oneshot::Sender<Result<(String, Chosen), String>>,
+    },
+    /// A new offer from the browser on an established leg (re-INVITE).
+    Renegotiate {
+        leg: u64,
+        offer: String,
+        remote: SocketAddr,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// The SIP side called: make a WebRTC offer with its codecs.
+    Offer {
+        leg: u64,
+        plain: PlainMedia,
+        socket: Arc<UdpSocket>,
+        host: Option<String>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// The browser's answer to an `Offer`.
+    AcceptAnswer {
+        leg: u64,
+        answer: String,
+        reply: oneshot::Sender<Result<Chosen, String>>,
+    },
+    /// A datagram from the SIP side on a leg's RTP socket.
+    Plain {
+        leg: u64,
+        source: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// The SIP side's media address changed (re-INVITE).
+    SetRemote { leg: u64, remote: SocketAddr },
+    /// The call ended.
+    Close { leg: u64 },
+    /// Counters of a leg.
+    Stats {
+        leg: u64,
+        reply: oneshot::Sender<Option<LegStats>>,
+    },
+    /// Where legs that end by themselves are reported.
+    Watch {
+        tx: mpsc::UnboundedSender<(u64, &'static str)>,
+    },
 }
 
 /// Figures refreshed by the task once a second.
@@ -83,6 +145,19 @@ impl SfuService {
     }
 
     /// Per-participant figures of `room`.
+    /// Sends a media-bridge command, waiting for room in the queue (the SIP gateway's calls
+    /// are few and must not be dropped).
+    pub async fn bridge(&self, cmd: BridgeCmd) {
+        if self.tx.send(Cmd::Bridge(cmd)).await.is_err() {
+            tracing::debug!("sfu: task gone, bridge command dropped");
+        }
+    }
+
+    /// Sends a media-bridge command without waiting (media: dropped when the queue is full).
+    pub fn try_bridge(&self, cmd: BridgeCmd) {
+        let _ = self.tx.try_send(Cmd::Bridge(cmd));
+    }
+
     pub async fn peer_stats(&self, room: &str) -> Vec<PeerStats> {
         let (reply, rx) = oneshot::channel();
         self.send(Cmd::PeerStats {
@@ -185,6 +260,9 @@ pub fn spawn(s: Start) -> anyhow::Result<(Arc<SfuService>, Vec<JoinHandle<()>>)>
         svc: Arc::downgrade(&svc),
         tcp_conns: HashMap::new(),
         dropped: 0,
+        gateway: Gateway::new(BridgeConfig::default()),
+        plain: HashMap::new(),
+        watch: None,
     };
     let main = tokio::spawn(task.run(rx, tcp_rx, s.shutdown));
     Ok((svc, vec![main, acceptor]))
@@ -208,6 +286,11 @@ struct Task {
     svc: Weak<SfuService>,
     tcp_conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     dropped: u64,
+    /// The SIP gateway's media legs, on the same port.
+    gateway: Gateway,
+    /// Each leg's RTP socket toward the SIP side.
+    plain: HashMap<u64, Arc<UdpSocket>>,
+    watch: Option<mpsc::UnboundedSender<(u64, &'static str)>>,
 }
 
 impl Task {
@@ -224,6 +307,9 @@ impl Task {
             let wake = self
                 .sfu
                 .poll_timeout()
+                .into_iter()
+                .chain(self.gateway.poll_timeout())
+                .min()
                 .unwrap_or(now + Duration::from_secs(1))
                 .min(now + Duration::from_secs(1))
                 .max(now);
@@ -231,12 +317,12 @@ impl Task {
                 r = self.udp.recv_from(&mut buf) => {
                     if let Ok((n, src)) = r {
                         let now = Instant::now();
-                        self.sfu.handle_receive(now, Protocol::Udp, src, self.udp_addr, &buf[..n]);
+                        self.receive(now, Protocol::Udp, src, self.udp_addr, n, &buf);
                         // More that already arrived, without waiting.
                         for _ in 1..BATCH {
                             match self.udp.try_recv_from(&mut buf) {
                                 Ok((n, src)) => {
-                                    self.sfu.handle_receive(now, Protocol::Udp, src, self.udp_addr, &buf[..n]);
+                                    self.receive(now, Protocol::Udp, src, self.udp_addr, n, &buf);
                                 }
                                 Err(_) => break,
                             }
@@ -251,7 +337,9 @@ impl Task {
                     self.tcp_event(ev);
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {
-                    self.sfu.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.sfu.handle_timeout(now);
+                    self.gateway.handle_timeout(now);
                 }
                 _ = shutdown.wait_for(|s| *s) => return,
             }
@@ -278,16 +366,7 @@ impl Task {
                 data,
                 host,
             } => {
-                let ip = candidate_ip(
-                    self.udp_addr.ip(),
-                    self.external,
-                    self.fallback,
-                    host.as_deref(),
-                );
-                let local = [
-                    (Protocol::Udp, SocketAddr::new(ip, self.udp_addr.port())),
-                    (Protocol::Tcp, SocketAddr::new(ip, self.tcp_addr.port())),
-                ];
+                let local = self.local(host.as_deref());
                 if let Err(e) = self
                     .sfu
                     .handle_message(now, &room, &peer, data.get(), &local)
@@ -299,6 +378,91 @@ impl Task {
             Cmd::PeerStats { room, reply } => {
                 let _ = reply.send(self.sfu.peer_stats(&room, now));
             }
+            Cmd::Bridge(b) => self.bridge(now, b),
+        }
+    }
+
+    /// A datagram for an SFU participant or, failing that, a bridge leg.
+    fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        src: SocketAddr,
+        local: SocketAddr,
+        n: usize,
+        buf: &[u8],
+    ) {
+        let Some(data) = buf.get(..n) else { return };
+        if !self.sfu.handle_receive(now, proto, src, local, data) {
+            self.gateway.handle_receive(now, proto, src, local, data);
+        }
+    }
+
+    /// Our candidates for a client that reached the server as `host`.
+    fn local(&self, host: Option<&str>) -> [(Protocol, SocketAddr); 2] {
+        let ip = candidate_ip(self.udp_addr.ip(), self.external, self.fallback, host);
+        [
+            (Protocol::Udp, SocketAddr::new(ip, self.udp_addr.port())),
+            (Protocol::Tcp, SocketAddr::new(ip, self.tcp_addr.port())),
+        ]
+    }
+
+    fn bridge(&mut self, now: Instant, cmd: BridgeCmd) {
+        match cmd {
+            BridgeCmd::Answer {
+                leg,
+                offer,
+                plain,
+                socket,
+                host,
+                reply,
+            } => {
+                let local = self.local(host.as_deref());
+                let r = self.gateway.answer(now, leg, &offer, &plain, &local);
+                if r.is_ok() {
+                    self.plain.insert(leg, socket);
+                }
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            BridgeCmd::Offer {
+                leg,
+                plain,
+                socket,
+                host,
+                reply,
+            } => {
+                let local = self.local(host.as_deref());
+                let r = self.gateway.offer(now, leg, plain, &local);
+                if r.is_ok() {
+                    self.plain.insert(leg, socket);
+                }
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            BridgeCmd::Renegotiate {
+                leg,
+                offer,
+                remote,
+                reply,
+            } => {
+                let r = self.gateway.renegotiate(now, leg, &offer, remote);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            BridgeCmd::AcceptAnswer { leg, answer, reply } => {
+                let r = self.gateway.accept_answer(now, leg, &answer);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            BridgeCmd::Plain { leg, source, data } => {
+                self.gateway.handle_plain(now, leg, source, &data);
+            }
+            BridgeCmd::SetRemote { leg, remote } => self.gateway.set_remote(leg, remote),
+            BridgeCmd::Close { leg } => {
+                self.gateway.close(leg);
+                self.plain.remove(&leg);
+            }
+            BridgeCmd::Stats { leg, reply } => {
+                let _ = reply.send(self.gateway.stats(leg));
+            }
+            BridgeCmd::Watch { tx } => self.watch = Some(tx),
         }
     }
 
@@ -309,8 +473,7 @@ impl Task {
             }
             TcpEvent::Packet(remote, local, data) => {
                 let now = Instant::now();
-                self.sfu
-                    .handle_receive(now, Protocol::Tcp, remote, local, &data);
+                self.receive(now, Protocol::Tcp, remote, local, data.len(), &data);
             }
             TcpEvent::Closed(remote) => {
                 self.tcp_conns.remove(&remote);
@@ -320,22 +483,34 @@ impl Task {
 
     /// Sends what the SFU produced and delivers its signaling messages.
     fn flush(&mut self) {
-        while let Some(t) = self.sfu.poll_transmit() {
-            match t.proto {
-                Protocol::Udp => {
-                    if self.udp.try_send_to(&t.contents, t.destination).is_err() {
-                        self.dropped += 1;
-                        if self.dropped.is_power_of_two() {
-                            tracing::debug!(dropped = self.dropped, "sfu: UDP send buffer full");
-                        }
-                    }
-                }
-                _ => {
-                    if let Some(tx) = self.tcp_conns.get(&t.destination) {
-                        let _ = tx.try_send(t.contents.to_vec());
+        while let Some(t) = self.gateway.poll_transmit() {
+            match t {
+                BridgeTransmit::WebRtc(t) => self.send(t),
+                BridgeTransmit::Plain {
+                    leg,
+                    destination,
+                    contents,
+                } => {
+                    if let Some(sock) = self.plain.get(&leg) {
+                        let _ = sock.try_send_to(&contents, destination);
                     }
                 }
             }
+        }
+        while let Some(ev) = self.gateway.poll_event() {
+            match ev {
+                BridgeEvent::Connected(leg) => tracing::debug!(leg, "bridge: connected"),
+                BridgeEvent::Ended { leg, reason } => {
+                    tracing::info!(leg, reason, "bridge: media leg ended");
+                    self.plain.remove(&leg);
+                    if let Some(w) = &self.watch {
+                        let _ = w.send((leg, reason));
+                    }
+                }
+            }
+        }
+        while let Some(t) = self.sfu.poll_transmit() {
+            self.send(t);
         }
         let Some(signal) = self.signal.upgrade() else {
             while self.sfu.poll_event().is_some() {}
@@ -345,6 +520,24 @@ impl Task {
             match ev {
                 SfuEvent::ToPeer { room, peer, data } => signal.sfu_push(&room, &peer, data),
                 SfuEvent::ToRoom { room, data } => signal.sfu_push_room(&room, data),
+            }
+        }
+    }
+
+    fn send(&mut self, t: icebreaker_sfu::Transmit) {
+        match t.proto {
+            Protocol::Udp => {
+                if self.udp.try_send_to(&t.contents, t.destination).is_err() {
+                    self.dropped += 1;
+                    if self.dropped.is_power_of_two() {
+                        tracing::debug!(dropped = self.dropped, "sfu: UDP send buffer full");
+                    }
+                }
+            }
+            _ => {
+                if let Some(tx) = self.tcp_conns.get(&t.destination) {
+                    let _ = tx.try_send(t.contents.to_vec());
+                }
             }
         }
     }

@@ -461,3 +461,206 @@ Content-Length: {}
     );
     srv.shutdown().await;
 }
+
+/// A WebRTC peer standing in for a browser: str0m (full ICE, DTLS-SRTP), Opus, PCMU, PCMA
+/// and telephone-events as Chromium offers them, on its own UDP socket.
+struct Browser {
+    rtc: str0m::Rtc,
+    sock: tokio::net::UdpSocket,
+    local: SocketAddr,
+    mid: str0m::media::Mid,
+}
+
+impl Browser {
+    async fn new() -> (Browser, String, str0m::change::SdpPendingOffer) {
+        use str0m::format::{Codec, FormatParams};
+        use str0m::media::{Direction, Frequency, MediaKind};
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = sock.local_addr().unwrap();
+        let mut cfg = str0m::Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_pcmu(true, false)
+            .enable_pcma(true, false);
+        let tele = FormatParams {
+            telephone_event_max: Some(16),
+            ..Default::default()
+        };
+        cfg.codec_config().add_config(
+            126.into(),
+            None,
+            Codec::Tele,
+            Frequency::EIGHT_KHZ,
+            None,
+            tele,
+        );
+        let mut rtc = cfg.build(std::time::Instant::now());
+        rtc.add_local_candidate(str0m::Candidate::host(local, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        (
+            Browser {
+                rtc,
+                sock,
+                local,
+                mid,
+            },
+            offer.to_sdp_string(),
+            pending,
+        )
+    }
+
+    /// Runs the connection for up to `limit`: once connected, sends `frames` 20-ms frames of
+    /// the answered codec; returns the frames heard (sipp echoes ours back).
+    async fn talk(&mut self, frames: u32, limit: Duration) -> (bool, u32) {
+        use str0m::media::{Frequency, MediaTime};
+        use str0m::{Event, Input, Output};
+        let start = std::time::Instant::now();
+        let mut buf = vec![0u8; 2000];
+        let (mut connected, mut heard, mut sent) = (false, 0u32, 0u32);
+        let mut next_frame = start;
+        while start.elapsed() < limit {
+            let timeout = loop {
+                match self.rtc.poll_output().unwrap() {
+                    Output::Timeout(t) => break t,
+                    Output::Transmit(t) => {
+                        let _ = self.sock.send_to(&t.contents, t.destination).await;
+                    }
+                    Output::Event(Event::Connected) => connected = true,
+                    Output::Event(Event::MediaData(_)) => heard += 1,
+                    Output::Event(_) => {}
+                }
+            };
+            let now = std::time::Instant::now();
+            if connected && sent < frames && now >= next_frame {
+                let pt = self.rtc.media(self.mid).unwrap().remote_pts()[0];
+                let w = self.rtc.writer(self.mid).unwrap();
+                let ts = MediaTime::new(u64::from(sent) * 160, Frequency::EIGHT_KHZ);
+                w.write(pt, now, ts, vec![0xd5u8; 160]).unwrap();
+                sent += 1;
+                next_frame += Duration::from_millis(20);
+                continue;
+            }
+            if sent >= frames && heard + 5 >= frames {
+                break;
+            }
+            let wake = if connected && sent < frames {
+                timeout.min(next_frame)
+            } else {
+                timeout
+            };
+            let wait = wake
+                .saturating_duration_since(now)
+                .clamp(Duration::from_millis(1), Duration::from_millis(50));
+            match tokio::time::timeout(wait, self.sock.recv_from(&mut buf)).await {
+                Ok(Ok((n, source))) => {
+                    let input = Input::Receive(
+                        std::time::Instant::now(),
+                        str0m::net::Receive {
+                            proto: str0m::net::Protocol::Udp,
+                            source,
+                            destination: self.local,
+                            contents: buf[..n].try_into().unwrap(),
+                        },
+                    );
+                    self.rtc.handle_input(input).unwrap();
+                }
+                _ => self
+                    .rtc
+                    .handle_input(Input::Timeout(std::time::Instant::now()))
+                    .unwrap(),
+            }
+        }
+        (connected, heard)
+    }
+}
+
+/// The media bridge: a WebRTC caller (str0m in place of a browser) calls sipp through `/sip`;
+/// sipp gets a plain RTP offer, its answer comes back as a WebRTC answer (ICE-lite on the
+/// SFU's port, DTLS fingerprint), and the caller's audio travels to sipp as plain RTP and back
+/// (sipp -rtp_echo) as SRTP. BYE ends the call and its media.
+#[tokio::test]
+async fn webrtc_audio_is_bridged_to_plain_rtp_and_back() {
+    let far = sipp_far_end();
+    let srv = gateway(far.addr).await;
+    let sfu = srv.sfu_addr.expect("the SFU port is on");
+    let mut ws = sip_ws(srv.http).await;
+    let (mut browser, offer, pending) = Browser::new().await;
+    assert!(offer.contains("UDP/TLS/RTP/SAVPF"), "{offer}");
+    let head = format!(
+        "INVITE sip:phone@example.org SIP/2.0
+Via: SIP/2.0/WSS m.invalid;branch=z9hG4bKmedia1
+Max-Forwards: 69
+To: <sip:phone@example.org>
+From: <sip:carol@example.org>;tag=caroltag
+Call-ID: media-1
+CSeq: 1 INVITE
+Contact: <sip:carol@m.invalid;transport=ws;ob>
+Content-Type: application/sdp
+Content-Length: {}
+
+",
+        offer.len()
+    );
+    ws.send(Message::text(head.replace('\n', "\r\n") + &offer))
+        .await
+        .unwrap();
+    let ok = recv_status(&mut ws, 200).await;
+    let (_, body) = ok.split_once("\r\n\r\n").unwrap();
+    // What sipp answered (PCMU, plain RTP) reaches us as a WebRTC answer.
+    assert!(body.contains("a=fingerprint:"), "{body}");
+    assert!(body.contains("a=ice-lite"), "{body}");
+    assert!(body.contains("UDP/TLS/RTP/SAVPF"), "{body}");
+    assert!(body.contains("PCMU/8000"), "{body}");
+    assert!(!body.to_ascii_lowercase().contains("opus"), "{body}");
+    assert!(
+        body.contains(&format!("127.0.0.1 {} typ host", sfu.port())),
+        "candidate on the SFU's port: {body}"
+    );
+    assert!(!body.contains("RTP/AVP "), "{body}");
+    browser
+        .rtc
+        .sdp_api()
+        .accept_answer(
+            pending,
+            str0m::change::SdpAnswer::from_sdp_string(body).unwrap(),
+        )
+        .unwrap();
+    let to = header(&ok, "To")[0].to_owned();
+    let rr: Vec<&str> = header(&ok, "Record-Route")
+        .into_iter()
+        .flat_map(|v| v.split(", "))
+        .collect();
+    let contact = header(&ok, "Contact")[0]
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    let dialog = Dialog {
+        target: &contact,
+        routes: format!("Route: {}\nRoute: {}", rr[1], rr[0]),
+        from: "<sip:carol@example.org>;tag=caroltag",
+        to: &to,
+        call_id: "media-1",
+        via_host: "m.invalid",
+    };
+    send(&mut ws, &dialog.request("ACK", 1, "mack1")).await;
+
+    // 2 s of audio; sipp echoes it (plain RTP both ways on its side).
+    let (connected, heard) = browser.talk(100, Duration::from_secs(10)).await;
+    assert!(connected, "ICE + DTLS with the gateway");
+    assert!(
+        heard >= 80,
+        "heard {heard} of 100 frames back through sipp's echo"
+    );
+    let media = srv.sip_media_calls();
+    assert_eq!(media, 1, "one bridged call");
+
+    send(&mut ws, &dialog.request("BYE", 2, "mbye1")).await;
+    let ok = recv_status(&mut ws, 200).await;
+    assert!(header(&ok, "CSeq")[0].ends_with("BYE"), "{ok}");
+    assert_eq!(srv.sip_media_calls(), 0, "the call's media is gone");
+    srv.shutdown().await;
+}

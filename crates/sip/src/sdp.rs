@@ -678,6 +678,62 @@ pub fn plain_offer(webrtc: &Sdp, opts: &PlainOfferOptions<'_>) -> Result<PlainOf
     })
 }
 
+/// Builds a plain-RTP (`RTP/AVP`) audio answer for the SIP side: `codec` (and `event`, a
+/// telephone-event at its clock) with their payload types, on `addr`/`port`, `a=ptime:20`,
+/// `a=sendrecv`.
+pub fn plain_answer(
+    codec: &Codec,
+    event: Option<&TelephoneEvent>,
+    addr: IpAddr,
+    port: u16,
+    session_id: u64,
+    session_version: u64,
+) -> Sdp {
+    let ip = match addr {
+        IpAddr::V4(_) => "IP4",
+        IpAddr::V6(_) => "IP6",
+    };
+    let mut fmts = codec.pt.to_string();
+    if let Some(e) = event {
+        fmts.push(' ');
+        fmts.push_str(&e.pt.to_string());
+    }
+    let mut media = Media::new(format!("audio {port} RTP/AVP {fmts}"));
+    media
+        .lines
+        .push(Line::new('a', format!("rtpmap:{}", codec.rtpmap)));
+    if let Some(f) = &codec.fmtp {
+        media
+            .lines
+            .push(Line::new('a', format!("fmtp:{} {f}", codec.pt)));
+    }
+    if let Some(e) = event {
+        media.lines.push(Line::new(
+            'a',
+            format!("rtpmap:{} telephone-event/{}", e.pt, e.clock),
+        ));
+        media.lines.push(Line::new(
+            'a',
+            format!("fmtp:{} {}", e.pt, e.fmtp.as_deref().unwrap_or("0-16")),
+        ));
+    }
+    media.lines.push(Line::new('a', "ptime:20"));
+    media.lines.push(Line::new('a', "sendrecv"));
+    Sdp {
+        session: vec![
+            Line::new('v', "0"),
+            Line::new(
+                'o',
+                format!("- {session_id} {session_version} IN {ip} {addr}"),
+            ),
+            Line::new('s', "-"),
+            Line::new('c', format!("IN {ip} {addr}")),
+            Line::new('t', "0 0"),
+        ],
+        media: vec![media],
+    }
+}
+
 /// What [`read_plain_answer`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlainAnswer {
@@ -757,5 +813,28 @@ mod tests {
         assert!(Connection::parse("IN IP6 2001:db8::1").is_ok());
         assert!(RtpMap::parse("200 x/8000").is_err());
         assert!(RtpMap::parse("96 opus/48000/2/1").is_err());
+    }
+
+    #[test]
+    fn plain_answer_for_the_sip_side() {
+        let offer = Sdp::parse(b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n").unwrap();
+        let (codecs, events) = audio_codecs(&offer.media[0]).unwrap();
+        let a = plain_answer(
+            &codecs[1],
+            events.first(),
+            "192.0.2.1".parse().unwrap(),
+            30000,
+            5,
+            6,
+        );
+        let text = String::from_utf8(a.to_bytes()).unwrap();
+        assert!(text.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:0 PCMU/8000\r\n"), "{text}");
+        assert!(text.contains("a=fmtp:101 0-15\r\n"), "{text}");
+        assert!(text.contains("c=IN IP4 192.0.2.1\r\n"), "{text}");
+        let back = read_plain_answer(&Sdp::parse(&a.to_bytes()).unwrap()).unwrap();
+        assert_eq!(back.codec.name, CodecName::Pcmu);
+        assert_eq!(back.telephone_event.map(|e| e.pt), Some(101));
+        assert_eq!(back.addr, "192.0.2.1:30000".parse().unwrap());
     }
 }

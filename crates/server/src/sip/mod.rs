@@ -7,6 +7,7 @@
 //! the others). The upstream side is one UDP socket (`sip_listen`), and with `transport=tcp`
 //! one TCP connection to the upstream (`tcp_link`).
 
+pub mod media;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -85,10 +86,19 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
     })
 }
 
+/// One WebSocket: its queue and the `Host` it used (candidate address for the media bridge).
+#[derive(Debug, Clone)]
+struct Flow {
+    tx: mpsc::Sender<String>,
+    host: Option<String>,
+}
+
 /// The gateway: the proxy, the flows, the upstream socket.
 pub struct SipService {
     proxy: Mutex<EdgeProxy>,
-    flows: Mutex<HashMap<FlowId, mpsc::Sender<String>>>,
+    flows: Mutex<HashMap<FlowId, Flow>>,
+    /// The media bridge (`None` without an SFU port: SDP passes untouched).
+    media: Option<Arc<media::MediaBridge>>,
     next_flow: AtomicU64,
     udp: Arc<UdpSocket>,
     /// With `transport=tcp`: the queue of the one connection to the upstream.
@@ -110,6 +120,7 @@ impl SipService {
     pub async fn start(
         config: &Config,
         ws_host: String,
+        sfu: Option<Arc<crate::sfu::SfuService>>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         let Some(spec) = &config.sip_upstream else {
@@ -148,9 +159,17 @@ impl SipService {
         } else {
             (None, None)
         };
+        let media = match sfu {
+            Some(sfu) => Some(media::MediaBridge::new(sfu, local.ip(), shutdown.clone()).await),
+            None => {
+                tracing::warn!("SIP gateway without an SFU port (sfu_listen): no media bridge, SDP passes as it is");
+                None
+            }
+        };
         let svc = Arc::new(SipService {
             proxy: Mutex::new(proxy),
             flows: Mutex::new(HashMap::new()),
+            media,
             next_flow: AtomicU64::new(1),
             udp: Arc::new(udp),
             tcp,
@@ -192,13 +211,31 @@ impl SipService {
                 continue;
             }
             let outs = self.proxy.lock().from_upstream(src, data);
-            self.dispatch(outs).await;
+            self.dispatch(outs, None).await;
         }
     }
 
-    /// Sends what the proxy produced.
-    async fn dispatch(&self, outs: Vec<Out>) {
+    /// The media bridge, when there is one.
+    pub fn media(&self) -> Option<&Arc<media::MediaBridge>> {
+        self.media.as_ref()
+    }
+
+    /// Sends what the proxy produced (`origin`: the flow it came from), SDP translated by the
+    /// media bridge on the way.
+    async fn dispatch(&self, outs: Vec<Out>, origin: Option<FlowId>) {
         for out in outs {
+            let out = match &self.media {
+                Some(m) => {
+                    let host_flow = match out.dest {
+                        Dest::Flow(f) => Some(f),
+                        Dest::Upstream(_) => origin,
+                    };
+                    let host = host_flow
+                        .and_then(|f| self.flows.lock().get(&f).and_then(|x| x.host.clone()));
+                    m.process(out, origin, host).await
+                }
+                None => out,
+            };
             let bytes = out.msg.to_bytes();
             match out.dest {
                 Dest::Upstream(addr) if addr == self.upstream && self.tcp.is_some() => {
@@ -217,7 +254,7 @@ impl SipService {
                     let Ok(text) = String::from_utf8(bytes) else {
                         continue;
                     };
-                    let tx = self.flows.lock().get(&flow).cloned();
+                    let tx = self.flows.lock().get(&flow).map(|f| f.tx.clone());
                     if let Some(tx) = tx {
                         if tx.try_send(text).is_err() {
                             // Not reading: its connection goes (the writer sees the sender gone).
@@ -230,10 +267,16 @@ impl SipService {
     }
 
     /// One WebSocket flow until it closes.
-    async fn run_flow(self: Arc<Self>, socket: WebSocket) {
+    async fn run_flow(self: Arc<Self>, socket: WebSocket, host: Option<String>) {
         let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel::<String>(FLOW_QUEUE);
-        self.flows.lock().insert(flow, tx.clone());
+        self.flows.lock().insert(
+            flow,
+            Flow {
+                tx: tx.clone(),
+                host,
+            },
+        );
         let (mut sink, mut stream) = socket.split();
         let mut limiter = RateLimiter::new(RATE, RATE * 2.0);
         let mut last_heard = Instant::now();
@@ -278,7 +321,7 @@ impl SipService {
                         continue;
                     }
                     let outs = self.proxy.lock().from_client(flow, &data);
-                    self.dispatch(outs).await;
+                    self.dispatch(outs, Some(flow)).await;
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > IDLE_TIMEOUT
@@ -369,7 +412,7 @@ impl SipService {
                                         self.proxy.lock().from_upstream(self.upstream, raw)
                                     };
                                     buf.drain(..consumed.min(buf.len()));
-                                    self.dispatch(outs).await;
+                                    self.dispatch(outs, None).await;
                                 }
                                 Err(e) => {
                                     // A stream cannot be resynchronised: drop the connection.
@@ -424,8 +467,12 @@ pub async fn ws_handler(
         )
             .into_response();
     }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
     ws.protocols(["sip"])
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| svc.run_flow(socket))
+        .on_upgrade(move |socket| svc.run_flow(socket, host))
 }
