@@ -469,6 +469,8 @@ struct Browser {
     sock: tokio::net::UdpSocket,
     local: SocketAddr,
     mid: str0m::media::Mid,
+    /// Payload type to send (default: the remote's first).
+    pt: Option<u8>,
 }
 
 impl Browser {
@@ -505,6 +507,7 @@ impl Browser {
                 sock,
                 local,
                 mid,
+                pt: None,
             },
             offer.to_sdp_string(),
             pending,
@@ -534,7 +537,10 @@ impl Browser {
             };
             let now = std::time::Instant::now();
             if connected && sent < frames && now >= next_frame {
-                let pt = self.rtc.media(self.mid).unwrap().remote_pts()[0];
+                let pt = match self.pt {
+                    Some(pt) => pt.into(),
+                    None => self.rtc.media(self.mid).unwrap().remote_pts()[0],
+                };
                 let w = self.rtc.writer(self.mid).unwrap();
                 let ts = MediaTime::new(u64::from(sent) * 160, Frequency::EIGHT_KHZ);
                 w.write(pt, now, ts, vec![0xd5u8; 160]).unwrap();
@@ -662,5 +668,172 @@ Content-Length: {}
     let ok = recv_status(&mut ws, 200).await;
     assert!(header(&ok, "CSeq")[0].ends_with("BYE"), "{ok}");
     assert_eq!(srv.sip_media_calls(), 0, "the call's media is gone");
+    srv.shutdown().await;
+}
+
+/// The response to `req` (as received) with `code`, its Via/From/To/Call-ID/CSeq copied,
+/// `extra` headers and `body`.
+fn respond(req: &str, code: &str, to_tag: Option<&str>, extra: &str, body: &str) -> String {
+    let mut out = format!("SIP/2.0 {code}\r\n");
+    for l in req.split("\r\n") {
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if ["via", "from", "call-id", "cseq", "record-route"].contains(&name.as_str()) {
+            out.push_str(l);
+            out.push_str("\r\n");
+        } else if name == "to" {
+            out.push_str(l);
+            if let Some(t) = to_tag {
+                out.push_str(";tag=");
+                out.push_str(t);
+            }
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(extra);
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
+
+/// The SIP side calls the browser: a phone (this test's own UDP sockets, standing in for a
+/// PBX that is also the registrar) sends a plain offer through the registration's Path; the
+/// browser (str0m) gets a WebRTC offer from the gateway, its answer goes back to the phone as
+/// a plain answer, the browser's audio reaches the phone as plain RTP and comes back (the phone
+/// echoes it); the phone's BYE ends the call's media.
+#[tokio::test]
+async fn a_phone_calls_the_browser_through_the_bridge() {
+    let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let phone_addr = phone.local_addr().unwrap();
+    let srv = gateway(phone_addr).await;
+    let gw = srv.sip_addr.unwrap();
+    let mut ws = sip_ws(srv.http).await;
+    let mut buf = vec![0u8; 65536];
+    let mut phone_recv = async |phone: &tokio::net::UdpSocket| -> String {
+        let (n, _) = tokio::time::timeout(WAIT, phone.recv_from(&mut buf))
+            .await
+            .expect("the phone hears from the gateway")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+
+    // REGISTER: the registrar (the phone) keeps the Path.
+    send(&mut ws, &register("dave", "reg-dave")).await;
+    let reg = phone_recv(&phone).await;
+    assert!(reg.starts_with("REGISTER "), "{reg}");
+    let path = header(&reg, "Path")[0].to_owned();
+    phone
+        .send_to(respond(&reg, "200 OK", None, "", "").as_bytes(), gw)
+        .await
+        .unwrap();
+    recv_status(&mut ws, 200).await;
+
+    // The phone's INVITE (PCMA, PCMU, telephone-event) through the Path.
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp_port = rtp.local_addr().unwrap().port();
+    let sdp = format!("v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n");
+    let invite = format!(
+        "INVITE sip:dave@df7jal23ls0d.invalid;transport=ws SIP/2.0\r\nVia: SIP/2.0/UDP {phone_addr};branch=z9hG4bKpbx1;rport\r\nMax-Forwards: 70\r\nRoute: {path}\r\nFrom: <sip:pbx@example.org>;tag=pbxtag\r\nTo: <sip:dave@example.org>\r\nCall-ID: in-1\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@{phone_addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    phone.send_to(invite.as_bytes(), gw).await.unwrap();
+    let inv = recv(&mut ws).await;
+    assert!(inv.starts_with("INVITE "), "{inv}");
+    let (_, offer) = inv.split_once("\r\n\r\n").unwrap();
+    assert!(
+        offer.contains("a=fingerprint:") && offer.contains("a=ice-lite"),
+        "{offer}"
+    );
+    assert!(offer.contains("UDP/TLS/RTP/SAVPF"), "{offer}");
+    assert!(
+        offer.contains("PCMA/8000") && offer.contains("PCMU/8000"),
+        "{offer}"
+    );
+    assert!(offer.contains("telephone-event/8000"), "{offer}");
+
+    // The browser answers.
+    let (mut browser, _, _) = Browser::new().await;
+    let answer = browser
+        .rtc
+        .sdp_api()
+        .accept_offer(str0m::change::SdpOffer::from_sdp_string(offer).unwrap())
+        .unwrap()
+        .to_sdp_string();
+    let mid = offer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=mid:"))
+        .unwrap();
+    browser.mid = str0m::media::Mid::from(mid);
+    // It sends the first codec of its answer, as browsers do.
+    let first = answer
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .and_then(|m| m.split(' ').nth(3))
+        .unwrap();
+    browser.pt = Some(first.trim().parse().unwrap());
+    let ok = respond(
+        &inv,
+        "200 OK",
+        Some("davetag"),
+        "Contact: <sip:dave@df7jal23ls0d.invalid;transport=ws;ob>\r\nContent-Type: application/sdp\r\n",
+        &answer,
+    );
+    ws.send(Message::text(ok)).await.unwrap();
+    let ok = phone_recv(&phone).await;
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    let (_, plain) = ok.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !plain.contains("fingerprint") && !plain.contains("ice-"),
+        "{plain}"
+    );
+    assert!(plain.contains("c=IN IP4 127.0.0.1"), "{plain}");
+    let m = plain
+        .lines()
+        .find(|l| l.starts_with("m=audio "))
+        .unwrap()
+        .to_owned();
+    assert!(m.contains(" RTP/AVP "), "{m}");
+    let pt: u8 = m.split(' ').nth(3).unwrap().trim().parse().unwrap();
+    assert!(pt == 0 || pt == 8, "{m}");
+
+    // The phone echoes what it gets (plain RTP, the answered payload type, no extensions).
+    let plain_ok = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let echo = {
+        let plain_ok = plain_ok.clone();
+        tokio::spawn(async move {
+            let mut b = vec![0u8; 2048];
+            while let Ok((n, src)) = rtp.recv_from(&mut b).await {
+                if n > 12 && b[0] == 0x80 && b[1] & 0x7f == pt {
+                    plain_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let _ = rtp.send_to(&b[..n], src).await;
+            }
+        })
+    };
+    let (connected, heard) = browser.talk(100, Duration::from_secs(10)).await;
+    assert!(connected);
+    let plain_ok = plain_ok.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(plain_ok >= 80, "the phone got {plain_ok} plain RTP packets");
+    assert!(heard >= 80, "the browser heard {heard} frames back");
+    assert_eq!(srv.sip_media_calls(), 1);
+
+    // The phone hangs up along the Record-Route.
+    let rr: Vec<String> = header(&ok, "Record-Route")
+        .into_iter()
+        .flat_map(|v| v.split(", "))
+        .map(str::to_owned)
+        .collect();
+    let routes: String = rr.iter().map(|r| format!("Route: {r}\r\n")).collect();
+    let bye = format!(
+        "BYE sip:dave@df7jal23ls0d.invalid;transport=ws SIP/2.0\r\nVia: SIP/2.0/UDP {phone_addr};branch=z9hG4bKpbx2;rport\r\nMax-Forwards: 70\r\n{routes}From: <sip:pbx@example.org>;tag=pbxtag\r\nTo: <sip:dave@example.org>;tag=davetag\r\nCall-ID: in-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    phone.send_to(bye.as_bytes(), gw).await.unwrap();
+    let bye = recv(&mut ws).await;
+    assert!(bye.starts_with("BYE "), "{bye}");
+    assert_eq!(srv.sip_media_calls(), 0, "the call's media is gone");
+    echo.abort();
     srv.shutdown().await;
 }
