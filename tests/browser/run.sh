@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs turn.test.mjs, room.test.mjs, sfu.test.mjs, socketio.test.mjs,
-# cluster.test.mjs and admin.test.mjs (headless Chromium via playwright-core)
-# against the server under test, in its own network namespace. All but
-# turn.test.mjs (the served pages, the SDK, signaling, the SFU, socket.io, the
-# Redis cluster and the /admin view) need icebreaker itself: they are skipped
-# with ICEBREAKER_TEST_SERVER=coturn.
+# cluster.test.mjs, admin.test.mjs and sip.test.mjs (headless Chromium via
+# playwright-core) against the server under test, in its own network
+# namespace. All but turn.test.mjs (the served pages, the SDK, signaling, the
+# SFU, socket.io, the Redis cluster, the /admin view and the SIP gateway with
+# JsSIP and sipp) need icebreaker itself: they are skipped with
+# ICEBREAKER_TEST_SERVER=coturn.
 # Usage: tests/browser/run.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
 # the suite against coturn; CHROMIUM_PATH to use another Chromium binary;
-# IB_BROWSER_STEPS=turn,room,sfu,socketio,cluster,admin to run only some
+# IB_BROWSER_STEPS=turn,room,sfu,socketio,cluster,admin,sip to run only some
 # steps, default all).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR/../interop
@@ -26,7 +27,7 @@ if [[ ! -d "$HERE/node_modules/playwright-core" ]]; then
   exit 1
 fi
 
-IB_BROWSER_STEPS="${IB_BROWSER_STEPS:-turn,room,sfu,socketio,cluster,admin}"
+IB_BROWSER_STEPS="${IB_BROWSER_STEPS:-turn,room,sfu,socketio,cluster,admin,sip}"
 want_step() { [[ ",$IB_BROWSER_STEPS," == *",$1,"* ]]; }
 
 ib_gen_cert "$IB_TMP/cert"
@@ -138,6 +139,44 @@ run_admin() {
 }
 if [[ "$IB_SERVER" == "icebreaker" ]] && want_step admin; then
   ib_check "Chromium admin view: live room and participants, bandwidth chart, remove a participant, drain" run_admin
+fi
+
+# The SIP gateway on a server of its own: TURN 28000, HTTP 28005, SFU 28007, relays
+# 29000..29199, its SIP socket toward the upstream on 28060. The upstream is sipp, which
+# sip.test.mjs starts itself (one scenario after the other, on SIP port 28070, RTP echo on
+# 28080 and 28082).
+run_sip() {
+  local IB_SERVER_PID IB_SERVER_LOG IB_TURN_PORT IB_TLS_PORT IB_SFU_PORT IB_HTTP_PORT IB_SECRET_PORT IB_SECRET_TLS_PORT
+  local rc=0 IB_SIP_SIPP_PORT=28070 IB_SIP_MEDIA_PORT=28080 IB_SIP_DIR="$IB_TMP/sip"
+  mkdir -p "$IB_SIP_DIR"
+  ib_start_server sip 28000 -- --sip-upstream "sip:127.0.0.1:$IB_SIP_SIPP_PORT" --sip-listen 127.0.0.1:28060 || return 1
+  local IB_SIP_HTTP_PORT=$IB_HTTP_PORT
+  export IB_SIP_HTTP_PORT IB_SIP_SIPP_PORT IB_SIP_MEDIA_PORT IB_SIP_DIR CHROMIUM_PATH
+  cd "$HERE"
+  HOME="$IB_TMP" ib_run timeout -k 5 90 node sip.test.mjs || rc=$?
+  if ((rc != 0)); then
+    echo "server log (tail):"
+    tail -n 30 "$IB_SERVER_LOG" || true
+    local f
+    for f in "$IB_SIP_DIR"/*; do
+      [[ -s "$f" ]] || continue
+      echo "$(basename "$f") (tail):"
+      tail -n 40 "$f" || true
+    done
+  fi
+  ib_stop_pid "$IB_SERVER_PID"
+  return "$rc"
+}
+if [[ "$IB_SERVER" == "icebreaker" ]] && want_step sip; then
+  if [[ ! -d "$HERE/node_modules/jssip" ]]; then
+    echo "FAIL browser: jssip not installed in tests/browser (scripts/install-deps)"
+    exit 1
+  fi
+  if ! command -v sipp >/dev/null; then
+    echo "FAIL browser: sipp not found (Debian sip-tester; scripts/install-deps)"
+    exit 1
+  fi
+  ib_check "Chromium + JsSIP through /sip to sipp: register, call with audio both ways via the media bridge, DTMF, hang up from either side" run_sip
 fi
 
 ib_finish
