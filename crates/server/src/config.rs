@@ -409,6 +409,26 @@ pub struct ServeArgs {
     /// SIP gateway: the local address of the socket toward sip_upstream [default: 0.0.0.0:5060]
     #[arg(long, env = "ICEBREAKER_SIP_LISTEN", value_name = "ADDR")]
     pub sip_listen: Option<String>,
+
+    /// SIP gateway: room members may have the server dial a phone (the SDK's call.dial(uri)),
+    /// through sip_upstream; with a signal_token_secret their token must grant `dial`
+    /// (true or false) [default: false]
+    #[arg(long, env = "ICEBREAKER_SIP_DIAL", value_name = "BOOL")]
+    pub sip_dial: Option<bool>,
+
+    /// SIP gateway: the identity calls dialed by the server come from (From), e.g.
+    /// sip:webrtc@pbx.example.org [default: sip:<sip_username or icebreaker>@<upstream host>]
+    #[arg(long, env = "ICEBREAKER_SIP_FROM", value_name = "SIP-URI")]
+    pub sip_from: Option<String>,
+
+    /// SIP gateway: the user name answering the upstream's digest challenges for calls the
+    /// server dials [default: none]
+    #[arg(long, env = "ICEBREAKER_SIP_USERNAME", value_name = "USER")]
+    pub sip_username: Option<String>,
+
+    /// SIP gateway: the password for sip_username [default: none]
+    #[arg(long, env = "ICEBREAKER_SIP_PASSWORD", value_name = "PASSWORD")]
+    pub sip_password: Option<String>,
 }
 
 /// The TOML file. Same keys as the flags, with underscores.
@@ -467,6 +487,10 @@ struct FileConfig {
     cluster_prefix: Option<String>,
     sip_upstream: Option<String>,
     sip_listen: Option<String>,
+    sip_dial: Option<bool>,
+    sip_from: Option<String>,
+    sip_username: Option<String>,
+    sip_password: Option<String>,
 }
 
 /// The resolved configuration. `Config::default()` is the configuration with no flags, no
@@ -544,6 +568,14 @@ pub struct Config {
     pub sip_upstream: Option<String>,
     /// Local address of the socket toward `sip_upstream`.
     pub sip_listen: SocketAddr,
+    /// Members may have the server dial phones.
+    pub sip_dial: bool,
+    /// From of the calls the server dials.
+    pub sip_from: Option<String>,
+    /// Digest user name for the calls the server dials.
+    pub sip_username: Option<String>,
+    /// Digest password for `sip_username`.
+    pub sip_password: Option<String>,
 }
 
 impl Default for Config {
@@ -601,6 +633,10 @@ impl Default for Config {
             cluster_prefix: "ib:".to_string(),
             sip_upstream: None,
             sip_listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            sip_dial: false,
+            sip_from: None,
+            sip_username: None,
+            sip_password: None,
         }
     }
 }
@@ -678,6 +714,13 @@ impl fmt::Debug for Config {
             .field("cluster_prefix", &self.cluster_prefix)
             .field("sip_upstream", &self.sip_upstream)
             .field("sip_listen", &self.sip_listen)
+            .field("sip_dial", &self.sip_dial)
+            .field("sip_from", &self.sip_from)
+            .field("sip_username", &self.sip_username)
+            .field(
+                "sip_password",
+                &self.sip_password.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -1175,6 +1218,16 @@ impl Config {
                     parse_socket_addr,
                 )
                 .unwrap_or(d.sip_listen),
+            sip_dial: args.sip_dial.or(f.sip_dial).unwrap_or(d.sip_dial),
+            sip_from: l
+                .one("sip_from", args.sip_from.clone(), f.sip_from, |v: &str| {
+                    icebreaker_sip::SipUri::parse(v.trim())
+                        .map(|_| v.trim().to_owned())
+                        .map_err(|e| format!("not a SIP URI ({e:?})"))
+                })
+                .or(d.sip_from),
+            sip_username: args.sip_username.clone().or(f.sip_username),
+            sip_password: args.sip_password.clone().or(f.sip_password),
         };
         if l.problems.is_empty() {
             Ok(config)

@@ -360,7 +360,11 @@ impl Running {
             node_id,
             cluster_prefix,
             sip_upstream,
-            sip_listen
+            sip_listen,
+            sip_dial,
+            sip_from,
+            sip_username,
+            sip_password
         );
         if let (Some(store), Some(cert), Some(key)) = (&self.certs, &new.tls_cert, &new.tls_key) {
             store
@@ -945,6 +949,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &config,
         "icebreaker.invalid".to_string(),
         signal.sfu(),
+        Some(signal.clone()),
         shutdown.clone(),
     )
     .await?;

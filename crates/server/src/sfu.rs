@@ -57,6 +57,12 @@ pub enum Cmd {
     Bridge(BridgeCmd),
 }
 
+/// A fresh id for a media-bridge leg or group (one id space for both).
+pub fn next_bridge_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A media-bridge command from the SIP gateway (see `crate::sip::media`).
 #[derive(Debug)]
 pub enum BridgeCmd {
@@ -86,6 +92,23 @@ pub enum BridgeCmd {
         host: Option<String>,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// A dialed call's phone side (after its answer): a group the room's browsers join.
+    OpenGroup {
+        group: u64,
+        plain: PlainMedia,
+        socket: Arc<UdpSocket>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A browser's offer to a dialed phone: a leg of its group.
+    GroupAnswer {
+        group: u64,
+        leg: u64,
+        offer: String,
+        host: Option<String>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A dialed call ended.
+    CloseGroup { group: u64 },
     /// The browser's answer to an `Offer`.
     AcceptAnswer {
         leg: u64,
@@ -446,6 +469,33 @@ impl Task {
             } => {
                 let r = self.gateway.renegotiate(now, leg, &offer, remote);
                 let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            BridgeCmd::OpenGroup {
+                group,
+                plain,
+                socket,
+                reply,
+            } => {
+                let r = self.gateway.open_group(now, group, &plain);
+                if r.is_ok() {
+                    self.plain.insert(group, socket);
+                }
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            BridgeCmd::GroupAnswer {
+                group,
+                leg,
+                offer,
+                host,
+                reply,
+            } => {
+                let local = self.local(host.as_deref());
+                let r = self.gateway.group_answer(now, group, leg, &offer, &local);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            BridgeCmd::CloseGroup { group } => {
+                self.gateway.close_group(group);
+                self.plain.remove(&group);
             }
             BridgeCmd::AcceptAnswer { leg, answer, reply } => {
                 let r = self.gateway.accept_answer(now, leg, &answer);

@@ -837,3 +837,242 @@ async fn a_phone_calls_the_browser_through_the_bridge() {
     echo.abort();
     srv.shutdown().await;
 }
+
+/// sipp running `scenario` for one call (`-m 1`), echoing RTP.
+fn sipp_once(scenario: &str) -> Sipp {
+    let port = free_port();
+    let media = free_udp_port();
+    let path = format!("{}/../../tests/sip/{scenario}", env!("CARGO_MANIFEST_DIR"));
+    let child = Command::new("sipp")
+        .args(["-sf", &path, "-i", "127.0.0.1", "-t", "u1", "-p"])
+        .arg(port.to_string())
+        .args([
+            "-mp",
+            &media.to_string(),
+            "-rtp_echo",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-m",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp runs");
+    std::thread::sleep(Duration::from_millis(300));
+    Sipp {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+async fn dial_gateway(far: SocketAddr) -> icebreaker::serve::Running {
+    let mut c = common::config(false);
+    c.sip_upstream = Some(format!("sip:{far}"));
+    c.sip_listen = "127.0.0.1:0".parse().unwrap();
+    c.sip_dial = true;
+    c.sip_username = Some("dialer".into());
+    c.sip_password = Some("s3cret".into());
+    common::server(c).await
+}
+
+/// The next `sip` message, skipping other types (collected in `others`).
+async fn next_sip(
+    ws: &mut common::signal::Ws,
+    others: &mut Vec<serde_json::Value>,
+) -> serde_json::Value {
+    loop {
+        let m = common::signal::recv(ws).await;
+        if m["type"] == "sip" {
+            return m["data"].clone();
+        }
+        others.push(m);
+    }
+}
+
+/// The SDK's `call.dial(uri)` on the wire: a room member asks the server to dial; the server's
+/// own UA calls sipp through the upstream, answers its digest challenge with the configured
+/// credentials (sipp verifies them), and once the phone answers it joins the room as a member;
+/// a browser (str0m) connects to it like to any peer and hears its own audio back through the
+/// phone (sipp's RTP echo): browser → mix → plain RTP → sipp → plain RTP → browser. Hanging up
+/// ends the call (BYE, sipp ends its scenario) and the phone leaves the room.
+#[tokio::test]
+async fn a_room_member_dials_a_phone_through_the_gateway() {
+    use common::signal::{peer_of, send as send_json, ws_join};
+    use serde_json::json;
+    let far = sipp_once("uas-auth.xml");
+    let srv = dial_gateway(far.addr).await;
+    let sfu = srv.sfu_addr.unwrap();
+    let (mut a, ja) = ws_join(srv.http, "phone-room", json!({"name": "Ada"})).await;
+    let _me = peer_of(&ja);
+    send_json(
+        &mut a,
+        json!({"type": "sip", "data": {"kind": "dial", "uri": "sip:phone@example.org", "ref": "r1"}}),
+    )
+    .await;
+    let mut others = Vec::new();
+    let calling = next_sip(&mut a, &mut others).await;
+    assert_eq!(calling["state"], "calling", "{calling}");
+    assert_eq!(calling["ref"], "r1");
+    let id = calling["id"].as_str().unwrap().to_owned();
+    let mut states = vec![];
+    let answered = loop {
+        let m = next_sip(&mut a, &mut others).await;
+        assert_eq!(m["id"], id.as_str(), "{m}");
+        states.push(m["state"].as_str().unwrap().to_owned());
+        if m["state"] == "answered" {
+            break m;
+        }
+        assert_eq!(m["state"], "ringing", "{m}");
+    };
+    assert_eq!(states, ["ringing", "answered"]);
+    let phone = answered["phone"].as_str().unwrap().to_owned();
+    // The phone is a member of the room.
+    let joined = loop {
+        if let Some(j) = others.iter().find(|m| m["type"] == "peer-joined") {
+            break j.clone();
+        }
+        others.push(common::signal::recv(&mut a).await);
+    };
+    assert_eq!(joined["peer"]["id"], phone.as_str());
+    assert_eq!(joined["peer"]["name"], "phone");
+    assert_eq!(joined["peer"]["meta"]["sip"], "sip:phone@example.org");
+
+    // A browser connects to it like to any peer of the room.
+    let (mut browser, offer, pending) = Browser::new().await;
+    send_json(
+        &mut a,
+        json!({"type": "signal", "to": phone, "data": {"sdp": {"type": "offer", "sdp": offer}}}),
+    )
+    .await;
+    let answer = common::signal::recv_type(&mut a, "signal").await;
+    assert_eq!(answer["from"], phone.as_str());
+    let sdp = answer["data"]["sdp"]["sdp"].as_str().unwrap();
+    assert_eq!(answer["data"]["sdp"]["type"], "answer");
+    assert!(
+        sdp.contains("PCMU/8000") && !sdp.to_ascii_lowercase().contains("opus"),
+        "{sdp}"
+    );
+    assert!(sdp.contains(&format!(" {} typ host", sfu.port())), "{sdp}");
+    browser
+        .rtc
+        .sdp_api()
+        .accept_answer(
+            pending,
+            str0m::change::SdpAnswer::from_sdp_string(sdp).unwrap(),
+        )
+        .unwrap();
+    let (connected, heard) = browser.talk(100, Duration::from_secs(10)).await;
+    assert!(connected);
+    assert!(
+        heard >= 70,
+        "heard {heard} of 100 frames back from the phone"
+    );
+
+    // Hang up: BYE to the phone, the phone leaves the room.
+    send_json(
+        &mut a,
+        json!({"type": "sip", "data": {"kind": "hangup", "id": id}}),
+    )
+    .await;
+    others.clear();
+    let ended = next_sip(&mut a, &mut others).await;
+    assert_eq!(ended["state"], "ended", "{ended}");
+    assert_eq!(ended["reason"], "hung up");
+    // The phone left the room (before or after the state).
+    let left = match others.iter().find(|m| m["type"] == "peer-left") {
+        Some(l) => l.clone(),
+        None => common::signal::recv_type(&mut a, "peer-left").await,
+    };
+    assert_eq!(left["peer"], phone.as_str());
+    let mut far = far;
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..50 {
+            if let Ok(Some(s)) = far.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "sipp: {status:?}");
+    srv.shutdown().await;
+}
+
+/// Dialing is refused unless `sip_dial` is on; a phone that hangs up ends the call.
+#[tokio::test]
+async fn dialing_needs_sip_dial_and_the_phone_may_hang_up() {
+    use common::signal::{send as send_json, ws_join};
+    use serde_json::json;
+    let far = sipp_once("uas-hangs-up.xml");
+    // sip_dial off: an error, nothing dialed.
+    let srv = gateway(far.addr).await;
+    let (mut a, _) = ws_join(srv.http, "r", json!({})).await;
+    send_json(
+        &mut a,
+        json!({"type": "sip", "data": {"kind": "dial", "uri": "sip:x@y"}}),
+    )
+    .await;
+    let e = common::signal::recv_type(&mut a, "error").await;
+    assert!(e["message"].as_str().unwrap().contains("sip_dial"), "{e}");
+    srv.shutdown().await;
+
+    let srv = dial_gateway(far.addr).await;
+    let (mut a, _) = ws_join(srv.http, "r", json!({})).await;
+    send_json(
+        &mut a,
+        json!({"type": "sip", "data": {"kind": "dial", "uri": "http://nope"}}),
+    )
+    .await;
+    let mut others = Vec::new();
+    let f = next_sip(&mut a, &mut others).await;
+    assert_eq!(f["state"], "failed", "{f}");
+    send_json(
+        &mut a,
+        json!({"type": "sip", "data": {"kind": "dial", "uri": "tel:+1-555-0100"}}),
+    )
+    .await;
+    let mut last = serde_json::Value::Null;
+    for _ in 0..6 {
+        last = next_sip(&mut a, &mut others).await;
+        if last["state"] == "ended" {
+            break;
+        }
+    }
+    assert_eq!(last["state"], "ended", "{last}");
+    assert_eq!(last["reason"], "the phone hung up");
+    assert_eq!(last["uri"], format!("sip:+15550100@127.0.0.1"));
+    srv.shutdown().await;
+}
+
+/// Wrong credentials: the phone's 403 comes back as `failed`, nobody joins the room.
+#[tokio::test]
+async fn a_dial_with_wrong_credentials_fails() {
+    use common::signal::{send as send_json, ws_join};
+    use serde_json::json;
+    let far = sipp_once("uas-auth.xml");
+    let mut c = common::config(false);
+    c.sip_upstream = Some(format!("sip:{}", far.addr));
+    c.sip_listen = "127.0.0.1:0".parse().unwrap();
+    c.sip_dial = true;
+    c.sip_username = Some("dialer".into());
+    c.sip_password = Some("wrong".into());
+    let srv = common::server(c).await;
+    let (mut a, _) = ws_join(srv.http, "r", json!({})).await;
+    send_json(
+        &mut a,
+        json!({"type": "sip", "data": {"kind": "dial", "uri": "sip:phone@example.org"}}),
+    )
+    .await;
+    let mut others = Vec::new();
+    let calling = next_sip(&mut a, &mut others).await;
+    assert_eq!(calling["state"], "calling");
+    let failed = next_sip(&mut a, &mut others).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["code"], 403, "{failed}");
+    assert!(others.iter().all(|m| m["type"] != "peer-joined"));
+    srv.shutdown().await;
+}

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod bridge;
+pub mod g711;
 pub mod layers;
 pub mod speaker;
 pub mod vp8;

@@ -48,6 +48,9 @@ pub struct HubConfig {
     /// `--sfu-mesh-max`: an `auto` room becomes an SFU room when a join would make it larger
     /// than this (4).
     pub mesh_max: u32,
+    /// `--sip-dial`: members may have the server dial phones (`sip` messages); with
+    /// `token_secret` their token must also grant `dial`.
+    pub sip_dial: bool,
 }
 
 impl Default for HubConfig {
@@ -65,6 +68,7 @@ impl Default for HubConfig {
             token_secret: None,
             sfu: false,
             mesh_max: 4,
+            sip_dial: false,
         }
     }
 }
@@ -198,6 +202,8 @@ pub struct Hub<S: RoomStore = MemoryRoomStore> {
     sfu_in: Vec<SfuInput>,
     /// Members that left an SFU room: `(room, peer)`.
     departed: Vec<(String, String)>,
+    /// `sip` messages for the SIP gateway, in arrival order.
+    sip_in: Vec<SfuInput>,
     next_key: u64,
     next_stream: u64,
     /// Sessions with a stream attached (kept as a count: `stats` must not walk every session).
@@ -229,6 +235,7 @@ impl<S: RoomStore> Hub<S> {
             closed: Vec::new(),
             sfu_in: Vec::new(),
             departed: Vec::new(),
+            sip_in: Vec::new(),
             next_key: 1,
             next_stream: 1,
             attached: 0,
@@ -629,6 +636,31 @@ impl<S: RoomStore> Hub<S> {
                     Ok(Handled::Ok)
                 }
             }
+            ClientMessage::Sip(m) => {
+                if !self.config.sip_dial {
+                    Err(ProtoError::new(
+                        ErrorCode::BadMessage,
+                        "this server does not dial phones (`sip_dial` is off)",
+                    ))
+                } else if self.config.token_secret.is_some() && !s.perms.has(Perm::Dial) {
+                    Err(ProtoError::new(
+                        ErrorCode::Forbidden,
+                        "the token does not grant `dial`",
+                    ))
+                } else if self.sip_in.len() >= MAX_SFU_QUEUE {
+                    Err(ProtoError::new(
+                        ErrorCode::ServerFull,
+                        "the SIP gateway is busy; try again shortly",
+                    ))
+                } else {
+                    self.sip_in.push(SfuInput {
+                        room: s.room.clone(),
+                        peer: s.peer.clone(),
+                        data: m.data,
+                    });
+                    Ok(Handled::Ok)
+                }
+            }
         };
         result.map_err(|e| {
             let e = e.with_id(id);
@@ -968,6 +1000,30 @@ impl<S: RoomStore> Hub<S> {
     /// The `sfu` messages members sent since the last call, in order, for the SFU.
     pub fn drain_sfu(&mut self) -> std::vec::Drain<'_, SfuInput> {
         self.sfu_in.drain(..)
+    }
+
+    /// The room-token secret, when tokens are required (the server signs its own members'
+    /// tokens with it: the phone of a dialed call).
+    pub fn token_secret(&self) -> Option<&[u8]> {
+        self.config.token_secret.as_deref()
+    }
+
+    /// The `sip` messages members sent since the last call, in order, for the SIP gateway.
+    pub fn drain_sip(&mut self) -> std::vec::Drain<'_, SfuInput> {
+        self.sip_in.drain(..)
+    }
+
+    /// Queues a `sip` message (`data`: a JSON object) for member `peer` of `room`. Returns
+    /// false when there is no such member.
+    pub fn push_sip(&mut self, room: &str, peer: &str, data: Box<RawValue>) -> bool {
+        let Some(&key) = self.by_peer.get(peer) else {
+            return false;
+        };
+        if self.sessions.get(&key).is_none_or(|s| s.room != room) {
+            return false;
+        }
+        let enc = ServerMessage::Sip { data }.encode();
+        self.deliver(key, &enc).is_some()
     }
 
     /// Members that left SFU rooms since the last call: `(room, peer)`.

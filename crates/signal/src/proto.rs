@@ -233,6 +233,8 @@ pub enum ClientMessage {
     },
     /// `sfu`: a message for the SFU (SFU rooms only).
     Sfu(SfuMessage),
+    /// `sip`: a message for the SIP gateway (`dial`, `hangup`; same shape as `sfu`).
+    Sip(SfuMessage),
 }
 
 /// `sfu` (client → server): `data` is a JSON object for the SFU, kept raw.
@@ -285,6 +287,7 @@ impl ClientMessage {
             ClientMessage::Ping { .. } => "ping",
             ClientMessage::Leave { .. } => "leave",
             ClientMessage::Sfu(_) => "sfu",
+            ClientMessage::Sip(_) => "sip",
         }
     }
 
@@ -295,7 +298,7 @@ impl ClientMessage {
             ClientMessage::Signal(s) => s.id.as_deref(),
             ClientMessage::Broadcast(b) => b.id.as_deref(),
             ClientMessage::Ping { id } | ClientMessage::Leave { id } => id.as_deref(),
-            ClientMessage::Sfu(m) => m.id.as_deref(),
+            ClientMessage::Sfu(m) | ClientMessage::Sip(m) => m.id.as_deref(),
             ClientMessage::Resume(_) | ClientMessage::Ack { .. } => None,
         }
     }
@@ -585,6 +588,16 @@ fn parse_typed(env: &Envelope<'_>, id: Option<String>) -> Result<ClientMessage, 
                 id,
             }))
         }
+        "sip" => {
+            let data = env.data.ok_or_else(|| bad("missing field `data`"))?;
+            if !data.get().trim_start().starts_with('{') {
+                return Err(bad("field `data` must be an object"));
+            }
+            Ok(ClientMessage::Sip(SfuMessage {
+                data: data.to_owned(),
+                id,
+            }))
+        }
         "ping" => Ok(ClientMessage::Ping { id }),
         "leave" => Ok(ClientMessage::Leave { id }),
         other => {
@@ -722,6 +735,11 @@ pub enum ServerMessage {
         /// A JSON object.
         data: Box<RawValue>,
     },
+    /// `sip`: from the SIP gateway (the state of a `dial`).
+    Sip {
+        /// A JSON object.
+        data: Box<RawValue>,
+    },
     /// `pong` (never sequenced).
     Pong {
         /// Echo of the ping's `id`.
@@ -752,6 +770,7 @@ impl ServerMessage {
             ServerMessage::Resumed { .. } => "resumed",
             ServerMessage::Topology { .. } => "topology",
             ServerMessage::Sfu { .. } => "sfu",
+            ServerMessage::Sip { .. } => "sip",
             ServerMessage::Pong { .. } => "pong",
             ServerMessage::Error { .. } => "error",
         }

@@ -32,6 +32,9 @@ pub enum Perm {
     Signal,
     /// May send `broadcast`.
     Broadcast,
+    /// May have the server dial a phone (`sip` `dial`, when the SIP gateway allows dialing).
+    /// Never granted by default: a token must list it.
+    Dial,
 }
 
 impl Perm {
@@ -41,6 +44,7 @@ impl Perm {
             Perm::Create => "create",
             Perm::Signal => "signal",
             Perm::Broadcast => "broadcast",
+            Perm::Dial => "dial",
         }
     }
 }
@@ -62,6 +66,7 @@ impl Perms {
             Perm::Create => 1,
             Perm::Signal => 2,
             Perm::Broadcast => 4,
+            Perm::Dial => 8,
         }
     }
 
@@ -82,14 +87,16 @@ impl Perms {
         }
     }
 
-    /// As a number (for stores): bit 0 `create`, 1 `signal`, 2 `broadcast`.
+    /// As a number (for stores): bit 0 `create`, 1 `signal`, 2 `broadcast`, 3 `dial`.
     pub fn bits(self) -> u8 {
         self.bits
     }
 
     /// From [`Perms::bits`] (unknown bits ignored).
     pub fn from_bits(bits: u8) -> Perms {
-        Perms { bits: bits & 0b111 }
+        Perms {
+            bits: bits & 0b1111,
+        }
     }
 
     /// With `p` added.
@@ -206,6 +213,7 @@ pub fn verify(token: &str, secret: &[u8], now_unix: u64) -> Result<Claims, Proto
             "create" => acc.with(Perm::Create),
             "signal" => acc.with(Perm::Signal),
             "broadcast" => acc.with(Perm::Broadcast),
+            "dial" => acc.with(Perm::Dial),
             _ => acc,
         }),
     };

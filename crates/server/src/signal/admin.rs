@@ -117,6 +117,7 @@ fn kind_str(k: Option<Kind>) -> Value {
         Some(Kind::Sse) => "sse".into(),
         Some(Kind::Poll) => "poll".into(),
         Some(Kind::SocketIo) => "socket.io".into(),
+        Some(Kind::Phone) => "sip".into(),
         None => Value::Null,
     }
 }

@@ -731,6 +731,10 @@ impl SignalService {
                 }
                 Err(e) => Err(unavailable(&e)),
             },
+            ClientMessage::Sip(_) => Err(ProtoError::new(
+                ErrorCode::BadMessage,
+                "dialing phones (`sip`) is not available in a cluster yet",
+            )),
             ClientMessage::Sfu(m) => {
                 let has_sfu = self.sfu().is_some();
                 match c.sfu_in(peer, m.data.get(), has_sfu).await {

@@ -15,6 +15,7 @@ pub(crate) mod cluster;
 mod http;
 mod ice;
 pub(crate) mod meter;
+pub(crate) mod phone;
 mod socketio;
 mod ws;
 
@@ -118,6 +119,7 @@ pub fn hub_config(c: &Config) -> HubConfig {
             .map(|s| s.as_bytes().to_vec()),
         sfu: c.sfu_listen.is_some(),
         mesh_max: c.sfu_mesh_max,
+        sip_dial: c.sip_dial && c.sip_upstream.is_some(),
         ..HubConfig::default()
     }
 }
@@ -145,6 +147,8 @@ enum Kind {
     Poll,
     /// `/socket.io/` (one stream for the session's whole life).
     SocketIo,
+    /// The phone of a call the server dialed (`phone::PhoneMember`).
+    Phone,
 }
 
 /// Per-session I/O state.
@@ -185,6 +189,8 @@ struct Inner {
     /// Sessions an operator removed (`/admin`): their streams end with `removed`, and their
     /// tokens are answered with `removed` instead of `resume_failed` for a while.
     removed: admin::Removed,
+    /// The SIP gateway: members' `sip` messages go there.
+    sip: Option<tokio::sync::mpsc::UnboundedSender<phone::SipInput>>,
 }
 
 impl SessionIo {
@@ -290,6 +296,22 @@ impl Inner {
             }
             for (room, peer) in self.hub.drain_departed() {
                 sfu.send(crate::sfu::Cmd::Remove { room, peer });
+            }
+        }
+        let dials: Vec<_> = self.hub.drain_sip().collect();
+        if let Some(sip) = &self.sip {
+            for m in dials {
+                let host = self
+                    .hub
+                    .session_of(&m.peer)
+                    .and_then(|k| self.io.get(&k))
+                    .and_then(|io| io.host.clone());
+                let _ = sip.send(phone::SipInput {
+                    room: m.room,
+                    peer: m.peer,
+                    data: m.data,
+                    host,
+                });
             }
         }
         // Without an SFU the hub has no SFU room: it queues nothing for one.
@@ -406,6 +428,7 @@ impl SignalService {
                 meter: meter::CallMeter::default(),
                 metrics: gate.metrics().clone(),
                 removed: admin::Removed::default(),
+                sip: None,
             }),
             settings: parking_lot::RwLock::new(Arc::new(SignalSettings::from_config(config))),
             ice: parking_lot::RwLock::new(Arc::new(ice)),

@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use icebreaker_sfu::bridge::{AudioCodec, Chosen, PlainCodec, PlainMedia};
@@ -81,7 +80,6 @@ pub struct MediaBridge {
     /// Address of the RTP sockets (the SIP socket's address toward the upstream).
     rtp_ip: IpAddr,
     calls: Mutex<HashMap<String, Call>>,
-    next_leg: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -118,7 +116,9 @@ fn is_webrtc(body: &[u8]) -> bool {
 }
 
 /// An RTP socket on an even port of `ip`, with the odd port above it held for RTCP when free.
-fn bind_rtp(ip: IpAddr) -> std::io::Result<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
+pub(super) fn bind_rtp(
+    ip: IpAddr,
+) -> std::io::Result<(std::net::UdpSocket, Option<std::net::UdpSocket>)> {
     let mut last = None;
     for _ in 0..32 {
         let s = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
@@ -162,7 +162,6 @@ impl MediaBridge {
             sfu: sfu.clone(),
             rtp_ip,
             calls: Mutex::new(HashMap::new()),
-            next_leg: AtomicU64::new(1),
             shutdown: shutdown.clone(),
         });
         // Legs that end by themselves end their call.
@@ -261,7 +260,7 @@ impl MediaBridge {
         sock.set_nonblocking(true)?;
         let port = sock.local_addr()?.port();
         let socket = Arc::new(UdpSocket::from_std(sock)?);
-        let leg = self.next_leg.fetch_add(1, Ordering::Relaxed);
+        let leg = crate::sfu::next_bridge_id();
         let reader = {
             let (socket, sfu, mut stop) = (socket.clone(), self.sfu.clone(), self.shutdown.clone());
             tokio::spawn(async move {
@@ -587,6 +586,7 @@ impl MediaBridge {
     async fn end(&self, call_id: &str) {
         let call = self.calls.lock().remove(call_id);
         if let Some(c) = call {
+            tracing::info!(call = %call_id, leg = c.leg, "SIP media: call ended, media released");
             self.sfu.bridge(BridgeCmd::Close { leg: c.leg }).await;
         }
     }

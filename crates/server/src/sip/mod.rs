@@ -7,6 +7,7 @@
 //! the others). The upstream side is one UDP socket (`sip_listen`), and with `transport=tcp`
 //! one TCP connection to the upstream (`tcp_link`).
 
+pub mod dial;
 pub mod media;
 pub mod proxy;
 
@@ -104,6 +105,10 @@ pub struct SipService {
     /// With `transport=tcp`: the queue of the one connection to the upstream.
     tcp: Option<mpsc::Sender<Vec<u8>>>,
     upstream: SocketAddr,
+    /// The upstream's host as configured (tel: URIs dialed become `sip:<number>@<host>`).
+    pub(crate) upstream_host: String,
+    /// The server's own UA (`sip_dial`).
+    dial: std::sync::OnceLock<Arc<dial::DialService>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -121,6 +126,7 @@ impl SipService {
         config: &Config,
         ws_host: String,
         sfu: Option<Arc<crate::sfu::SfuService>>,
+        signal: Option<Arc<crate::signal::SignalService>>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         let Some(spec) = &config.sip_upstream else {
@@ -159,7 +165,7 @@ impl SipService {
         } else {
             (None, None)
         };
-        let media = match sfu {
+        let media = match sfu.clone() {
             Some(sfu) => Some(media::MediaBridge::new(sfu, local.ip(), shutdown.clone()).await),
             None => {
                 tracing::warn!("SIP gateway without an SFU port (sfu_listen): no media bridge, SDP passes as it is");
@@ -174,8 +180,39 @@ impl SipService {
             udp: Arc::new(udp),
             tcp,
             upstream,
+            upstream_host: up.host.clone(),
+            dial: std::sync::OnceLock::new(),
             shutdown,
         });
+        if config.sip_dial {
+            match (sfu, signal) {
+                (Some(sfu), Some(signal)) => {
+                    let from = config.sip_from.clone().unwrap_or_else(|| {
+                        format!(
+                            "sip:{}@{}",
+                            config.sip_username.as_deref().unwrap_or("icebreaker"),
+                            up.host
+                        )
+                    });
+                    let d = dial::DialService::start(
+                        &svc,
+                        signal,
+                        sfu,
+                        dial::DialConfig {
+                            from,
+                            username: config.sip_username.clone(),
+                            password: config.sip_password.clone(),
+                            local,
+                            transport: up.transport,
+                            rtp_ip: local.ip(),
+                        },
+                    );
+                    let _ = svc.dial.set(d);
+                    tracing::info!("SIP gateway: room members may dial phones (sip_dial)");
+                }
+                _ => tracing::warn!("sip_dial needs the SFU port (sfu_listen): dialing is off"),
+            }
+        }
         let reader = svc.clone();
         tokio::spawn(async move { reader.read_upstream().await });
         if let Some(rx) = tcp_rx {
@@ -207,11 +244,43 @@ impl SipService {
                 _ = &mut stop => return,
             };
             let Some(data) = buf.get(..n) else { continue };
-            if icebreaker_sip::keep_alive(data).is_some() {
+            if icebreaker_sip::keep_alive(data).is_some() || self.for_dial(data) {
                 continue;
             }
             let outs = self.proxy.lock().from_upstream(src, data);
             self.dispatch(outs, None).await;
+        }
+    }
+
+    /// The server's own UA, when `sip_dial` is on.
+    pub fn dial(&self) -> Option<&Arc<dial::DialService>> {
+        self.dial.get()
+    }
+
+    /// Sends bytes to the upstream (over its TCP connection when it has one).
+    pub(crate) async fn send_upstream(&self, bytes: Vec<u8>) {
+        match &self.tcp {
+            Some(tx) => {
+                if tx.try_send(bytes).is_err() {
+                    tracing::debug!("SIP TCP queue full: message dropped");
+                }
+            }
+            None => {
+                if let Err(e) = self.udp.send_to(&bytes, self.upstream).await {
+                    tracing::debug!(upstream = %self.upstream, "SIP UDP send: {e}");
+                }
+            }
+        }
+    }
+
+    /// A message from the upstream for one of the server's own calls: taken.
+    fn for_dial(&self, raw: &[u8]) -> bool {
+        let Some(d) = self.dial.get() else {
+            return false;
+        };
+        match icebreaker_sip::Message::parse(raw) {
+            Ok(m) => d.intercept(&m),
+            Err(_) => false,
         }
     }
 
@@ -409,7 +478,11 @@ impl SipService {
                                 Ok(icebreaker_sip::Framed::Message { consumed, .. }) => {
                                     let outs = {
                                         let raw = buf.get(..consumed).unwrap_or_default();
-                                        self.proxy.lock().from_upstream(self.upstream, raw)
+                                        if self.for_dial(raw) {
+                                            Vec::new()
+                                        } else {
+                                            self.proxy.lock().from_upstream(self.upstream, raw)
+                                        }
                                     };
                                     buf.drain(..consumed.min(buf.len()));
                                     self.dispatch(outs, None).await;
