@@ -402,7 +402,8 @@ pub struct ServeArgs {
     pub cluster_prefix: Option<String>,
 
     /// SIP gateway: the SIP server or trunk that /sip (SIP over WebSocket) clients reach through
-    /// Icebreaker, e.g. sip:pbx.example.org:5060 (UDP) [default: none, the gateway is off]
+    /// Icebreaker, e.g. sip:pbx.example.org:5060 (UDP), sip:10.0.0.8;transport=tcp or
+    /// sips:pbx.example.org (TLS, port 5061) [default: none, the gateway is off]
     #[arg(long, env = "ICEBREAKER_SIP_UPSTREAM", value_name = "SIP-URI")]
     pub sip_upstream: Option<String>,
 
@@ -429,6 +430,10 @@ pub struct ServeArgs {
     /// SIP gateway: the password for sip_username [default: none]
     #[arg(long, env = "ICEBREAKER_SIP_PASSWORD", value_name = "PASSWORD")]
     pub sip_password: Option<String>,
+    /// SIP gateway: CA certificates (PEM) that a TLS sip_upstream's certificate must chain to,
+    /// instead of the system CA bundle (for a PBX with a private CA) [default: the system bundle]
+    #[arg(long, env = "ICEBREAKER_SIP_TLS_CA", value_name = "FILE")]
+    pub sip_tls_ca: Option<PathBuf>,
 }
 
 /// The TOML file. Same keys as the flags, with underscores.
@@ -491,6 +496,7 @@ struct FileConfig {
     sip_from: Option<String>,
     sip_username: Option<String>,
     sip_password: Option<String>,
+    sip_tls_ca: Option<PathBuf>,
 }
 
 /// The resolved configuration. `Config::default()` is the configuration with no flags, no
@@ -576,6 +582,8 @@ pub struct Config {
     pub sip_username: Option<String>,
     /// Digest password for `sip_username`.
     pub sip_password: Option<String>,
+    /// CA certificates (PEM) a TLS `sip_upstream` is verified against; `None`: the system's.
+    pub sip_tls_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -637,6 +645,7 @@ impl Default for Config {
             sip_from: None,
             sip_username: None,
             sip_password: None,
+            sip_tls_ca: None,
         }
     }
 }
@@ -721,6 +730,7 @@ impl fmt::Debug for Config {
                 "sip_password",
                 &self.sip_password.as_ref().map(|_| "<redacted>"),
             )
+            .field("sip_tls_ca", &self.sip_tls_ca)
             .finish()
     }
 }
@@ -979,7 +989,8 @@ impl Config {
             problems: Vec::new(),
         };
         let d = Config::default();
-        // Relative TLS paths in the file are relative to the file's directory.
+        // Relative TLS paths in the file (certificate, key, sip_tls_ca) are relative to the
+        // file's directory.
         let rel = |p: PathBuf| match path.and_then(Path::parent) {
             Some(dir) if p.is_relative() => dir.join(p),
             _ => p,
@@ -1228,6 +1239,7 @@ impl Config {
                 .or(d.sip_from),
             sip_username: args.sip_username.clone().or(f.sip_username),
             sip_password: args.sip_password.clone().or(f.sip_password),
+            sip_tls_ca: args.sip_tls_ca.clone().or(f.sip_tls_ca.map(rel)),
         };
         if l.problems.is_empty() {
             Ok(config)
@@ -1254,6 +1266,7 @@ impl Config {
         self.check_signal(&mut c);
         self.check_misc(&mut c);
         self.check_cluster(&mut c);
+        self.check_sip(&mut c);
         c.0.sort_by_key(|p| std::cmp::Reverse(p.severity));
         c.0
     }
@@ -1726,6 +1739,35 @@ impl Config {
         }
     }
 
+    fn check_sip(&self, c: &mut Checker) {
+        let tls = self
+            .sip_upstream
+            .as_deref()
+            .and_then(|u| crate::sip::parse_upstream(u).ok())
+            .is_some_and(|u| u.transport == "TLS");
+        match &self.sip_tls_ca {
+            Some(ca) => {
+                if let Err(e) = crate::tls::root_store(ca) {
+                    c.error(format!(
+                        "sip_tls_ca cannot be used: {e:#}; give a PEM file of the CA \
+                         certificate(s) that signed the SIP upstream's certificate"
+                    ));
+                }
+                if !tls {
+                    c.warning(
+                        "sip_tls_ca is set but sip_upstream is not TLS (sips:… or \
+                         transport=tls), so it is not used",
+                    );
+                }
+            }
+            None if tls && crate::tls::system_ca_file().is_none() => c.error(
+                "sip_upstream is TLS but there is no system CA bundle to verify it with \
+                 (install ca-certificates or set SSL_CERT_FILE); or give sip_tls_ca FILE",
+            ),
+            None => {}
+        }
+    }
+
     fn check_misc(&self, c: &mut Checker) {
         if self.software.chars().count() > 127 {
             c.error("software is longer than 127 characters (RFC 8489 limit); shorten it, or set it empty to send none");
@@ -2183,6 +2225,38 @@ log_format = "json"
         let junk = TempFile::new("not pem");
         c.tls_key = Some(junk.0.clone());
         assert!(has(&c, Severity::Error, "no PEM private key"));
+    }
+
+    #[test]
+    fn sip_tls_ca_flag_file_and_check() {
+        let c = load(&[
+            "--sip-upstream",
+            "sips:pbx.example.org",
+            "--sip-tls-ca",
+            "/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.sip_tls_ca, Some(PathBuf::from("/ca.pem")));
+        let file = TempFile::new(
+            "sip_upstream = \"sip:pbx.example.org;transport=tls\"\nsip_tls_ca = \"pki/ca.pem\"\n",
+        );
+        let c = load(&[&format!("--config={}", file.arg())]).unwrap();
+        assert_eq!(
+            c.sip_tls_ca,
+            Some(file.0.parent().unwrap().join("pki/ca.pem"))
+        );
+        assert!(load(&["--sip-upstream", "sips:pbx.example.org;transport=udp"]).is_err());
+
+        let mut c = valid();
+        c.sip_upstream = Some("sips:pbx.example.org".into());
+        c.sip_tls_ca = Some("/nonexistent/ca.pem".into());
+        assert!(has(&c, Severity::Error, "sip_tls_ca cannot be used"));
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_string()]).unwrap();
+        let pem = TempFile::new(&ca.cert.pem());
+        c.sip_tls_ca = Some(pem.0.clone());
+        assert!(c.check().is_empty(), "{:?}", c.check());
+        c.sip_upstream = Some("sip:pbx.example.org;transport=tcp".into());
+        assert!(has(&c, Severity::Warning, "not TLS"));
     }
 
     #[test]

@@ -364,7 +364,8 @@ impl Running {
             sip_dial,
             sip_from,
             sip_username,
-            sip_password
+            sip_password,
+            sip_tls_ca
         );
         if let (Some(store), Some(cert), Some(key)) = (&self.certs, &new.tls_cert, &new.tls_key) {
             store

@@ -1,9 +1,11 @@
-//! TLS server configuration for TURN/STUN over TLS (`turns:`), built on rustls with the
-//! aws-lc-rs crypto provider selected explicitly (no process-wide default provider needed).
+//! TLS configuration, built on rustls with the aws-lc-rs crypto provider selected explicitly (no
+//! process-wide default provider needed): the server side for TURN/STUN over TLS (`turns:`) and
+//! HTTPS, and the client side's trust anchors (the system CA bundle or a configured PEM file) for
+//! the TURN client and the SIP gateway's TLS upstream.
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -112,6 +114,53 @@ fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
             format!("TLS private key file {} is not valid PEM", path.display())
         }),
     }
+}
+
+/// Candidate locations of the system CA bundle (Debian/Ubuntu, Fedora/RHEL, openSUSE, Alpine,
+/// and the extracted bundle of p11-kit).
+const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+];
+
+/// The system CA bundle: `$SSL_CERT_FILE` when it names a file (as for OpenSSL), else the first
+/// of the usual distribution paths that exists. `None` when there is none.
+pub fn system_ca_file() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SSL_CERT_FILE") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    SYSTEM_CA_FILES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// The CA certificates of the PEM file `path` as trust anchors; an error when the file cannot be
+/// read or holds no usable CA certificate.
+pub fn root_store(path: &Path) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(load_certs(path)?);
+    if added == 0 {
+        bail!("no usable CA certificates in {}", path.display());
+    }
+    Ok(roots)
+}
+
+/// A client configuration (aws-lc-rs; TLS 1.2 and 1.3) that verifies servers against `roots`
+/// (chain and name, as rustls's WebPKI verifier does).
+pub fn client_config(roots: rustls::RootCertStore) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("the aws-lc-rs crypto provider does not support TLS 1.2 and 1.3")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -88,10 +91,121 @@ async fn gateway(far: SocketAddr) -> icebreaker::serve::Running {
 }
 
 async fn gateway_on(far: SocketAddr, transport: &str) -> icebreaker::serve::Running {
+    gateway_to(format!("sip:{far};transport={transport}"), None).await
+}
+
+/// A gateway toward `upstream` (a `sip_upstream` value), trusting the CAs of `tls_ca` for TLS.
+async fn gateway_to(upstream: String, tls_ca: Option<PathBuf>) -> icebreaker::serve::Running {
     let mut c = common::config(false);
-    c.sip_upstream = Some(format!("sip:{far};transport={transport}"));
+    c.sip_upstream = Some(upstream);
     c.sip_listen = "127.0.0.1:0".parse().unwrap();
+    c.sip_tls_ca = tls_ca;
     common::server(c).await
+}
+
+/// A test CA and a server certificate signed by it, as PEM files in a temporary directory.
+struct Pki {
+    dir: PathBuf,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    /// A new CA and a certificate for `names` (DNS names or IP addresses) signed by it.
+    fn new(names: &[&str]) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "icebreaker-sip-tls-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca.distinguished_name
+            .push(DnType::CommonName, "Icebreaker test PBX CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut leaf =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "pbx (Icebreaker test)");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let pki = Pki {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+        };
+        std::fs::write(&pki.ca, ca_cert.pem()).unwrap();
+        std::fs::write(&pki.cert, cert.pem()).unwrap();
+        std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+        pki
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the TLS front of sipp saw.
+#[derive(Default)]
+struct FrontLog {
+    /// Handshakes completed (each then relayed to sipp).
+    accepted: AtomicU32,
+    /// Handshakes that failed (the client refused our certificate).
+    refused: AtomicU32,
+    /// The SNI of each completed handshake.
+    sni: Mutex<Vec<Option<String>>>,
+}
+
+/// A TLS server in front of sipp's TCP port: the Debian build of sipp has no TLS (no `-t l1`),
+/// so this terminates TLS with `pki`'s certificate on a loopback port and relays each
+/// connection's plaintext to sipp over a TCP connection of its own.
+async fn tls_front(sipp: SocketAddr, pki: &Pki) -> (SocketAddr, Arc<FrontLog>) {
+    let (config, _store) = icebreaker::tls::load_server_config(&pki.cert, &pki.key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Arc::new(FrontLog::default());
+    let seen = log.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut tls = match acceptor.accept(tcp).await {
+                    Ok(t) => t,
+                    Err(_) => {
+                        seen.refused.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                };
+                let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                seen.sni.lock().unwrap().push(sni);
+                seen.accepted.fetch_add(1, Ordering::SeqCst);
+                let Ok(mut plain) = TcpStream::connect(sipp).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, log)
 }
 
 async fn sip_ws(http: SocketAddr) -> Ws {
@@ -215,9 +329,28 @@ async fn the_same_over_tcp_to_the_upstream() {
     call_through("tcp").await;
 }
 
+/// `sips:` upstream: TLS to sipp's TLS front, the certificate verified against `sip_tls_ca`
+/// for the name in the URI (`localhost`, sent as SNI).
+#[tokio::test]
+async fn the_same_over_tls_to_the_upstream() {
+    call_through("tls").await;
+}
+
 async fn call_through(transport: &str) {
-    let far = sipp_far_end_on(if transport == "tcp" { "t1" } else { "u1" });
-    let srv = gateway_on(far.addr, transport).await;
+    let far = sipp_far_end_on(if transport == "udp" { "u1" } else { "t1" });
+    let pki = (transport == "tls").then(|| Pki::new(&["localhost"]));
+    let mut front = None;
+    let srv = if let Some(pki) = &pki {
+        let (addr, log) = tls_front(far.addr, pki).await;
+        front = Some(log);
+        gateway_to(
+            format!("sips:localhost:{}", addr.port()),
+            Some(pki.ca.clone()),
+        )
+        .await
+    } else {
+        gateway_on(far.addr, transport).await
+    };
     let local = srv.sip_addr.expect("the gateway is on");
     let mut ws = sip_ws(srv.http).await;
 
@@ -232,8 +365,10 @@ async fn call_through(transport: &str) {
     assert_eq!(path.len(), 1, "{ok}");
     assert!(path[0].contains(&format!("@{local}")), "{ok}");
     assert!(path[0].contains(";lr") && path[0].contains(";ob"), "{ok}");
-    if transport == "tcp" {
-        assert!(path[0].contains("transport=tcp"), "{ok}");
+    match transport {
+        "tcp" => assert!(path[0].contains(";transport=tcp"), "{ok}"),
+        "tls" => assert!(path[0].contains(";transport=tls"), "{ok}"),
+        _ => assert!(!path[0].contains("transport="), "{ok}"),
     }
 
     // INVITE → 100/180/200 with the answer; Record-Route: both of ours, client side first
@@ -268,6 +403,9 @@ Content-Length: {}
         .collect();
     assert_eq!(rr.len(), 2, "{ok}");
     assert!(rr[0].contains(&format!("@{local}")), "{ok}");
+    if transport != "udp" {
+        assert!(rr[0].contains(&format!(";transport={transport}")), "{ok}");
+    }
     assert!(
         rr[1].contains("@icebreaker.invalid;transport=ws;lr"),
         "{ok}"
@@ -312,7 +450,56 @@ Content-Length: 0
     send(&mut ws, &dialog.request("BYE", 7, "bye1")).await;
     let ok = recv_status(&mut ws, 200).await;
     assert!(header(&ok, "CSeq")[0].ends_with("BYE"), "{ok}");
+    if let Some(front) = front {
+        // One connection for the whole exchange, SNI the name in sip_upstream.
+        assert_eq!(front.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(front.refused.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            *front.sni.lock().unwrap(),
+            vec![Some("localhost".to_owned())]
+        );
+    }
     srv.shutdown().await;
+    drop(far);
+}
+
+/// The upstream's certificate is verified: one signed by a CA other than `sip_tls_ca`, or one
+/// for another name than the one in `sip_upstream`, is refused, and nothing reaches sipp (the
+/// client's REGISTER goes unanswered, as over a dead link).
+#[tokio::test]
+async fn a_tls_upstream_with_an_untrusted_certificate_is_refused() {
+    let far = sipp_far_end_on("t1");
+    let pki = Pki::new(&["localhost"]);
+    let other_ca = Pki::new(&["localhost"]);
+    let (front, log) = tls_front(far.addr, &pki).await;
+    for (upstream, ca) in [
+        // Signed by another CA.
+        (format!("sips:localhost:{}", front.port()), &other_ca.ca),
+        // The right CA, but the certificate does not name 127.0.0.1.
+        (
+            format!("sip:127.0.0.1:{};transport=tls", front.port()),
+            &pki.ca,
+        ),
+    ] {
+        let refused_before = log.refused.load(Ordering::SeqCst);
+        let srv = gateway_to(upstream.clone(), Some(ca.clone())).await;
+        let mut ws = sip_ws(srv.http).await;
+        send(&mut ws, &register("alice", "reg-untrusted")).await;
+        let answer = tokio::time::timeout(Duration::from_secs(3), ws.next()).await;
+        assert!(answer.is_err(), "{upstream}: answered: {answer:?}");
+        for _ in 0..50 {
+            if log.refused.load(Ordering::SeqCst) > refused_before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            log.refused.load(Ordering::SeqCst) > refused_before,
+            "{upstream}: no refused handshake"
+        );
+        assert_eq!(log.accepted.load(Ordering::SeqCst), 0, "{upstream}");
+        srv.shutdown().await;
+    }
     drop(far);
 }
 

@@ -1253,62 +1253,31 @@ async fn tcp_connect(bind: SocketAddr, server: SocketAddr) -> io::Result<TcpStre
     Ok(stream)
 }
 
-/// Candidate locations of the system CA bundle.
-const SYSTEM_CA_FILES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-];
-
-/// Build the rustls client configuration for `tls` (aws-lc-rs provider).
+/// Build the rustls client configuration for `tls` (aws-lc-rs provider; the trust anchors as
+/// [`crate::tls::system_ca_file`] and [`crate::tls::root_store`] find them).
 pub fn tls_client_config(tls: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, TurnError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TurnError::Tls(e.to_string()))?;
-    let config = if tls.insecure {
-        builder
+    if tls.insecure {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TurnError::Tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(InsecureVerifier(provider)))
-            .with_no_client_auth()
-    } else {
-        let path = match &tls.ca_file {
-            Some(p) => p.clone(),
-            None => system_ca_file().ok_or_else(|| {
-                TurnError::Tls(
-                    "no system CA bundle found (set SSL_CERT_FILE); use --ca FILE to trust a \
-                     specific CA, or --insecure to skip verification (testing only)"
-                        .into(),
-                )
-            })?,
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = crate::tls::load_certs(&path).map_err(|e| TurnError::Tls(format!("{e:#}")))?;
-        let (added, _ignored) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(TurnError::Tls(format!(
-                "no usable CA certificates in {}",
-                path.display()
-            )));
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    Ok(Arc::new(config))
-}
-
-fn system_ca_file() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SSL_CERT_FILE") {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Some(p);
-        }
+            .with_no_client_auth();
+        return Ok(Arc::new(config));
     }
-    SYSTEM_CA_FILES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
+    let path = match &tls.ca_file {
+        Some(p) => p.clone(),
+        None => crate::tls::system_ca_file().ok_or_else(|| {
+            TurnError::Tls(
+                "no system CA bundle found (set SSL_CERT_FILE); use --ca FILE to trust a \
+                 specific CA, or --insecure to skip verification (testing only)"
+                    .into(),
+            )
+        })?,
+    };
+    let roots = crate::tls::root_store(&path).map_err(|e| TurnError::Tls(format!("{e:#}")))?;
+    crate::tls::client_config(roots).map_err(|e| TurnError::Tls(format!("{e:#}")))
 }
 
 /// Accepts any certificate but still checks handshake signatures (so the connection is at least

@@ -62,7 +62,7 @@ pub struct DialConfig {
     pub password: Option<String>,
     /// Our socket toward the upstream, as it sees it.
     pub local: SocketAddr,
-    /// `UDP` or `TCP`.
+    /// `UDP`, `TCP` or `TLS`.
     pub transport: &'static str,
     /// Address of the RTP sockets.
     pub rtp_ip: IpAddr,
@@ -296,11 +296,9 @@ impl DialService {
     }
 
     fn contact(&self) -> String {
-        let t = if self.cfg.transport == "TCP" {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let t = super::proxy::transport_param(self.cfg.transport)
+            .map(|t| format!(";transport={t}"))
+            .unwrap_or_default();
         format!("<sip:icebreaker@{}{t}>", self.cfg.local)
     }
 

@@ -4,8 +4,8 @@
 //!
 //! Each WebSocket is a flow: its frames go to the proxy, and what the proxy sends to the flow is
 //! queued to its writer task (bounded; a client that does not read loses the connection, never
-//! the others). The upstream side is one UDP socket (`sip_listen`), and with `transport=tcp`
-//! one TCP connection to the upstream (`tcp_link`).
+//! the others). The upstream side is one UDP socket (`sip_listen`), and with `transport=tcp` or
+//! TLS (`sips:`, `transport=tls`) one TCP or TLS connection to the upstream (`stream_link`).
 
 pub mod dial;
 pub mod media;
@@ -25,6 +25,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use icebreaker_signal::RateLimiter;
 use parking_lot::Mutex;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -34,8 +36,10 @@ use proxy::{Dest, EdgeProxy, FlowId, Out, ProxyConfig};
 
 /// Largest SIP message taken from a client or the upstream.
 pub const MAX_MESSAGE: usize = 64 * 1024;
-/// Messages queued toward a TCP upstream (beyond: dropped, as a lost datagram would be).
-const TCP_QUEUE: usize = 1024;
+/// Messages queued toward a TCP or TLS upstream (beyond: dropped, as a lost datagram would be).
+const STREAM_QUEUE: usize = 1024;
+/// Time to open the connection to a TCP or TLS upstream (TLS handshake included).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages queued per WebSocket before the connection is dropped.
 const FLOW_QUEUE: usize = 256;
 /// A WebSocket that sent nothing (no frame, no pong) this long is dropped.
@@ -45,37 +49,53 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// Messages per second per WebSocket (burst twice that).
 const RATE: f64 = 50.0;
 
-/// The upstream as configured: `sip:host[:port][;transport=udp|tcp]`.
+/// The upstream as configured: `sip:host[:port][;transport=udp|tcp|tls]` or
+/// `sips:host[:port][;transport=tcp]` (TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// The host as written (no brackets around an IPv6 address): what is resolved, and the name
+    /// the TLS certificate must carry (SNI).
     pub host: String,
     pub port: u16,
+    /// As in a Via: `UDP`, `TCP` or `TLS`.
     pub transport: &'static str,
 }
 
-/// Parses `sip_upstream`.
+/// Parses `sip_upstream`. TLS is a `sips:` URI (over TCP, RFC 5630) or `transport=tls`; its
+/// default port is 5061, the others' 5060 (RFC 3261 §19.1.2).
 pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
-    let uri = icebreaker_sip::SipUri::parse(s.trim())
-        .map_err(|e| format!("sip_upstream: not a SIP URI ({e:?}): {s}"))?;
-    let transport = match uri
-        .params
-        .get("transport")
-        .flatten()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("udp") => "UDP",
-        Some("tcp") => "TCP",
-        Some(other) => {
+    let uri = icebreaker_sip::SipUri::parse(s.trim()).map_err(|e| {
+        format!(
+            "not a SIP URI ({e:?}); write e.g. sip:pbx.example.org, \
+             sip:10.0.0.8:5060;transport=tcp or sips:pbx.example.org"
+        )
+    })?;
+    let sips = uri.scheme == icebreaker_sip::Scheme::Sips;
+    let transport = match (
+        sips,
+        uri.params
+            .get("transport")
+            .flatten()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+    ) {
+        (false, None | Some("udp")) => "UDP",
+        (false, Some("tcp")) => "TCP",
+        (true, None | Some("tcp")) | (_, Some("tls")) => "TLS",
+        (true, Some(other)) => {
             return Err(format!(
-                "sip_upstream: transport={other} is not supported yet (udp or tcp)"
+                "a sips: URI means TLS over TCP, not transport={other}; \
+                 write sips:host[:port] for TLS, or sip:host[:port];transport=udp or tcp"
+            ))
+        }
+        (false, Some(other)) => {
+            return Err(format!(
+                "transport={other} is not supported (udp, tcp or tls; \
+                 or a sips: URI for TLS)"
             ))
         }
     };
-    let default_port = match uri.scheme {
-        icebreaker_sip::Scheme::Sips => 5061,
-        _ => 5060,
-    };
+    let default_port = if transport == "TLS" { 5061 } else { 5060 };
     Ok(Upstream {
         host: uri
             .host
@@ -102,8 +122,8 @@ pub struct SipService {
     media: Option<Arc<media::MediaBridge>>,
     next_flow: AtomicU64,
     udp: Arc<UdpSocket>,
-    /// With `transport=tcp`: the queue of the one connection to the upstream.
-    tcp: Option<mpsc::Sender<Vec<u8>>>,
+    /// With a TCP or TLS upstream: the queue of the one connection to it.
+    stream: Option<mpsc::Sender<Vec<u8>>>,
     upstream: SocketAddr,
     /// The upstream's host as configured (tel: URIs dialed become `sip:<number>@<host>`).
     pub(crate) upstream_host: String,
@@ -132,11 +152,22 @@ impl SipService {
         let Some(spec) = &config.sip_upstream else {
             return Ok(None);
         };
-        let up = parse_upstream(spec).map_err(anyhow::Error::msg)?;
-        let upstream = tokio::net::lookup_host((up.host.as_str(), up.port))
+        let up = parse_upstream(spec).map_err(|e| anyhow::anyhow!("sip_upstream: {e}"))?;
+        let tls = if up.transport == "TLS" {
+            Some(tls_connector(&up, config.sip_tls_ca.as_deref())?)
+        } else {
+            None
+        };
+        // An address of sip_listen's family first (the socket is bound there), else the first.
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((up.host.as_str(), up.port))
             .await
             .with_context(|| format!("sip_upstream: cannot resolve {}", up.host))?
-            .next()
+            .collect();
+        let upstream = addrs
+            .iter()
+            .find(|a| a.is_ipv4() == config.sip_listen.is_ipv4())
+            .or(addrs.first())
+            .copied()
             .with_context(|| format!("sip_upstream: {} has no address", up.host))?;
         let udp = UdpSocket::bind(config.sip_listen)
             .await
@@ -158,12 +189,12 @@ impl SipService {
             ws_secure: config.tls_cert.is_some(),
             secret,
         });
-        tracing::info!(%upstream, %local, "SIP gateway: /sip → upstream");
-        let (tcp, tcp_rx) = if up.transport == "TCP" {
-            let (tx, rx) = mpsc::channel(TCP_QUEUE);
-            (Some(tx), Some(rx))
-        } else {
+        tracing::info!(%upstream, %local, transport = up.transport, "SIP gateway: /sip → upstream");
+        let (stream, stream_rx) = if up.transport == "UDP" {
             (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+            (Some(tx), Some(rx))
         };
         let media = match sfu.clone() {
             Some(sfu) => Some(media::MediaBridge::new(sfu, local.ip(), shutdown.clone()).await),
@@ -178,7 +209,7 @@ impl SipService {
             media,
             next_flow: AtomicU64::new(1),
             udp: Arc::new(udp),
-            tcp,
+            stream,
             upstream,
             upstream_host: up.host.clone(),
             dial: std::sync::OnceLock::new(),
@@ -215,9 +246,21 @@ impl SipService {
         }
         let reader = svc.clone();
         tokio::spawn(async move { reader.read_upstream().await });
-        if let Some(rx) = tcp_rx {
+        if let Some(rx) = stream_rx {
             let link = svc.clone();
-            tokio::spawn(async move { link.tcp_link(rx).await });
+            match tls {
+                Some((connector, name)) => tokio::spawn(async move {
+                    let connect = move || {
+                        let (connector, name) = (connector.clone(), name.clone());
+                        async move { connector.connect(name, tcp_connect(upstream).await?).await }
+                    };
+                    link.stream_link(rx, "TLS", connect).await
+                }),
+                None => tokio::spawn(async move {
+                    link.stream_link(rx, "TCP", move || tcp_connect(upstream))
+                        .await
+                }),
+            };
         }
         Ok(Some(svc))
     }
@@ -259,7 +302,7 @@ impl SipService {
 
     /// Sends bytes to the upstream (over its TCP connection when it has one).
     pub(crate) async fn send_upstream(&self, bytes: Vec<u8>) {
-        match &self.tcp {
+        match &self.stream {
             Some(tx) => {
                 if tx.try_send(bytes).is_err() {
                     tracing::debug!("SIP TCP queue full: message dropped");
@@ -307,10 +350,10 @@ impl SipService {
             };
             let bytes = out.msg.to_bytes();
             match out.dest {
-                Dest::Upstream(addr) if addr == self.upstream && self.tcp.is_some() => {
-                    if let Some(tx) = &self.tcp {
+                Dest::Upstream(addr) if addr == self.upstream && self.stream.is_some() => {
+                    if let Some(tx) = &self.stream {
                         if tx.try_send(bytes).is_err() {
-                            tracing::debug!("SIP TCP queue full: message dropped");
+                            tracing::debug!("SIP upstream queue full: message dropped");
                         }
                     }
                 }
@@ -408,11 +451,20 @@ impl SipService {
 }
 
 impl SipService {
-    /// The connection to a TCP upstream: opened when there is something to send, opened again
-    /// after it drops (what was queued meanwhile waits, bounded); messages read from it are
-    /// framed by Content-Length (RFC 3261 §18.3) and go to the proxy as from the upstream.
-    async fn tcp_link(self: Arc<Self>, mut rx: mpsc::Receiver<Vec<u8>>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// The connection to a TCP or TLS upstream (`label`), made by `connect`: opened when there
+    /// is something to send, opened again after it drops (what was queued meanwhile waits,
+    /// bounded); messages read from it are framed by Content-Length (RFC 3261 §18.3) and go to
+    /// the proxy as from the upstream; CRLFCRLF keep-alives get their CRLF (RFC 5626 §4.4.1).
+    async fn stream_link<S, C, F>(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Vec<u8>>,
+        label: &'static str,
+        connect: C,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+        C: Fn() -> F,
+        F: std::future::Future<Output = std::io::Result<S>>,
+    {
         let stop = stopped(self.shutdown.clone());
         tokio::pin!(stop);
         let limits = icebreaker_sip::Limits::default();
@@ -426,22 +478,23 @@ impl SipService {
                 },
             };
             let conn = tokio::select! {
-                c = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    tokio::net::TcpStream::connect(self.upstream),
-                ) => c,
+                c = tokio::time::timeout(CONNECT_TIMEOUT, connect()) => c,
                 _ = &mut stop => return,
             };
             let mut conn = match conn {
                 Ok(Ok(c)) => c,
-                _ => {
-                    tracing::warn!(upstream = %self.upstream, "SIP TCP: cannot connect; message dropped");
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %self.upstream, "SIP {label}: cannot connect ({e}); message dropped");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %self.upstream, "SIP {label}: no connection within {CONNECT_TIMEOUT:?}; message dropped");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
-            let _ = conn.set_nodelay(true);
-            if conn.write_all(&first).await.is_err() {
+            if send_all(&mut conn, &first).await.is_err() {
                 pending = Some(first);
                 continue;
             }
@@ -451,7 +504,7 @@ impl SipService {
                 tokio::select! {
                     m = rx.recv() => match m {
                         Some(m) => {
-                            if conn.write_all(&m).await.is_err() {
+                            if send_all(&mut conn, &m).await.is_err() {
                                 pending = Some(m);
                                 continue 'outer;
                             }
@@ -469,7 +522,7 @@ impl SipService {
                                 Ok(icebreaker_sip::Framed::Incomplete) => break,
                                 Ok(icebreaker_sip::Framed::KeepAlive { kind, consumed }) => {
                                     if kind == icebreaker_sip::KeepAlive::Ping
-                                        && conn.write_all(b"\r\n").await.is_err()
+                                        && send_all(&mut conn, b"\r\n").await.is_err()
                                     {
                                         continue 'outer;
                                     }
@@ -489,7 +542,7 @@ impl SipService {
                                 }
                                 Err(e) => {
                                     // A stream cannot be resynchronised: drop the connection.
-                                    tracing::debug!("SIP TCP from the upstream: {e:?}");
+                                    tracing::debug!("SIP {label} from the upstream: {e:?}");
                                     continue 'outer;
                                 }
                             }
@@ -500,6 +553,49 @@ impl SipService {
             }
         }
     }
+}
+
+/// Writes `data` and flushes it: tokio-rustls takes the plaintext even when the socket did not
+/// take all of its records, which then wait for a flush (TCP's flush does nothing).
+async fn send_all<S: AsyncWrite + Unpin>(conn: &mut S, data: &[u8]) -> std::io::Result<()> {
+    conn.write_all(data).await?;
+    conn.flush().await
+}
+
+/// A TCP connection to `addr`, Nagle off (SIP messages are small and latency matters).
+async fn tcp_connect(addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let conn = tokio::net::TcpStream::connect(addr).await?;
+    let _ = conn.set_nodelay(true);
+    Ok(conn)
+}
+
+/// The TLS client toward `up`: the server's certificate verified against `ca` (a PEM file of CA
+/// certificates, `sip_tls_ca`) or else the system CA bundle, for the name in `sip_upstream`
+/// (also sent as SNI; an IP address is checked against the certificate's IP addresses).
+fn tls_connector(
+    up: &Upstream,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<(tokio_rustls::TlsConnector, ServerName<'static>)> {
+    let (ca, what) = match ca {
+        Some(p) => (p.to_path_buf(), "sip_tls_ca"),
+        None => (
+            crate::tls::system_ca_file().context(
+                "sip_upstream is TLS but no system CA bundle was found (set SSL_CERT_FILE, or \
+                 sip_tls_ca to the CA that signed the upstream's certificate)",
+            )?,
+            "the system CA bundle",
+        ),
+    };
+    let roots = crate::tls::root_store(&ca)
+        .with_context(|| format!("sip_upstream is TLS: {what} cannot be used"))?;
+    let config = crate::tls::client_config(roots)?;
+    let name = ServerName::try_from(up.host.clone()).map_err(|_| {
+        anyhow::anyhow!(
+            "sip_upstream: {:?} is not a name a TLS certificate can carry",
+            up.host
+        )
+    })?;
+    Ok((tokio_rustls::TlsConnector::from(config), name))
 }
 
 /// Resolves when the server shuts down.
@@ -548,4 +644,44 @@ pub async fn ws_handler(
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| svc.run_flow(socket, host))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn upstream_transports_and_default_ports() {
+        let up = |s: &str| {
+            let u = parse_upstream(s).unwrap();
+            (u.host, u.port, u.transport)
+        };
+        assert_eq!(
+            up("sip:pbx.example.org"),
+            ("pbx.example.org".into(), 5060, "UDP")
+        );
+        assert_eq!(
+            up("sip:10.0.0.8:5070;transport=TCP"),
+            ("10.0.0.8".into(), 5070, "TCP")
+        );
+        assert_eq!(
+            up("sips:pbx.example.org"),
+            ("pbx.example.org".into(), 5061, "TLS")
+        );
+        assert_eq!(up("sips:pbx.example.org;transport=tcp").2, "TLS");
+        assert_eq!(
+            up("sip:pbx.example.org;transport=tls"),
+            ("pbx.example.org".into(), 5061, "TLS")
+        );
+        assert_eq!(
+            up("sip:[2001:db8::8]:5062;transport=tls"),
+            ("2001:db8::8".into(), 5062, "TLS")
+        );
+        let e = parse_upstream("sips:pbx.example.org;transport=udp").unwrap_err();
+        assert!(e.contains("TLS over TCP"), "{e}");
+        let e = parse_upstream("sip:pbx.example.org;transport=sctp").unwrap_err();
+        assert!(e.contains("udp, tcp or tls"), "{e}");
+        assert!(parse_upstream("pbx.example.org").is_err());
+    }
 }

@@ -118,15 +118,13 @@ impl EdgeProxy {
         self.flow_of(token)
     }
 
-    /// Our URI on the upstream side, carrying `token` in its user part.
+    /// Our URI on the upstream side, carrying `token` in its user part (and the transport
+    /// unless UDP: `transport=tcp`, `transport=tls`).
     fn uri_up(&self, token: &str) -> SipUri {
         let mut u = SipUri::new(&host_of(self.cfg.local.ip()), Some(self.cfg.local.port()));
         u.user = Some(token.to_owned());
-        if self.cfg.upstream_transport != "UDP" {
-            u.params.push(
-                "transport",
-                Some(&self.cfg.upstream_transport.to_lowercase()),
-            );
+        if let Some(t) = transport_param(self.cfg.upstream_transport) {
+            u.params.push("transport", Some(t));
         }
         u.params.push("lr", None);
         u
@@ -148,7 +146,7 @@ impl EdgeProxy {
     fn our_route(&self, na: &NameAddr) -> Option<Option<FlowId>> {
         let u = na.uri.as_sip()?;
         let ours_up = u.host.eq_ignore_ascii_case(&host_of(self.cfg.local.ip()))
-            && u.port.unwrap_or(5060) == self.cfg.local.port();
+            && u.port.unwrap_or_else(|| default_port(u)) == self.cfg.local.port();
         let ours_ws = u.host.eq_ignore_ascii_case(&self.cfg.ws_host);
         if !(ours_up || ours_ws) {
             return None;
@@ -366,6 +364,32 @@ fn has_to_tag(msg: &Message) -> bool {
     msg.to().is_ok_and(|t| t.tag().is_some())
 }
 
+/// The `transport` URI parameter for a Via transport toward the upstream: none for UDP (the
+/// default), `tcp`, `tls`. TLS is written `sip:…;transport=tls`, as Kamailio, OpenSIPS and
+/// Asterisk write their own Record-Route and Path over TLS, rather than `sips:` (which would
+/// ask for TLS on every hop up to the target, RFC 5630, and the client's hop is a WebSocket).
+pub fn transport_param(transport: &str) -> Option<&'static str> {
+    match transport {
+        "TCP" => Some("tcp"),
+        "TLS" => Some("tls"),
+        _ => None,
+    }
+}
+
+/// The port a SIP URI without one means: 5061 for `sips:` and `transport=tls`, else 5060.
+fn default_port(u: &SipUri) -> u16 {
+    let tls = u.scheme == icebreaker_sip::Scheme::Sips
+        || u.params
+            .get("transport")
+            .flatten()
+            .is_some_and(|t| t.eq_ignore_ascii_case("tls"));
+    if tls {
+        5061
+    } else {
+        5060
+    }
+}
+
 /// An address as a SIP host (IPv6 in brackets).
 pub fn host_of(ip: IpAddr) -> String {
     match ip {
@@ -469,6 +493,47 @@ mod tests {
                 .replace("Max-Forwards: 70", "Max-Forwards: 0")
                 .into_bytes()
         }
+    }
+
+    #[test]
+    fn toward_a_tls_upstream_via_path_and_record_route_say_tls() {
+        let mut p = EdgeProxy::new(ProxyConfig {
+            upstream_transport: "TLS",
+            ..proxy().cfg
+        });
+        let reg = p.from_client(
+            5,
+            &request(
+                "REGISTER",
+                "z9hG4bKr",
+                "Contact: <sip:alice@a.invalid;transport=ws>\r\n",
+            ),
+        );
+        let via = reg[0].msg.top_via().unwrap();
+        assert_eq!(via.transport, "TLS");
+        let path = reg[0].msg.paths().unwrap();
+        let uri = path[0].uri.as_sip().unwrap();
+        assert_eq!(uri.scheme, icebreaker_sip::Scheme::Sip);
+        assert_eq!(uri.params.get("transport"), Some(Some("tls")));
+        assert_eq!(uri.port, Some(5060));
+        let invite = p.from_client(5, &request("INVITE", "z9hG4bKi", ""));
+        let text = String::from_utf8(invite[0].msg.to_bytes()).unwrap();
+        assert!(text.contains("Via: SIP/2.0/TLS 192.0.2.1:5060;"), "{text}");
+        let rr = invite[0].msg.record_routes().unwrap();
+        let up = rr[0].uri.as_sip().unwrap();
+        assert_eq!(up.params.get("transport"), Some(Some("tls")));
+        assert!(rr[1].uri.to_string().contains(";transport=ws"));
+        // A request from the upstream along that Record-Route (a BYE) finds the flow.
+        let bye = format!(
+            "BYE sip:alice@a.invalid;transport=ws SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.10:5061;branch=z9hG4bKb\r\n\
+             Route: <{}>\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.org>;tag=2\r\n\
+             To: <sip:alice@example.org>;tag=1\r\nCall-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            rr[0].uri
+        );
+        let out = p.from_upstream("192.0.2.10:5061".parse().unwrap(), bye.as_bytes());
+        assert_eq!(out[0].dest, Dest::Flow(5));
+        assert_eq!(transport_param("UDP"), None);
+        assert_eq!(transport_param("TCP"), Some("tcp"));
     }
 
     #[test]
