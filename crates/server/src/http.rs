@@ -229,6 +229,13 @@ async fn admin_status(
         "signal_messages_out": messages.map_or(0, |m| m.1),
         "open_connections": state.gate.open_connections(),
         "sfu": state.signal.as_ref().and_then(|s| s.sfu()).map(|s| sfu_totals_json(&s)),
+        "sip": state.sip.as_ref().map(|sip| serde_json::json!({
+            "upstream": sip.upstream().to_string(),
+            "flows": sip.flows(),
+            "bridged_calls": sip.media().map_or(0, |x| x.calls()),
+            "dialed_calls": sip.dial().map_or(0, |d| d.calls()),
+            "media": state.signal.as_ref().and_then(|s| s.sfu()).map(|s| s.snapshot().bridge),
+        })),
         "cluster": state.signal.as_ref().and_then(|s| s.cluster()).map(|c| serde_json::json!({
             "node": c.node(),
             "up": c.is_up(),
@@ -503,7 +510,16 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap, client: Cli
         m.signal_buffered_bytes
             .set(i64::try_from(st.buffered_bytes).unwrap_or(i64::MAX));
         if let Some(sfu) = signal.sfu() {
-            m.sfu.update(&sfu.snapshot());
+            let snap = sfu.snapshot();
+            m.sfu.update(&snap);
+            if let Some(sip) = &state.sip {
+                m.sip.update(
+                    sip.flows(),
+                    sip.media().map_or(0, |x| x.calls()),
+                    sip.dial().map_or(0, |d| d.calls()),
+                    &snap.bridge,
+                );
+            }
         }
         if let Some(c) = signal.cluster() {
             m.cluster_up.set(i64::from(c.is_up()));

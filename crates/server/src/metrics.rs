@@ -281,6 +281,135 @@ pub struct Metrics {
     pub draining: Gauge,
     /// `icebreaker_sfu_*`.
     pub sfu: SfuMetrics,
+    /// `icebreaker_sip_*`.
+    pub sip: SipMetrics,
+}
+
+/// The SIP gateway's series, refreshed at each scrape.
+#[derive(Debug)]
+pub struct SipMetrics {
+    flows: Gauge,
+    bridged: Gauge,
+    dialed: Gauge,
+    legs: Gauge,
+    groups: Gauge,
+    /// `[sip in, sip out, webrtc in, webrtc out]`.
+    packets: [Counter; 4],
+    bytes: [Counter; 4],
+    last: parking_lot::Mutex<crate::sfu::BridgeCounters>,
+}
+
+impl SipMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let g = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let flows = g(
+            registry,
+            "icebreaker_sip_flows",
+            "SIP over WebSocket connections open at /sip",
+        );
+        let calls = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "icebreaker_sip_calls",
+            "Calls with media through the SIP gateway: kind bridged (/sip clients), dialed (the server's own UA)",
+            calls.clone(),
+        );
+        let bridged = calls.get_or_create(&[("kind", "bridged")]).clone();
+        let dialed = calls.get_or_create(&[("kind", "dialed")]).clone();
+        let legs = g(
+            registry,
+            "icebreaker_sip_media_legs",
+            "WebRTC connections of browsers to the SIP gateway's media bridge",
+        );
+        let groups = g(
+            registry,
+            "icebreaker_sip_media_groups",
+            "Dialed calls the media bridge mixes for (one per phone in a room)",
+        );
+        let fam = |registry: &mut Registry, name: &str, help: &str| {
+            let f = Family::<Labels2, Counter>::default();
+            registry.register(name, help, f.clone());
+            [
+                ("sip", "in"),
+                ("sip", "out"),
+                ("webrtc", "in"),
+                ("webrtc", "out"),
+            ]
+            .map(|(side, dir)| {
+                f.get_or_create(&[("side", side), ("direction", dir)])
+                    .clone()
+            })
+        };
+        let packets = fam(
+            registry,
+            "icebreaker_sip_media_packets",
+            "Datagrams of the media bridge: side sip (plain RTP) or webrtc (SRTP, RTCP, ICE, DTLS), direction in or out",
+        );
+        let bytes = fam(
+            registry,
+            "icebreaker_sip_media_bytes",
+            "Bytes of the media bridge, by side and direction",
+        );
+        SipMetrics {
+            flows,
+            bridged,
+            dialed,
+            legs,
+            groups,
+            packets,
+            bytes,
+            last: parking_lot::Mutex::new(crate::sfu::BridgeCounters::default()),
+        }
+    }
+
+    /// Takes the gateway's figures: open flows, calls, and the bridge's counters.
+    pub fn update(
+        &self,
+        flows: usize,
+        bridged: usize,
+        dialed: usize,
+        c: &crate::sfu::BridgeCounters,
+    ) {
+        self.flows.set(gauge_i64(flows as u64));
+        self.bridged.set(gauge_i64(bridged as u64));
+        self.dialed.set(gauge_i64(dialed as u64));
+        self.legs.set(gauge_i64(c.legs as u64));
+        self.groups.set(gauge_i64(c.groups as u64));
+        let mut last = self.last.lock();
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        let now_p = [
+            c.sip_packets_in,
+            c.sip_packets_out,
+            c.webrtc_packets_in,
+            c.webrtc_packets_out,
+        ];
+        let was_p = [
+            last.sip_packets_in,
+            last.sip_packets_out,
+            last.webrtc_packets_in,
+            last.webrtc_packets_out,
+        ];
+        let now_b = [
+            c.sip_bytes_in,
+            c.sip_bytes_out,
+            c.webrtc_bytes_in,
+            c.webrtc_bytes_out,
+        ];
+        let was_b = [
+            last.sip_bytes_in,
+            last.sip_bytes_out,
+            last.webrtc_bytes_in,
+            last.webrtc_bytes_out,
+        ];
+        for i in 0..4 {
+            self.packets[i].inc_by(d(now_p[i], was_p[i]));
+            self.bytes[i].inc_by(d(now_b[i], was_b[i]));
+        }
+        *last = *c;
+    }
 }
 
 /// Rooms that get per-room SFU series at most (the largest ones), so that label sets stay
@@ -672,6 +801,7 @@ impl Metrics {
         );
 
         let sfu = SfuMetrics::new(&mut registry);
+        let sip = SipMetrics::new(&mut registry);
         let cluster_up = Gauge::default();
         registry.register(
             "icebreaker_cluster_up",
@@ -691,6 +821,7 @@ impl Metrics {
             refusals,
             draining,
             sfu,
+            sip,
             allocations,
             permissions,
             channels,

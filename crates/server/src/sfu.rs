@@ -141,6 +141,28 @@ pub enum BridgeCmd {
 pub struct Snapshot {
     pub totals: SfuTotals,
     pub rooms: Vec<RoomStats>,
+    pub bridge: BridgeCounters,
+}
+
+/// The SIP gateway's media bridge, as the I/O layer counts it (for metrics and the admin view).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct BridgeCounters {
+    /// WebRTC legs (browsers) open.
+    pub legs: usize,
+    /// Dialed calls (groups) open.
+    pub groups: usize,
+    /// Datagrams and bytes from the SIP side (plain RTP).
+    pub sip_packets_in: u64,
+    pub sip_bytes_in: u64,
+    /// ... to the SIP side.
+    pub sip_packets_out: u64,
+    pub sip_bytes_out: u64,
+    /// Datagrams and bytes from browsers (SRTP, RTCP, STUN, DTLS).
+    pub webrtc_packets_in: u64,
+    pub webrtc_bytes_in: u64,
+    /// ... to browsers.
+    pub webrtc_packets_out: u64,
+    pub webrtc_bytes_out: u64,
 }
 
 /// The handle the rest of the server holds.
@@ -286,6 +308,7 @@ pub fn spawn(s: Start) -> anyhow::Result<(Arc<SfuService>, Vec<JoinHandle<()>>)>
         gateway: Gateway::new(BridgeConfig::default()),
         plain: HashMap::new(),
         watch: None,
+        counters: BridgeCounters::default(),
     };
     let main = tokio::spawn(task.run(rx, tcp_rx, s.shutdown));
     Ok((svc, vec![main, acceptor]))
@@ -314,6 +337,7 @@ struct Task {
     /// Each leg's RTP socket toward the SIP side.
     plain: HashMap<u64, Arc<UdpSocket>>,
     watch: Option<mpsc::UnboundedSender<(u64, &'static str)>>,
+    counters: BridgeCounters,
 }
 
 impl Task {
@@ -371,9 +395,12 @@ impl Task {
             if now.saturating_duration_since(snapshot_at) >= Duration::from_secs(1) {
                 snapshot_at = now;
                 if let Some(svc) = self.svc.upgrade() {
+                    self.counters.legs = self.gateway.len();
+                    self.counters.groups = self.gateway.groups();
                     *svc.snapshot.lock() = Snapshot {
                         totals: self.sfu.totals(),
                         rooms: self.sfu.room_stats(),
+                        bridge: self.counters,
                     };
                 }
             }
@@ -416,8 +443,11 @@ impl Task {
         buf: &[u8],
     ) {
         let Some(data) = buf.get(..n) else { return };
-        if !self.sfu.handle_receive(now, proto, src, local, data) {
-            self.gateway.handle_receive(now, proto, src, local, data);
+        if !self.sfu.handle_receive(now, proto, src, local, data)
+            && self.gateway.handle_receive(now, proto, src, local, data)
+        {
+            self.counters.webrtc_packets_in += 1;
+            self.counters.webrtc_bytes_in += data.len() as u64;
         }
     }
 
@@ -502,6 +532,8 @@ impl Task {
                 let _ = reply.send(r.map_err(|e| e.to_string()));
             }
             BridgeCmd::Plain { leg, source, data } => {
+                self.counters.sip_packets_in += 1;
+                self.counters.sip_bytes_in += data.len() as u64;
                 self.gateway.handle_plain(now, leg, source, &data);
             }
             BridgeCmd::SetRemote { leg, remote } => self.gateway.set_remote(leg, remote),
@@ -535,14 +567,21 @@ impl Task {
     fn flush(&mut self) {
         while let Some(t) = self.gateway.poll_transmit() {
             match t {
-                BridgeTransmit::WebRtc(t) => self.send(t),
+                BridgeTransmit::WebRtc(t) => {
+                    self.counters.webrtc_packets_out += 1;
+                    self.counters.webrtc_bytes_out += t.contents.len() as u64;
+                    self.send(t)
+                }
                 BridgeTransmit::Plain {
                     leg,
                     destination,
                     contents,
                 } => {
                     if let Some(sock) = self.plain.get(&leg) {
-                        let _ = sock.try_send_to(&contents, destination);
+                        if sock.try_send_to(&contents, destination).is_ok() {
+                            self.counters.sip_packets_out += 1;
+                            self.counters.sip_bytes_out += contents.len() as u64;
+                        }
                     }
                 }
             }

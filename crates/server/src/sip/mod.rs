@@ -295,6 +295,16 @@ impl SipService {
         }
     }
 
+    /// `/sip` WebSockets open.
+    pub fn flows(&self) -> usize {
+        self.flows.lock().len()
+    }
+
+    /// The upstream's address.
+    pub fn upstream(&self) -> SocketAddr {
+        self.upstream
+    }
+
     /// The server's own UA, when `sip_dial` is on.
     pub fn dial(&self) -> Option<&Arc<dial::DialService>> {
         self.dial.get()
