@@ -1263,3 +1263,84 @@ async fn a_dial_with_wrong_credentials_fails() {
     assert!(others.iter().all(|m| m["type"] != "peer-joined"));
     srv.shutdown().await;
 }
+
+/// A browser that goes away mid-call (its WebSocket closes) is hung up for: the gateway sends
+/// the BYE on its behalf along the dialog's route, sipp's scenario ends, the media is released.
+#[tokio::test]
+async fn a_vanished_browser_is_hung_up_for() {
+    let far = sipp_once("uas.xml");
+    let srv = gateway(far.addr).await;
+    let mut ws = sip_ws(srv.http).await;
+    let (mut browser, offer, pending) = Browser::new().await;
+    let head = format!(
+        "INVITE sip:phone@example.org SIP/2.0
+Via: SIP/2.0/WSS v.invalid;branch=z9hG4bKgone1
+Max-Forwards: 69
+To: <sip:phone@example.org>
+From: <sip:erin@example.org>;tag=erintag
+Call-ID: gone-1
+CSeq: 5 INVITE
+Contact: <sip:erin@v.invalid;transport=ws;ob>
+Content-Type: application/sdp
+Content-Length: {}
+
+",
+        offer.len()
+    );
+    ws.send(Message::text(head.replace('\n', "\r\n") + &offer))
+        .await
+        .unwrap();
+    let ok = recv_status(&mut ws, 200).await;
+    let (_, body) = ok.split_once("\r\n\r\n").unwrap();
+    browser
+        .rtc
+        .sdp_api()
+        .accept_answer(
+            pending,
+            str0m::change::SdpAnswer::from_sdp_string(body).unwrap(),
+        )
+        .unwrap();
+    let to = header(&ok, "To")[0].to_owned();
+    let rr: Vec<&str> = header(&ok, "Record-Route")
+        .into_iter()
+        .flat_map(|v| v.split(", "))
+        .collect();
+    let contact = header(&ok, "Contact")[0]
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    let dialog = Dialog {
+        target: &contact,
+        routes: format!("Route: {}\nRoute: {}", rr[1], rr[0]),
+        from: "<sip:erin@example.org>;tag=erintag",
+        to: &to,
+        call_id: "gone-1",
+        via_host: "v.invalid",
+    };
+    send(&mut ws, &dialog.request("ACK", 5, "gack1")).await;
+    let (connected, _) = browser.talk(10, Duration::from_secs(5)).await;
+    assert!(connected);
+    assert_eq!(srv.sip_media_calls(), 1);
+    // The tab is closed.
+    drop(ws);
+    let mut far = far;
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..50 {
+            if let Ok(Some(s)) = far.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "sipp got the BYE and ended its scenario: {status:?}"
+    );
+    assert_eq!(srv.sip_media_calls(), 0);
+    srv.shutdown().await;
+}

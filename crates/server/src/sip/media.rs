@@ -66,6 +66,39 @@ struct Call {
     /// The last SDP body translated and its translation (for retransmissions).
     cache: Option<(Vec<u8>, Vec<u8>)>,
     host: Option<String>,
+    /// The browser's WebSocket, and what it takes to hang up for it if that goes away.
+    flow: Option<FlowId>,
+    dialog: BrowserDialog,
+}
+
+/// The dialog as the browser's side sees it (for a BYE on its behalf).
+#[derive(Debug, Default, Clone)]
+struct BrowserDialog {
+    /// The browser's From (with its tag).
+    from: String,
+    /// The other side (with its tag once answered).
+    to: String,
+    /// Where in-dialog requests go (the other side's Contact).
+    target: Option<String>,
+    /// The route set, in the order the browser's requests carry it.
+    routes: Vec<String>,
+    /// A CSeq above anything the browser sent.
+    cseq: u32,
+}
+
+/// The URI of a Contact header value.
+fn contact_uri(msg: &Message) -> Option<String> {
+    match msg.contacts().ok()? {
+        icebreaker_sip::Contacts::List(l) => l.first().map(|c| c.0.uri.to_string()),
+        icebreaker_sip::Contacts::Star => None,
+    }
+}
+
+/// The Record-Route entries of a message, one per element, in order.
+fn record_routes(msg: &Message) -> Vec<String> {
+    msg.record_routes()
+        .map(|v| v.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
 }
 
 impl Drop for Call {
@@ -214,8 +247,34 @@ impl MediaBridge {
                                     None => out,
                                 };
                             }
+                            let msg = &out.msg;
+                            self.with_call(&call_id, |c| {
+                                if c.flow.is_none() {
+                                    c.flow = origin;
+                                    c.dialog.from =
+                                        msg.headers.get("From").unwrap_or("").to_owned();
+                                    c.dialog.to = msg.headers.get("To").unwrap_or("").to_owned();
+                                }
+                                c.dialog.cseq = msg.cseq().map_or(1, |q| q.seq).max(c.dialog.cseq);
+                            });
                         }
-                        (Dest::Flow(_), false) => self.phone_offer(&mut out, &call_id, host).await,
+                        (Dest::Flow(f), false) => {
+                            let f = *f;
+                            self.phone_offer(&mut out, &call_id, host).await;
+                            let msg = &out.msg;
+                            self.with_call(&call_id, |c| {
+                                if c.flow.is_none() {
+                                    c.flow = Some(f);
+                                    c.dialog = BrowserDialog {
+                                        from: msg.headers.get("To").unwrap_or("").to_owned(),
+                                        to: msg.headers.get("From").unwrap_or("").to_owned(),
+                                        target: contact_uri(msg),
+                                        routes: record_routes(msg),
+                                        cseq: 1000,
+                                    };
+                                }
+                            });
+                        }
                         _ => {}
                     }
                 }
@@ -244,6 +303,22 @@ impl MediaBridge {
             return out;
         }
         let caller = self.calls.lock().get(&call_id).map(|c| c.caller);
+        if (200..300).contains(&status) {
+            let msg = &out.msg;
+            match (caller, &out.dest) {
+                (Some(Caller::Browser), Dest::Flow(_)) => self.with_call(&call_id, |c| {
+                    c.dialog.to = msg.headers.get("To").unwrap_or("").to_owned();
+                    c.dialog.target = contact_uri(msg);
+                    let mut rr = record_routes(msg);
+                    rr.reverse();
+                    c.dialog.routes = rr;
+                }),
+                (Some(Caller::Phone), Dest::Upstream(_)) => self.with_call(&call_id, |c| {
+                    c.dialog.from = msg.headers.get("To").unwrap_or("").to_owned();
+                }),
+                _ => {}
+            }
+        }
         match (caller, &out.dest) {
             (Some(Caller::Browser), Dest::Flow(_)) => self.phone_answered(&mut out, &call_id).await,
             (Some(Caller::Phone), Dest::Upstream(_)) => {
@@ -252,6 +327,46 @@ impl MediaBridge {
             _ => {}
         }
         out
+    }
+
+    fn with_call(&self, call_id: &str, f: impl FnOnce(&mut Call)) {
+        if let Some(c) = self.calls.lock().get_mut(call_id) {
+            f(c);
+        }
+    }
+
+    /// The WebSocket `flow` closed: a BYE on the browser's behalf for each of its answered
+    /// calls (to go through the proxy as if the browser had sent it, which also ends the
+    /// call's media), so the phone does not stay in a call nobody is on. Calls not answered
+    /// yet just lose their media (the SIP side's INVITE transaction times out).
+    pub async fn flow_closed(&self, flow: FlowId) -> Vec<String> {
+        let mut byes = Vec::new();
+        let mut dead = Vec::new();
+        {
+            let mut calls = self.calls.lock();
+            for (id, c) in calls.iter_mut().filter(|(_, c)| c.flow == Some(flow)) {
+                let d = &mut c.dialog;
+                match (&d.target, c.established) {
+                    (Some(target), true) => {
+                        d.cseq += 1;
+                        let routes: String =
+                            d.routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+                        byes.push(format!(
+                            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/WSS icebreaker.invalid;branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n{routes}From: {}\r\nTo: {}\r\nCall-ID: {id}\r\nCSeq: {} BYE\r\nReason: SIP;cause=200;text=\"the browser went away\"\r\nContent-Length: 0\r\n\r\n",
+                            rand::random::<u64>(),
+                            d.from,
+                            d.to,
+                            d.cseq
+                        ));
+                    }
+                    _ => dead.push(id.clone()),
+                }
+            }
+        }
+        for id in dead {
+            self.end(&id).await;
+        }
+        byes
     }
 
     /// Opens a call's RTP socket and its reader.
@@ -293,6 +408,8 @@ impl MediaBridge {
             established: false,
             cache: None,
             host,
+            flow: None,
+            dialog: BrowserDialog::default(),
         };
         self.calls.lock().insert(call_id.to_owned(), call);
         Ok(())

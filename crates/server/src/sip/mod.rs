@@ -457,6 +457,13 @@ impl SipService {
         }
         self.flows.lock().remove(&flow);
         let _ = sink.close().await;
+        // Its calls are hung up on its behalf.
+        if let Some(media) = &self.media {
+            for bye in media.flow_closed(flow).await {
+                let outs = self.proxy.lock().from_client(flow, bye.as_bytes());
+                self.dispatch(outs, Some(flow)).await;
+            }
+        }
     }
 }
 
