@@ -369,8 +369,7 @@ struct Group {
     plain_pt: u8,
     /// The phone's telephone-event payload type at 8 kHz.
     plain_tele: Option<u8>,
-    remote: SocketAddr,
-    latched: bool,
+    latch: Latch,
     legs: Vec<u64>,
     ssrc: u32,
     /// Sequence number and timestamp of the next packet to the phone.
@@ -399,7 +398,7 @@ impl Group {
         self.stats.to_plain_packets += 1;
         transmits.push_back(BridgeTransmit::Plain {
             leg: id,
-            destination: self.remote,
+            destination: self.latch.remote,
             contents,
         });
     }
@@ -492,8 +491,7 @@ struct Leg {
     chosen: Option<Chosen>,
     /// Offer mode: the SIP side's codecs, until the browser answers.
     offered: Option<(SdpPendingOffer, PlainMedia)>,
-    remote: SocketAddr,
-    latched: bool,
+    latch: Latch,
     rebase: Rebase,
     stats: LegStats,
     /// Since when ICE has been disconnected (consent lost).
@@ -526,6 +524,60 @@ impl std::fmt::Debug for Gateway {
             .field("legs", &self.legs.len())
             .field("groups", &self.groups.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Consecutive packets from one source that lock the SIP side's RTP onto it.
+const LATCH_PACKETS: u8 = 4;
+
+/// Where the SIP side's RTP comes from and goes to (strict symmetric RTP, RFC 4961): a source
+/// that is the address its SDP gave locks at once; otherwise (a phone behind NAT sends from
+/// another address) the source that sends `LATCH_PACKETS` valid packets in a row is learned and
+/// locked. Once locked, RTP from anywhere else is dropped — nobody who guesses the port can
+/// inject audio into the call or turn its media toward themselves — until the SDP changes.
+#[derive(Debug, Clone, Copy)]
+struct Latch {
+    /// From the SDP.
+    sdp: SocketAddr,
+    /// Where RTP goes now.
+    remote: SocketAddr,
+    candidate: Option<(SocketAddr, u8)>,
+    locked: bool,
+}
+
+impl Latch {
+    fn new(sdp: SocketAddr) -> Self {
+        Latch {
+            sdp,
+            remote: sdp,
+            candidate: None,
+            locked: false,
+        }
+    }
+
+    /// Whether RTP from `source` is taken.
+    fn accept(&mut self, source: SocketAddr) -> bool {
+        if self.locked {
+            return source == self.remote;
+        }
+        if source == self.sdp {
+            self.remote = source;
+            self.locked = true;
+            return true;
+        }
+        let n = match self.candidate {
+            Some((s, n)) if s == source => n.saturating_add(1),
+            _ => 1,
+        };
+        self.candidate = Some((source, n));
+        self.remote = source;
+        self.locked = n >= LATCH_PACKETS;
+        true
+    }
+
+    /// The SDP changed (re-INVITE): learn again.
+    fn reset(&mut self, sdp: SocketAddr) {
+        *self = Latch::new(sdp);
     }
 }
 
@@ -743,8 +795,7 @@ impl Gateway {
                 mid: None,
                 chosen: None,
                 offered: None,
-                remote,
-                latched: false,
+                latch: Latch::new(remote),
                 rebase: Rebase::default(),
                 stats: LegStats::default(),
                 lost: None,
@@ -819,8 +870,8 @@ impl Gateway {
             self.by_ufrag.insert(ufrag.clone(), id);
             leg.ufrag = ufrag;
         }
-        if leg.remote != remote && !leg.latched {
-            leg.remote = remote;
+        if remote != leg.latch.sdp {
+            leg.latch.reset(remote);
         }
         let sdp = complete_candidates(&answer.to_sdp_string());
         self.drain(now, id);
@@ -918,11 +969,9 @@ impl Gateway {
     /// Where the SIP side's RTP goes now (its SDP changed: re-INVITE). `id`: a leg or a group.
     pub fn set_remote(&mut self, id: u64, remote: SocketAddr) {
         if let Some(g) = self.groups.get_mut(&id) {
-            g.remote = remote;
-            g.latched = false;
+            g.latch.reset(remote);
         } else if let Some(leg) = self.legs.get_mut(&id) {
-            leg.remote = remote;
-            leg.latched = false;
+            leg.latch.reset(remote);
         }
     }
 
@@ -983,8 +1032,7 @@ impl Gateway {
                 codec: first.codec,
                 plain_pt: first.pt,
                 plain_tele,
-                remote: plain.remote,
-                latched: false,
+                latch: Latch::new(plain.remote),
                 legs: Vec::new(),
                 ssrc: r as u32,
                 seq: (r >> 32) as u16,
@@ -1017,7 +1065,8 @@ impl Gateway {
         local: &[(Protocol, SocketAddr)],
     ) -> Result<String, BridgeError> {
         let g = self.groups.get(&group).ok_or(BridgeError::UnknownLeg)?;
-        let (codec, plain_pt, plain_tele, remote) = (g.codec, g.plain_pt, g.plain_tele, g.remote);
+        let (codec, plain_pt, plain_tele, remote) =
+            (g.codec, g.plain_pt, g.plain_tele, g.latch.sdp);
         let (offer, audio_mids) = reject_video(offer);
         let offer =
             SdpOffer::from_sdp_string(&offer).map_err(|e| BridgeError::Sdp(e.to_string()))?;
@@ -1190,10 +1239,10 @@ impl Gateway {
             leg.stats.dropped += 1;
             return;
         };
-        // Symmetric RTP (RFC 4961): answer where it comes from (NAT'd phones).
-        if !leg.latched || leg.remote != source {
-            leg.remote = source;
-            leg.latched = true;
+        // Symmetric RTP (RFC 4961), strict: see `Latch`.
+        if !leg.latch.accept(source) {
+            leg.stats.dropped += 1;
+            return;
         }
         if !leg.stats.connected {
             return;
@@ -1229,9 +1278,9 @@ impl Gateway {
             g.stats.dropped += 1;
             return;
         }
-        if !g.latched || g.remote != source {
-            g.remote = source;
-            g.latched = true;
+        if !g.latch.accept(source) {
+            g.stats.dropped += 1;
+            return;
         }
         g.stats.from_plain_packets += 1;
         if tele {
@@ -1420,7 +1469,7 @@ impl Gateway {
                         }
                         self.transmits.push_back(BridgeTransmit::Plain {
                             leg: id,
-                            destination: leg.remote,
+                            destination: leg.latch.remote,
                             contents,
                         });
                     }
@@ -1709,6 +1758,13 @@ mod tests {
             &phone_rtp(101, 110, 2600, 0xabcd, &[5, 0x0a, 0, 160]),
         );
         run.gw.handle_plain(t, 7, PHONE, b"not rtp");
+        let intruder: SocketAddr = "127.0.0.1:6666".parse().unwrap();
+        run.gw.handle_plain(
+            t,
+            7,
+            intruder,
+            &phone_rtp(0, 111, 2760, 0xbad, &[0x77; 160]),
+        );
         run.pump(100);
         let audio = run.heard.iter().filter(|(pt, _)| *pt == 0).count();
         assert!(
@@ -1723,9 +1779,13 @@ mod tests {
             "DTMF reached the browser as PT 126"
         );
         let s = run.gw.stats(7).unwrap();
-        assert_eq!(s.to_webrtc_packets, 11);
-        assert_eq!(s.dropped, 1);
+        assert_eq!(
+            s.to_webrtc_packets, 11,
+            "the intruder's packet is not forwarded"
+        );
+        assert_eq!(s.dropped, 2, "garbage and the intruder");
         assert!(s.telephone_events >= 1);
+        assert!(run.heard.iter().all(|(_, p)| p != &vec![0x77u8; 160]));
 
         run.gw.close(7);
         assert!(run.gw.is_empty());
@@ -1852,6 +1912,34 @@ mod tests {
         assert!(gw.is_empty());
         // Garbage on the media port is not ours.
         assert!(!gw.handle_receive(t, Protocol::Udp, BROWSER, GW, b"\x00\x01garbage"));
+    }
+
+    #[test]
+    fn the_sip_side_source_is_latched_strictly() {
+        let other: SocketAddr = "127.0.0.1:6002".parse().unwrap();
+        let nat: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        // From the SDP's address: locked at once; anyone else is refused.
+        let mut l = Latch::new(PHONE);
+        assert!(l.accept(PHONE));
+        assert!(!l.accept(other));
+        assert_eq!(l.remote, PHONE);
+        // Behind NAT: learned after LATCH_PACKETS in a row, then locked.
+        let mut l = Latch::new(PHONE);
+        assert!(l.accept(nat) && l.accept(other) && l.accept(nat));
+        for _ in 0..LATCH_PACKETS {
+            assert!(l.accept(nat));
+        }
+        assert!(l.locked);
+        assert_eq!(l.remote, nat);
+        assert!(
+            !l.accept(other),
+            "an injected stream is dropped once locked"
+        );
+        assert!(!l.accept(PHONE));
+        // A new SDP (re-INVITE): learned again.
+        l.reset(other);
+        assert!(l.accept(other));
+        assert_eq!(l.remote, other);
     }
 
     #[test]
