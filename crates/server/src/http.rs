@@ -234,6 +234,7 @@ async fn admin_status(
             "flows": sip.flows(),
             "bridged_calls": sip.media().map_or(0, |x| x.calls()),
             "dialed_calls": sip.dial().map_or(0, |d| d.calls()),
+            "dropped_foreign": sip.dropped_foreign(),
             "media": state.signal.as_ref().and_then(|s| s.sfu()).map(|s| s.snapshot().bridge),
         })),
         "cluster": state.signal.as_ref().and_then(|s| s.cluster()).map(|c| serde_json::json!({

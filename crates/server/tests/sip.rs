@@ -1344,3 +1344,56 @@ Content-Length: {}
     assert_eq!(srv.sip_media_calls(), 0);
     srv.shutdown().await;
 }
+
+/// Only the upstream speaks to the gateway's SIP socket (anything else is dropped unanswered);
+/// one WebSocket cannot hold more than 8 bridged calls (RTP ports are not a free-for-all).
+#[tokio::test]
+async fn strangers_are_ignored_and_calls_per_connection_are_bounded() {
+    // An upstream that never answers: INVITEs stay pending.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let srv = gateway(silent.local_addr().unwrap()).await;
+    let gw = srv.sip_addr.unwrap();
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let options = "OPTIONS sip:x@example.org SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKs1\r\nMax-Forwards: 70\r\nFrom: <sip:s@example.org>;tag=1\r\nTo: <sip:x@example.org>\r\nCall-ID: s-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    stranger.send_to(options.as_bytes(), gw).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let got = tokio::time::timeout(Duration::from_millis(500), stranger.recv_from(&mut buf)).await;
+    assert!(got.is_err(), "no answer to a stranger");
+
+    let mut ws = sip_ws(srv.http).await;
+    let (_, offer, _) = Browser::new().await;
+    for i in 0..9 {
+        let head = format!(
+            "INVITE sip:phone@example.org SIP/2.0
+Via: SIP/2.0/WSS l.invalid;branch=z9hG4bKlim{i}
+Max-Forwards: 69
+To: <sip:phone@example.org>
+From: <sip:frank@example.org>;tag=t{i}
+Call-ID: lim-{i}
+CSeq: 1 INVITE
+Contact: <sip:frank@l.invalid;transport=ws;ob>
+Content-Type: application/sdp
+Content-Length: {}
+
+",
+            offer.len()
+        );
+        ws.send(Message::text(head.replace('\n', "\r\n") + &offer))
+            .await
+            .unwrap();
+    }
+    let busy = recv(&mut ws).await;
+    assert!(busy.starts_with("SIP/2.0 486 "), "{busy}");
+    assert!(header(&busy, "Call-ID")[0] == "lim-8", "{busy}");
+    assert_eq!(srv.sip_media_calls(), 8);
+    // Closing the connection releases them (none was answered).
+    drop(ws);
+    for _ in 0..50 {
+        if srv.sip_media_calls() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(srv.sip_media_calls(), 0);
+    srv.shutdown().await;
+}

@@ -34,6 +34,11 @@ use crate::sfu::{BridgeCmd, SfuService};
 
 /// Bridged calls at most (beyond: 503 for new calls).
 const MAX_CALLS: usize = 1000;
+/// ... per WebSocket (a browser has a call or two; beyond: 486).
+const MAX_CALLS_PER_FLOW: usize = 8;
+/// A call not answered in this time loses its media (its RTP socket is not held forever when
+/// the SIP side never answers).
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// The codecs offered to the SIP side, in this order (the browser's own preference: Opus
 /// first; G.711 for everything else).
@@ -69,6 +74,7 @@ struct Call {
     /// The browser's WebSocket, and what it takes to hang up for it if that goes away.
     flow: Option<FlowId>,
     dialog: BrowserDialog,
+    created: std::time::Instant,
 }
 
 /// The dialog as the browser's side sees it (for a BYE on its behalf).
@@ -241,7 +247,9 @@ impl MediaBridge {
                 Some(Method::Invite) if has_sdp(&out.msg) => {
                     match (&out.dest, is_webrtc(&out.msg.body)) {
                         (Dest::Upstream(_), true) => {
-                            if let Err(reply) = self.browser_offer(&mut out, &call_id, host).await {
+                            if let Err(reply) =
+                                self.browser_offer(&mut out, &call_id, origin, host).await
+                            {
                                 return match origin {
                                     Some(flow) => local_reply(&out.msg, flow, reply.0, reply.1),
                                     None => out,
@@ -329,6 +337,20 @@ impl MediaBridge {
         out
     }
 
+    /// Releases the media of calls never answered within `ANSWER_TIMEOUT`.
+    async fn reap(&self) {
+        let stale: Vec<String> = self
+            .calls
+            .lock()
+            .iter()
+            .filter(|(_, c)| !c.established && c.created.elapsed() > ANSWER_TIMEOUT)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.end(&id).await;
+        }
+    }
+
     fn with_call(&self, call_id: &str, f: impl FnOnce(&mut Call)) {
         if let Some(c) = self.calls.lock().get_mut(call_id) {
             f(c);
@@ -410,6 +432,7 @@ impl MediaBridge {
             host,
             flow: None,
             dialog: BrowserDialog::default(),
+            created: std::time::Instant::now(),
         };
         self.calls.lock().insert(call_id.to_owned(), call);
         Ok(())
@@ -421,14 +444,27 @@ impl MediaBridge {
         &self,
         out: &mut Out,
         call_id: &str,
+        origin: Option<FlowId>,
         host: Option<String>,
     ) -> Result<(), (u16, &'static str)> {
         let offer_text = String::from_utf8_lossy(&out.msg.body).into_owned();
         let sdp = Sdp::parse(&out.msg.body).map_err(|_| (488, "Not Acceptable Here"))?;
         let known = self.calls.lock().contains_key(call_id);
         if !known {
-            if self.calls.lock().len() >= MAX_CALLS {
+            self.reap().await;
+            let (total, mine) = {
+                let calls = self.calls.lock();
+                let mine = calls
+                    .values()
+                    .filter(|c| origin.is_some() && c.flow == origin)
+                    .count();
+                (calls.len(), mine)
+            };
+            if total >= MAX_CALLS {
                 return Err((503, "Service Unavailable"));
+            }
+            if mine >= MAX_CALLS_PER_FLOW {
+                return Err((486, "Busy Here (too many calls on this connection)"));
             }
             if let Err(e) = self.open(call_id, Caller::Browser, host) {
                 tracing::warn!("SIP media: cannot open an RTP socket: {e}");
@@ -578,6 +614,7 @@ impl MediaBridge {
 
     /// The SIP side's INVITE toward a browser: its plain offer becomes a WebRTC offer.
     async fn phone_offer(&self, out: &mut Out, call_id: &str, host: Option<String>) {
+        self.reap().await;
         if self.calls.lock().contains_key(call_id) {
             // A re-INVITE from the SIP side: not translated (the browser refuses it).
             tracing::debug!(call = %call_id, "SIP media: re-INVITE from the SIP side not bridged");

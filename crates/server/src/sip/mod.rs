@@ -129,6 +129,8 @@ pub struct SipService {
     pub(crate) upstream_host: String,
     /// The server's own UA (`sip_dial`).
     dial: std::sync::OnceLock<Arc<dial::DialService>>,
+    /// Datagrams dropped because they did not come from the upstream's address.
+    foreign: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -213,6 +215,7 @@ impl SipService {
             upstream,
             upstream_host: up.host.clone(),
             dial: std::sync::OnceLock::new(),
+            foreign: AtomicU64::new(0),
             shutdown,
         });
         if config.sip_dial {
@@ -287,12 +290,24 @@ impl SipService {
                 _ = &mut stop => return,
             };
             let Some(data) = buf.get(..n) else { continue };
+            // Only the upstream speaks to this socket: SIP from any other address is dropped
+            // (no answers to scanners and spoofed floods; requests for our clients come from
+            // the PBX or trunk they registered with).
+            if src.ip() != self.upstream.ip() {
+                self.foreign.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if icebreaker_sip::keep_alive(data).is_some() || self.for_dial(data) {
                 continue;
             }
             let outs = self.proxy.lock().from_upstream(src, data);
             self.dispatch(outs, None).await;
         }
+    }
+
+    /// Datagrams dropped because they came from elsewhere than the upstream.
+    pub fn dropped_foreign(&self) -> u64 {
+        self.foreign.load(Ordering::Relaxed)
     }
 
     /// `/sip` WebSockets open.
