@@ -1397,3 +1397,77 @@ Content-Length: {}
     assert_eq!(srv.sip_media_calls(), 0);
     srv.shutdown().await;
 }
+
+/// A TCP upstream that does not reuse our connection: it connects to the address in our Path
+/// (`sip_listen`, `transport=tcp`), its request reaches the WebSocket, and the answer goes back
+/// on the connection it opened.
+#[tokio::test]
+async fn a_tcp_upstream_may_connect_to_the_gateway() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pbx = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let srv = gateway_on(pbx.local_addr().unwrap(), "tcp").await;
+    let gw = srv.sip_addr.unwrap();
+    let mut ws = sip_ws(srv.http).await;
+    send(&mut ws, &register("gina", "reg-gina")).await;
+    // Our connection: the REGISTER, answered; then the PBX closes it.
+    let (mut ours, _) = tokio::time::timeout(WAIT, pbx.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = tokio::time::timeout(WAIT, ours.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let reg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(reg.starts_with("REGISTER "), "{reg}");
+    let path = header(&reg, "Path")[0].to_owned();
+    assert!(path.contains("transport=tcp"), "{path}");
+    let ok = reg
+        .split("\r\n")
+        .filter(|l| {
+            let n = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+            ["via", "from", "to", "call-id", "cseq"].contains(&n.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    ours.write_all(format!("SIP/2.0 200 OK\r\n{ok}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    recv_status(&mut ws, 200).await;
+    drop(ours);
+
+    // The PBX opens its own connection to the gateway's SIP port and sends a MESSAGE.
+    let mut theirs = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let local = theirs.local_addr().unwrap();
+    let msg = format!(
+        "MESSAGE sip:gina@df7jal23ls0d.invalid;transport=ws SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKpbxm1\r\nMax-Forwards: 70\r\nRoute: {path}\r\nFrom: <sip:pbx@example.org>;tag=m1\r\nTo: <sip:gina@example.org>\r\nCall-ID: msg-1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+    );
+    theirs.write_all(msg.as_bytes()).await.unwrap();
+    let got = recv(&mut ws).await;
+    assert!(got.starts_with("MESSAGE "), "{got}");
+    let reply = got
+        .split("\r\n")
+        .filter(|l| {
+            let n = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+            ["via", "from", "to", "call-id", "cseq"].contains(&n.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    send(
+        &mut ws,
+        &format!(
+            "SIP/2.0 200 OK\n{}\nContent-Length: 0\n\n",
+            reply.replace("\r\n", "\n")
+        ),
+    )
+    .await;
+    let n = tokio::time::timeout(WAIT, theirs.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
+    assert!(header(&answer, "Call-ID")[0] == "msg-1", "{answer}");
+    srv.shutdown().await;
+}

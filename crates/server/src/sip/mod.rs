@@ -38,6 +38,8 @@ use proxy::{Dest, EdgeProxy, FlowId, Out, ProxyConfig};
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Messages queued toward a TCP or TLS upstream (beyond: dropped, as a lost datagram would be).
 const STREAM_QUEUE: usize = 1024;
+/// Connections the upstream may have open to us at once.
+const MAX_ACCEPTED: usize = 16;
 /// Time to open the connection to a TCP or TLS upstream (TLS handshake included).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages queued per WebSocket before the connection is dropped.
@@ -129,8 +131,11 @@ pub struct SipService {
     pub(crate) upstream_host: String,
     /// The server's own UA (`sip_dial`).
     dial: std::sync::OnceLock<Arc<dial::DialService>>,
-    /// Datagrams dropped because they did not come from the upstream's address.
+    /// Datagrams (and connections) dropped because they did not come from the upstream's
+    /// address.
     foreign: AtomicU64,
+    /// Connections the upstream opened to us, by its address.
+    accepted: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -175,6 +180,7 @@ impl SipService {
             .await
             .with_context(|| format!("cannot bind SIP UDP {}", config.sip_listen))?;
         let mut local = udp.local_addr()?;
+        let bound = local;
         if local.ip().is_unspecified() {
             // The address the upstream sees: the one this host uses to reach it.
             let probe = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0))?;
@@ -216,6 +222,7 @@ impl SipService {
             upstream_host: up.host.clone(),
             dial: std::sync::OnceLock::new(),
             foreign: AtomicU64::new(0),
+            accepted: Mutex::new(HashMap::new()),
             shutdown,
         });
         if config.sip_dial {
@@ -249,6 +256,21 @@ impl SipService {
         }
         let reader = svc.clone();
         tokio::spawn(async move { reader.read_upstream().await });
+        if up.transport == "TCP" {
+            // The upstream may connect to us (our Path and Record-Route say transport=tcp).
+            match std::net::TcpListener::bind(bound).and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            }) {
+                Ok(l) => {
+                    let acc = svc.clone();
+                    tokio::spawn(async move { acc.accept_upstream(l).await });
+                }
+                Err(e) => tracing::warn!(
+                    "SIP: cannot listen on TCP {bound} ({e}); the upstream can only answer on our connection"
+                ),
+            }
+        }
         if let Some(rx) = stream_rx {
             let link = svc.clone();
             match tls {
@@ -375,8 +397,19 @@ impl SipService {
             };
             let bytes = out.msg.to_bytes();
             match out.dest {
-                Dest::Upstream(addr) if addr == self.upstream && self.stream.is_some() => {
-                    if let Some(tx) = &self.stream {
+                Dest::Upstream(addr)
+                    if self.accepted.lock().contains_key(&addr)
+                        || (addr.ip() == self.upstream.ip() && self.stream.is_some()) =>
+                {
+                    // A connection the upstream opened to that address first (responses go
+                    // back where their request came from), else our own connection.
+                    let tx = self
+                        .accepted
+                        .lock()
+                        .get(&addr)
+                        .cloned()
+                        .or_else(|| self.stream.clone());
+                    if let Some(tx) = tx {
                         if tx.try_send(bytes).is_err() {
                             tracing::debug!("SIP upstream queue full: message dropped");
                         }
@@ -487,6 +520,111 @@ impl SipService {
     /// is something to send, opened again after it drops (what was queued meanwhile waits,
     /// bounded); messages read from it are framed by Content-Length (RFC 3261 §18.3) and go to
     /// the proxy as from the upstream; CRLFCRLF keep-alives get their CRLF (RFC 5626 §4.4.1).
+    /// Takes every complete message off the front of `buf` (bytes read from a stream from
+    /// `src`) to the dial service or the proxy; returns the CRLF pings to answer. `Err`: the
+    /// stream cannot be read further.
+    async fn take_frames(
+        &self,
+        buf: &mut Vec<u8>,
+        src: SocketAddr,
+        limits: &icebreaker_sip::Limits,
+    ) -> Result<usize, icebreaker_sip::Error> {
+        let mut pings = 0;
+        loop {
+            match icebreaker_sip::frame(buf, limits)? {
+                icebreaker_sip::Framed::Incomplete => return Ok(pings),
+                icebreaker_sip::Framed::KeepAlive { kind, consumed } => {
+                    if kind == icebreaker_sip::KeepAlive::Ping {
+                        pings += 1;
+                    }
+                    buf.drain(..consumed.min(buf.len()));
+                }
+                icebreaker_sip::Framed::Message { consumed, .. } => {
+                    let outs = {
+                        let raw = buf.get(..consumed).unwrap_or_default();
+                        if self.for_dial(raw) {
+                            Vec::new()
+                        } else {
+                            self.proxy.lock().from_upstream(src, raw)
+                        }
+                    };
+                    buf.drain(..consumed.min(buf.len()));
+                    self.dispatch(outs, None).await;
+                }
+            }
+        }
+    }
+
+    /// Connections the upstream opens to us (a TCP upstream reaches a client through its Path
+    /// or Record-Route URI, `sip_listen` with `transport=tcp`, when it does not reuse ours):
+    /// only from the upstream's address, at most `MAX_ACCEPTED`; what comes on them goes to the
+    /// proxy, and what goes to that address and port goes back on them.
+    async fn accept_upstream(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        let stop = stopped(self.shutdown.clone());
+        tokio::pin!(stop);
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut stop => return,
+            };
+            if peer.ip() != self.upstream.ip() || self.accepted.lock().len() >= MAX_ACCEPTED {
+                self.foreign.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let svc = self.clone();
+            tokio::spawn(async move { svc.accepted_conn(stream, peer).await });
+        }
+    }
+
+    async fn accepted_conn(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        use tokio::io::AsyncReadExt;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+        self.accepted.lock().insert(peer, tx.clone());
+        let writer = tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if send_all(&mut wr, &m).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let limits = icebreaker_sip::Limits::default();
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut chunk = vec![0u8; 16 * 1024];
+        let stop = stopped(self.shutdown.clone());
+        tokio::pin!(stop);
+        loop {
+            let n = tokio::select! {
+                r = rd.read(&mut chunk) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+                _ = &mut stop => break,
+            };
+            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            match self.take_frames(&mut buf, peer, &limits).await {
+                Ok(pings) => {
+                    for _ in 0..pings {
+                        let _ = tx.try_send(b"\r\n".to_vec());
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, "SIP TCP from the upstream: {e:?}");
+                    break;
+                }
+            }
+        }
+        self.accepted.lock().remove(&peer);
+        writer.abort();
+    }
+
     async fn stream_link<S, C, F>(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<Vec<u8>>,
@@ -549,34 +687,18 @@ impl SipService {
                             Ok(n) => n,
                         };
                         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                        loop {
-                            match icebreaker_sip::frame(&buf, &limits) {
-                                Ok(icebreaker_sip::Framed::Incomplete) => break,
-                                Ok(icebreaker_sip::Framed::KeepAlive { kind, consumed }) => {
-                                    if kind == icebreaker_sip::KeepAlive::Ping
-                                        && send_all(&mut conn, b"\r\n").await.is_err()
-                                    {
+                        match self.take_frames(&mut buf, self.upstream, &limits).await {
+                            Ok(pings) => {
+                                for _ in 0..pings {
+                                    if send_all(&mut conn, b"\r\n").await.is_err() {
                                         continue 'outer;
                                     }
-                                    buf.drain(..consumed.min(buf.len()));
                                 }
-                                Ok(icebreaker_sip::Framed::Message { consumed, .. }) => {
-                                    let outs = {
-                                        let raw = buf.get(..consumed).unwrap_or_default();
-                                        if self.for_dial(raw) {
-                                            Vec::new()
-                                        } else {
-                                            self.proxy.lock().from_upstream(self.upstream, raw)
-                                        }
-                                    };
-                                    buf.drain(..consumed.min(buf.len()));
-                                    self.dispatch(outs, None).await;
-                                }
-                                Err(e) => {
-                                    // A stream cannot be resynchronised: drop the connection.
-                                    tracing::debug!("SIP {label} from the upstream: {e:?}");
-                                    continue 'outer;
-                                }
+                            }
+                            Err(e) => {
+                                // A stream cannot be resynchronised: drop the connection.
+                                tracing::debug!("SIP {label} from the upstream: {e:?}");
+                                continue 'outer;
                             }
                         }
                     }
