@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs turn.test.mjs, room.test.mjs, sfu.test.mjs, socketio.test.mjs,
-# cluster.test.mjs, admin.test.mjs and sip.test.mjs (headless Chromium via
-# playwright-core) against the server under test, in its own network
-# namespace. All but turn.test.mjs (the served pages, the SDK, signaling, the
-# SFU, socket.io, the Redis cluster, the /admin view and the SIP gateway with
-# JsSIP and sipp) need icebreaker itself: they are skipped with
-# ICEBREAKER_TEST_SERVER=coturn.
+# cluster.test.mjs, admin.test.mjs, sip.test.mjs and dial.test.mjs (headless
+# Chromium via playwright-core) against the server under test, in its own
+# network namespace. All but turn.test.mjs (the served pages, the SDK,
+# signaling, the SFU, socket.io, the Redis cluster, the /admin view, the SIP
+# gateway with JsSIP and sipp, and phones dialed into a room) need icebreaker
+# itself: they are skipped with ICEBREAKER_TEST_SERVER=coturn.
 # Usage: tests/browser/run.sh   (ICEBREAKER_TEST_SERVER=coturn to validate
 # the suite against coturn; CHROMIUM_PATH to use another Chromium binary;
-# IB_BROWSER_STEPS=turn,room,sfu,socketio,cluster,admin,sip to run only some
+# IB_BROWSER_STEPS=turn,room,sfu,socketio,cluster,admin,sip,dial to run only some
 # steps, default all).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR/../interop
@@ -27,7 +27,7 @@ if [[ ! -d "$HERE/node_modules/playwright-core" ]]; then
   exit 1
 fi
 
-IB_BROWSER_STEPS="${IB_BROWSER_STEPS:-turn,room,sfu,socketio,cluster,admin,sip}"
+IB_BROWSER_STEPS="${IB_BROWSER_STEPS:-turn,room,sfu,socketio,cluster,admin,sip,dial}"
 want_step() { [[ ",$IB_BROWSER_STEPS," == *",$1,"* ]]; }
 
 ib_gen_cert "$IB_TMP/cert"
@@ -177,6 +177,38 @@ if [[ "$IB_SERVER" == "icebreaker" ]] && want_step sip; then
     exit 1
   fi
   ib_check "Chromium + JsSIP through /sip to sipp: register, call with audio both ways via the media bridge, DTMF, hang up from either side" run_sip
+fi
+
+# Phones dialed into a room (the SDK's call.dial): a server of its own with the SIP gateway
+# toward sipp (the phone, started by the test once per scenario) and --sip-dial true:
+# TURN 30000, HTTP 30005, SFU 30007, relays 31000..31199; the gateway's SIP socket 30050,
+# sipp on 30060 (SIP) and 30070 (RTP echo). A second server without --sip-dial (TURN 30200,
+# HTTP 30205, SFU 30207, relays 31200..31399) for the refusal.
+run_dial() {
+  local IB_SERVER_PID IB_SERVER_LOG IB_TURN_PORT IB_TLS_PORT IB_SFU_PORT IB_HTTP_PORT IB_SECRET_PORT IB_SECRET_TLS_PORT
+  local rc=0 IB_DIAL_SIPP_PORT=30060 IB_DIAL_SIPP_MEDIA_PORT=30070 IB_DIAL_SIP_DIR="$IB_ROOT/tests/sip"
+  if ! command -v sipp >/dev/null; then
+    echo "sipp not installed (Debian sip-tester; scripts/install-deps)"
+    return 1
+  fi
+  ib_start_server dial-off 30200 || return 1
+  local off_pid=$IB_SERVER_PID IB_DIAL_OFF_HTTP_PORT=$IB_HTTP_PORT
+  ib_start_server dial 30000 -- --sip-upstream "sip:127.0.0.1:$IB_DIAL_SIPP_PORT" \
+    --sip-listen 127.0.0.1:30050 --sip-dial true || return 1
+  local IB_DIAL_HTTP_PORT=$IB_HTTP_PORT
+  export IB_DIAL_HTTP_PORT IB_DIAL_OFF_HTTP_PORT IB_DIAL_SIPP_PORT IB_DIAL_SIPP_MEDIA_PORT IB_DIAL_SIP_DIR CHROMIUM_PATH
+  cd "$HERE"
+  HOME="$IB_TMP" ib_run timeout -k 5 90 node dial.test.mjs || rc=$?
+  if ((rc != 0)); then
+    echo "server log (tail):"
+    tail -n 30 "$IB_SERVER_LOG" || true
+  fi
+  ib_stop_pid "$IB_SERVER_PID"
+  ib_stop_pid "$off_pid"
+  return "$rc"
+}
+if [[ "$IB_SERVER" == "icebreaker" ]] && want_step dial; then
+  ib_check "Chromium dials a phone into a room (sipp): phone tile, its audio on every page (mixer), hang up, the phone hangs up" run_dial
 fi
 
 ib_finish

@@ -4,7 +4,9 @@
 // SFU) in the header. Query options: ?relay=1 forces TURN (iceTransportPolicy 'relay'),
 // ?transports=sse,poll limits the signaling transports, ?name=Ada sets the display name,
 // ?topology=auto|mesh|sfu chooses the topology when this join creates the room.
-// Test hook: window.icebreaker = { client, call, localStream, data, stats() }.
+// "Call a phone": the server dials a number or SIP URI (call.dial) and the phone joins the
+// room as a participant (an audio-only tile with its number and a "Hang up" button).
+// Test hook: window.icebreaker = { client, call, localStream, data, dials, stats() }.
 
 import { SignalingClient, Call, SignalingError } from '/sdk/icebreaker.js';
 
@@ -43,6 +45,8 @@ if (!displayName) {
  * @property {number} frames video frames rendered (requestVideoFrameCallback)
  * @property {import('/sdk/icebreaker.js').PeerStats | null} stats
  * @property {string} conn
+ * @property {boolean} phone a phone the server dialed into the room (audio only)
+ * @property {HTMLButtonElement | null} hangup phone: its "Hang up" button
  */
 
 /** @type {Map<string, Tile>} */
@@ -59,6 +63,9 @@ let speaker = null;
 /** Data messages received (`call.on('data')`), newest last, for the test hook. */
 /** @type {{ from: string, data: string | { binary: number }, at: number }[]} */
 const received = [];
+/** `dial` events of the calls this page made, oldest first, for the test hook. */
+/** @type {(import('/sdk/icebreaker.js').DialEvent & { at: number })[]} */
+const dialEvents = [];
 
 /** @param {string} text */
 function notice(text) {
@@ -84,20 +91,64 @@ function setPill(pill, text, kind) {
 }
 
 /**
+ * How a dialed number or SIP URI reads: `tel:+15550100` → `+15550100`, `sip:+1555@pbx` →
+ * `+1555`, `sip:alice@example.org` stays as it is without `sip:`.
+ * @param {string} uri
+ */
+function prettyUri(uri) {
+  const m = /^(?:tel:|sips?:)?([^@;?]*)(@[^;?]*)?/i.exec(uri.trim());
+  if (!m) return uri;
+  if (/^\+?[0-9*#]+$/.test(m[1])) return m[1];
+  return m[1] + (m[2] ?? '');
+}
+
+/**
+ * What the "Call a phone" field holds as a URI to dial: `tel:`, `sip:` and `sips:` as they are,
+ * a number (digits, spaces, `-`, `.`, parentheses, a leading `+`) as `tel:`, `user@host` as
+ * `sip:`. Null when it is none of these.
+ * @param {string} text
+ * @returns {string | null}
+ */
+function dialTarget(text) {
+  const t = text.trim();
+  if (/^(tel|sips?):\S+$/i.test(t)) return t;
+  if (/^\+?[0-9][0-9 ().\-]*$/.test(t)) {
+    const digits = t.replace(/[ ().\-]/g, '');
+    return digits.length >= 2 ? `tel:${digits}` : null;
+  }
+  if (/^[^\s@:]+@[^\s@]+$/.test(t)) return `sip:${t}`;
+  return null;
+}
+
+/**
+ * The "Call a phone" status line.
+ * @param {string} text
+ * @param {'' | 'ok' | 'warn' | 'bad'} [kind]
+ */
+function dialStatus(text, kind = '') {
+  const p = el('dial-status');
+  p.textContent = text;
+  p.className = 'dial-status small' + (kind ? ' ' + kind : '');
+  p.hidden = !text;
+}
+
+/**
  * @param {string} id
  * @param {string} [name]
+ * @param {boolean} [phone] a phone the server dialed into the room: no video, its number, a
+ *   phone glyph and a "Hang up" button
  * @returns {Tile}
  */
-function addTile(id, name) {
+function addTile(id, name, phone = false) {
   const existing = tiles.get(id);
   if (existing) return existing;
   const root = document.createElement('figure');
-  root.className = 'tile';
+  root.className = phone ? 'tile phone' : 'tile';
   root.dataset.peer = id;
   const video = document.createElement('video');
   video.autoplay = true;
   video.playsInline = true;
-  video.setAttribute('aria-label', `Video of ${name || 'participant ' + id}`);
+  video.setAttribute('aria-label', phone ? `Audio of phone ${name || id}` : `Video of ${name || 'participant ' + id}`);
   const caption = document.createElement('figcaption');
   caption.className = 'label';
   const nameEl = document.createElement('span');
@@ -116,14 +167,50 @@ function addTile(id, name) {
   media.className = 'pill warn';
   media.hidden = true;
   caption.append(nameEl, media, state, path, rate);
-  root.append(video, caption);
+  /** @type {HTMLButtonElement | null} */
+  let hangup = null;
+  if (phone) {
+    // No video: the phone's number under a phone glyph; its audio plays from the (hidden) <video>.
+    const ph = document.createElement('div');
+    ph.className = 'placeholder';
+    const icon = document.createElement('span');
+    icon.className = 'phone-icon';
+    icon.setAttribute('aria-hidden', 'true');
+    icon.textContent = '\u260E';
+    const num = document.createElement('span');
+    num.className = 'phone-number';
+    num.textContent = name || id;
+    const what = document.createElement('span');
+    what.className = 'muted small';
+    what.textContent = 'phone (audio only)';
+    ph.append(icon, num, what);
+    hangup = document.createElement('button');
+    hangup.type = 'button';
+    hangup.className = 'danger hangup';
+    hangup.textContent = 'Hang up';
+    hangup.setAttribute('aria-label', `Hang up ${name || id}`);
+    hangup.hidden = !call?.canHangup(id);
+    hangup.addEventListener('click', () => {
+      try {
+        call?.hangup(id);
+        /** @type {HTMLButtonElement} */ (hangup).disabled = true;
+        dialStatus(`Hanging up ${name || id}…`, 'warn');
+      } catch (err) {
+        dialStatus(`Cannot hang up: ${err instanceof Error ? err.message : String(err)}`, 'bad');
+      }
+    });
+    caption.append(hangup);
+    root.append(video, ph, caption);
+  } else {
+    root.append(video, caption);
+  }
   el('tiles').append(root);
   /** @type {Tile} */
-  const tile = { root, video, state, path, rate, media, frames: 0, stats: null, conn: 'new' };
+  const tile = { root, video, state, path, rate, media, frames: 0, stats: null, conn: 'new', phone, hangup };
   tiles.set(id, tile);
   if (speaker === id) root.classList.add('speaking');
   // The SFU sends the simulcast layer that fits the tile (nothing while it is off screen).
-  call?.observe(id, video);
+  if (!phone) call?.observe(id, video);
   updateAlone();
   if ('requestVideoFrameCallback' in video) {
     const onFrame = () => {
@@ -310,10 +397,47 @@ async function main() {
   });
 
   const theCall = call;
-  call.on('peer-added', ({ peer, info }) => addTile(peer, info.name));
+  call.on('peer-added', ({ peer, info }) => addTile(peer, info.name, !!info.phone));
+  // "Call a phone": the server dials, the phone joins as a participant.
+  const dialForm = /** @type {HTMLFormElement} */ (el('dial-form'));
+  const dialInput = /** @type {HTMLInputElement} */ (el('dial-uri'));
+  dialForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const uri = dialTarget(dialInput.value);
+    if (!uri) {
+      dialStatus('Enter a phone number (+1 555 0100) or a SIP address (sip:alice@example.org).', 'bad');
+      dialInput.focus();
+      return;
+    }
+    const label = prettyUri(uri);
+    dialStatus(`Calling ${label}…`, 'warn');
+    theCall.dial(uri).then(
+      () => {
+        dialInput.value = '';
+      },
+      (err) => {
+        const reason = err && typeof err === 'object' && 'reason' in err ? String(err.reason) : String(err);
+        const code = err && typeof err === 'object' && 'code' in err ? err.code : null;
+        const why = typeof code === 'number' && code > 0 ? `${reason} (${code})` : reason;
+        dialStatus(`Could not call ${label}: ${why}`, 'bad');
+      },
+    );
+  });
+  call.on('dial', (ev) => {
+    dialEvents.push({ ...ev, at: Date.now() });
+    if (dialEvents.length > 100) dialEvents.shift();
+    const label = prettyUri(ev.uri);
+    if (ev.state === 'calling') dialStatus(`Calling ${label}…`, 'warn');
+    else if (ev.state === 'ringing') dialStatus(`Ringing ${label}…`, 'warn');
+    else if (ev.state === 'answered') dialStatus(`${label} answered: on the call.`, 'ok');
+    else if (ev.state === 'ended') dialStatus(`Call with ${label} ended${ev.reason ? ': ' + ev.reason : ''}.`, '');
+    // `failed`: the dial's promise says why (above).
+    for (const [id, t] of tiles) if (t.hangup) t.hangup.hidden = !theCall.canHangup(id);
+  });
   call.on('peer-removed', ({ peer }) => removeTile(peer));
   call.on('stream', ({ peer, stream }) => {
-    const t = addTile(peer, client.peers.get(peer)?.name);
+    const info = client.peers.get(peer);
+    const t = addTile(peer, info?.name, !!info?.phone);
     t.video.srcObject = stream;
     t.video.play().catch(() => {
       // Autoplay with sound blocked: play muted until the user interacts.
@@ -380,6 +504,8 @@ async function main() {
     localStream,
     /** Data messages received, newest last: `{from, data, at}` (binary as `{binary: bytes}`). */
     data: received,
+    /** `dial` events of the calls made here (the "Call a phone" form), oldest first. */
+    dials: dialEvents,
     /** Snapshot for tests and debugging. */
     stats() {
       return {
@@ -396,6 +522,8 @@ async function main() {
         peers: [...tiles.entries()].map(([id, t]) => ({
           id,
           name: client.peers.get(id)?.name ?? null,
+          phone: t.phone,
+          canHangup: theCall.canHangup(id),
           connectionState: theCall.peerConnection(id)?.connectionState ?? null,
           iceState: theCall.peerConnection(id)?.iceConnectionState ?? null,
           speaking: speaker === id,
@@ -410,7 +538,10 @@ async function main() {
           bitrateOut: t.stats?.bitrateOut ?? 0,
           framesDecoded: t.stats?.framesDecoded ?? 0,
           framesRendered: t.frames,
+          audioLevel: t.stats?.audioLevel ?? null,
+          audioPacketsReceived: t.stats?.audioPacketsReceived ?? 0,
         })),
+        dialStatus: el('dial-status').hidden ? '' : el('dial-status').textContent,
       };
     },
   };

@@ -17,6 +17,7 @@
  * call.on('speaker', ({ peer }) => { ... });              // the active speaker
  * call.on('data', ({ peer, data }) => { ... });           // call.sendData('hi') from peer
  * await client.join('demo', { name: 'Ada', topology: 'auto' }); // 'auto' | 'mesh' | 'sfu'
+ * const { id, phone } = await call.dial('tel:+15550100'); // a phone joins the room (sip_dial)
  * ```
  *
  * Signaling client
@@ -98,6 +99,15 @@
  *   bitrate out, and the peer's own bitrate in, frames decoded, frame size and audio level
  *   (its inbound RTP streams, by `mid`, or by track id where `mid` is missing).
  *
+ * Phones (PROTOCOL.md "Phones in a room"; the server needs `sip_dial`)
+ * - `call.dial(uri)` has the server call a phone (`tel:`, `sip:`): `dial` events for each state
+ *   (`calling`, `ringing`, `answered`, `failed`, `ended`); the promise resolves with
+ *   `{id, phone, uri}` when it answers, rejects with a {@link DialError} (`code`, `reason`).
+ *   `call.hangup(idOrPeer)` ends it.
+ * - The phone is then a member (`info.phone` true, from its `meta.phone`): every page offers to
+ *   it at once (it never offers), audio only, without data channels (it never says hello, so
+ *   signaling stays on the server) and without sending candidates (it is ICE-lite).
+ *
  * - `iceServers` come from `joined`/`resumed`; `iceTransportPolicy: 'relay'` forces TURN.
  * - Every `statsInterval` ms, a `stats` event per peer: the selected candidate pair (`path` is
  *   `'turn'` when the local or the remote candidate is a relay candidate, else `'direct'`),
@@ -108,7 +118,11 @@
 
 /** @typedef {'websocket' | 'sse' | 'poll'} TransportName */
 /** @typedef {'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'} ClientState */
-/** @typedef {{ id: string, name?: string, meta?: Record<string, unknown> }} PeerInfo */
+/**
+ * A member of the room. `phone` is set by the SDK (never sent): true for a phone the server
+ * dialed into the room (`meta.phone`, PROTOCOL.md "Phones in a room"), which has audio only.
+ * @typedef {{ id: string, name?: string, meta?: Record<string, unknown>, phone?: boolean }} PeerInfo
+ */
 /** @typedef {'mesh' | 'sfu'} Topology */
 
 /**
@@ -155,7 +169,7 @@ export const VERSION = '0.1.0';
 const MAX_QUEUE = 1000;
 
 /** Server message types that carry application-visible events. */
-const EVENT_TYPES = ['joined', 'peer-joined', 'peer-left', 'signal', 'broadcast', 'resumed', 'topology', 'sfu', 'pong', 'error'];
+const EVENT_TYPES = ['joined', 'peer-joined', 'peer-left', 'signal', 'broadcast', 'resumed', 'topology', 'sfu', 'sip', 'pong', 'error'];
 
 /** Error codes after which retrying the same request cannot help. */
 const FATAL_CODES = new Set(['invalid_room', 'room_full', 'server_full', 'unauthorized', 'forbidden', 'bad_message', 'too_large', 'removed']);
@@ -261,6 +275,8 @@ export function backoffDelay(attempt, initial, max) {
  * @property {{ from: string, data: any, seq: number }} broadcast
  * @property {{ topology: Topology, seq: number }} topology the room switched topology (to `'sfu'`)
  * @property {{ data: any, seq: number }} sfu a message from the SFU (SFU rooms; see {@link Call})
+ * @property {{ data: any, seq: number }} sip a message from the SIP gateway: the state of a call
+ *   this member dialed (see {@link Call#dial})
  * @property {{ state: ClientState, transport: TransportName | null }} state
  * @property {SignalingError} error
  */
@@ -411,6 +427,20 @@ export class SignalingClient extends Emitter {
    */
   sendSfu(data) {
     this._sendMsg({ type: 'sfu', data });
+  }
+
+  /**
+   * Send `data` (an object with a `kind`, PROTOCOL.md "Phones in a room") to the server's SIP
+   * gateway. {@link Call#dial} and {@link Call#hangup} do this; `id` is echoed as the `ref` of
+   * an `error` the server answers it with.
+   * @param {Record<string, unknown>} data
+   * @param {string} [id]
+   */
+  sendSip(data, id) {
+    /** @type {Record<string, unknown>} */
+    const msg = { type: 'sip', data };
+    if (id !== undefined) msg.id = id;
+    this._sendMsg(msg);
   }
 
   /** Leave the room now (the others see `peer-left` `left`) and close the client. */
@@ -1046,6 +1076,7 @@ export class SignalingClient extends Emitter {
       }
       case 'peer-joined':
         if (msg.peer && typeof msg.peer.id === 'string' && !this._formerIds.has(msg.peer.id)) {
+          markPhone(msg.peer);
           this.peers.set(msg.peer.id, msg.peer);
           this._emit('peer-joined', { peer: msg.peer });
         }
@@ -1071,6 +1102,9 @@ export class SignalingClient extends Emitter {
       case 'sfu':
         this._emit('sfu', { data: msg.data, seq: msg.seq ?? 0 });
         break;
+      case 'sip':
+        this._emit('sip', { data: msg.data, seq: msg.seq ?? 0 });
+        break;
       case 'error': {
         const err = new SignalingError(msg.code ?? 'internal', msg.message ?? '', msg.ref);
         if (ENDING_CODES.has(err.code)) {
@@ -1094,7 +1128,7 @@ export class SignalingClient extends Emitter {
     this.room = msg.room;
     this.peers = new Map();
     for (const p of Array.isArray(msg.peers) ? msg.peers : []) {
-      if (p && typeof p.id === 'string' && !this._formerIds.has(p.id)) this.peers.set(p.id, p);
+      if (p && typeof p.id === 'string' && !this._formerIds.has(p.id)) this.peers.set(p.id, markPhone(p));
     }
     if (Array.isArray(msg.iceServers)) this.iceServers = msg.iceServers;
     this.topology = msg.topology === 'sfu' ? 'sfu' : 'mesh';
@@ -1122,6 +1156,16 @@ export class SignalingClient extends Emitter {
       }
     }, 500);
   }
+}
+
+/**
+ * Sets `phone` on a member the server dialed (its `meta.phone`).
+ * @param {PeerInfo} p
+ * @returns {PeerInfo}
+ */
+function markPhone(p) {
+  if (p.meta && typeof p.meta === 'object' && p.meta.phone === true) p.phone = true;
+  return p;
 }
 
 /** @param {unknown} data */
@@ -1234,6 +1278,8 @@ const SPEAKER_HOLD = 1000;
  * @property {number | null} frameWidth width of this peer's video as last decoded (null: none yet)
  * @property {number | null} frameHeight
  * @property {number | null} audioLevel RMS level (0..1) of this peer's audio over the last interval
+ * @property {number} audioPacketsReceived audio RTP packets received from this peer so far (on
+ *   this connection: it starts over with a new one)
  * @property {number | null} rtt seconds (current round-trip time of the pair)
  */
 
@@ -1251,7 +1297,56 @@ const SPEAKER_HOLD = 1000;
  * @property {{ topology: Topology }} topology the call's topology (first known, or switched to `'sfu'`)
  * @property {{ peer: string | null }} speaker the active speaker changed (may be your own id)
  * @property {{ peer: string, data: string | ArrayBuffer }} data a message of `sendData` from `peer`
+ * @property {{ peer: string, data: unknown, via: 'channel' | 'server' }} message a message of
+ *   {@link Call#send} / {@link Call#broadcast} from `peer`
+ * @property {DialEvent} dial a call this member dialed ({@link Call#dial}) changed state
  * @property {{ peer: string | null, error: Error }} error (`peer` null: about the SFU connection)
+ */
+
+/**
+ * The state of a call to a phone ({@link Call#dial}; PROTOCOL.md "Phones in a room").
+ * @typedef {object} DialEvent
+ * @property {string | null} id the call's id (null when the server refused the dial at once)
+ * @property {string} uri the number or SIP URI dialed (as the server calls it, once known)
+ * @property {'calling' | 'ringing' | 'answered' | 'failed' | 'ended'} state
+ * @property {string} [phone] `answered`: the phone's peer id (it joins the room as a member)
+ * @property {number | string} [code] `ringing`: 180/183; `failed`: the SIP status (0: nothing
+ *   was sent), or the server's error code (e.g. `bad_message` when dialing is off)
+ * @property {string} [reason] `failed`/`ended`: why, in words
+ */
+
+/**
+ * A dial that failed (the promise of {@link Call#dial} rejects with it).
+ */
+export class DialError extends Error {
+  /**
+   * @param {string} message
+   * @param {number | string} code SIP status (486 busy, 603 declined, 408 no answer, 0 refused
+   *   before anything was sent) or the server's error code (`bad_message`, `forbidden`), or
+   *   `closed` / `ended`
+   * @param {string} reason
+   * @param {string | null} id the call's id, when it got one
+   * @param {string} uri
+   */
+  constructor(message, code, reason, id, uri) {
+    super(message);
+    this.name = 'DialError';
+    this.code = code;
+    this.reason = reason;
+    this.id = id;
+    this.uri = uri;
+  }
+}
+
+/**
+ * A dial in progress (before `answered`/`failed`).
+ * @typedef {object} PendingDial
+ * @property {string} ref our reference (the `ref` of the `sip` message and the `id` of the message)
+ * @property {string} uri
+ * @property {string | null} id the call's id, from its first state
+ * @property {string | null} self our peer id when it was sent (null: before the join)
+ * @property {(v: { id: string, phone: string, uri: string }) => void} resolve
+ * @property {(e: DialError) => void} reject
  */
 
 /**
@@ -1310,6 +1405,13 @@ export class Call extends Emitter {
     /** @type {string | null} mesh active speaker: the voice that is taking over */
     this._speakerNext = null;
     this._speakerSince = 0;
+    /** @type {Map<string, DialEvent>} calls this member dialed, by id: their last state */
+    this.dials = new Map();
+    /** @type {Map<string, PendingDial>} dials not answered yet, by our `ref` */
+    this._pendingDials = new Map();
+    /** @type {Map<string, string>} phone peer id → id of the call that brought it */
+    this._phoneCalls = new Map();
+    this._dialSeq = 0;
 
     /** @type {(() => void)[]} */
     this._unsubs = [
@@ -1321,6 +1423,10 @@ export class Call extends Emitter {
       client.on('signal', ({ from, data }) => this._onSignal(from, data)),
       client.on('broadcast', ({ from, data }) => this._onServerBroadcast(from, data)),
       client.on('sfu', ({ data }) => this.sfu?.onMessage(data)),
+      client.on('sip', ({ data }) => this._onSip(data)),
+      client.on('error', (err) => this._onClientError(err)),
+      // The session is over: nothing will answer the dials in progress.
+      client.on('state', ({ state }) => state === 'closed' && this._failDials('closed', 'the session ended')),
     ];
     this._onNetworkChange = () => this._restartIce('network');
     if (typeof window !== 'undefined') window.addEventListener('online', this._onNetworkChange);
@@ -1429,6 +1535,141 @@ export class Call extends Emitter {
   }
 
   /**
+   * Have the server call a phone and bring it into the room (PROTOCOL.md "Phones in a room"; the
+   * server needs `sip_dial`). `uri`: `tel:+15550100`, `sip:alice@example.org` or `sips:…`. The
+   * call goes through `dial` events (`{id, uri, state, phone?, code?, reason?}`, `state`
+   * `calling` → `ringing` → `answered`, or `failed`; `ended` once an answered call is over).
+   * When the phone answers it joins the room as a member (`peer-added` with `info.phone` true;
+   * audio only) and this call connects to it like to any member (so does everyone else's).
+   * Resolves with `{id, phone, uri}` when it answers; rejects with a {@link DialError} (`code`,
+   * `reason`) when it fails, when the server refuses the message (dialing not enabled:
+   * `bad_message`; `forbidden`) or when this member's session ends first.
+   * @param {string} uri
+   * @returns {Promise<{ id: string, phone: string, uri: string }>}
+   */
+  dial(uri) {
+    if (this.closed) return Promise.reject(new DialError('the call is closed', 'closed', 'the call is closed', null, uri));
+    const ref = `dial-${++this._dialSeq}-${Math.random().toString(36).slice(2, 10)}`;
+    return new Promise((resolve, reject) => {
+      this._pendingDials.set(ref, { ref, uri, id: null, self: this.client.peerId, resolve, reject });
+      try {
+        this.client.sendSip({ kind: 'dial', uri, ref }, ref);
+      } catch (err) {
+        this._pendingDials.delete(ref);
+        const why = err instanceof Error ? err.message : String(err);
+        reject(new DialError(why, err instanceof SignalingError ? err.code : 'closed', why, null, uri));
+      }
+    });
+  }
+
+  /**
+   * End a call to a phone: `idOrPeer` is the call's id (from {@link Call#dial} or a `dial`
+   * event) or the phone's peer id. The server cancels it while it rings, hangs up once
+   * answered (the phone leaves the room: `peer-removed`); any member of the room may. Throws
+   * when `idOrPeer` is a phone whose call id this member does not know ({@link Call#canHangup}).
+   * @param {string} idOrPeer
+   */
+  hangup(idOrPeer) {
+    if (this.closed) throw new SignalingError('closed', 'the call is closed');
+    const id = this.callOf(idOrPeer) ?? (this.members.has(idOrPeer) ? null : idOrPeer);
+    if (!id) throw new DialError(`no known call for peer ${idOrPeer}`, 'unknown', 'only the member that dialed it knows its call', null, '');
+    this.client.sendSip({ kind: 'hangup', id });
+  }
+
+  /**
+   * The id of the call that brought phone `peer` into the room, when known: a call this member
+   * dialed, or the one the phone's `meta.call` names.
+   * @param {string} peer
+   * @returns {string | null}
+   */
+  callOf(peer) {
+    const mine = this._phoneCalls.get(peer);
+    if (mine) return mine;
+    const call = this.members.get(peer)?.meta?.call;
+    return typeof call === 'string' ? call : null;
+  }
+
+  /**
+   * Whether {@link Call#hangup} can end phone `peer`'s call from here.
+   * @param {string} peer
+   */
+  canHangup(peer) {
+    return this.callOf(peer) !== null;
+  }
+
+  /** @param {any} data a `sip` message's data */
+  _onSip(data) {
+    if (this.closed || !data || typeof data !== 'object') return;
+    if (data.kind === 'error') {
+      this._emit('error', { peer: null, error: new Error(`SIP gateway: ${data.reason ?? 'error'}`) });
+      return;
+    }
+    if (data.kind !== 'dial' || typeof data.state !== 'string') return;
+    const id = typeof data.id === 'string' ? data.id : null;
+    let pending = typeof data.ref === 'string' ? this._pendingDials.get(data.ref) : undefined;
+    if (!pending && id) pending = [...this._pendingDials.values()].find((p) => p.id === id);
+    if (pending && id) pending.id = id;
+    /** @type {DialEvent} */
+    const ev = { id, uri: typeof data.uri === 'string' ? data.uri : (pending?.uri ?? this.dials.get(id ?? '')?.uri ?? ''), state: data.state };
+    if (typeof data.phone === 'string') ev.phone = data.phone;
+    if (data.code !== undefined) ev.code = data.code;
+    if (typeof data.reason === 'string') ev.reason = data.reason;
+    if (id) {
+      const last = this.dials.get(id);
+      if (!ev.phone && last?.phone) ev.phone = last.phone;
+      if (ev.state === 'failed' || ev.state === 'ended') this.dials.delete(id);
+      else this.dials.set(id, ev);
+    }
+    if (ev.state === 'answered' && ev.phone && id) this._phoneCalls.set(ev.phone, id);
+    if ((ev.state === 'ended' || ev.state === 'failed') && ev.phone) this._phoneCalls.delete(ev.phone);
+    this._emit('dial', ev);
+    if (!pending) return;
+    if (ev.state === 'answered' && id && ev.phone) {
+      this._pendingDials.delete(pending.ref);
+      pending.resolve({ id, phone: ev.phone, uri: ev.uri });
+    } else if (ev.state === 'failed' || ev.state === 'ended') {
+      this._pendingDials.delete(pending.ref);
+      const reason = ev.reason ?? ev.state;
+      const code = ev.code ?? (ev.state === 'ended' ? 'ended' : 0);
+      pending.reject(new DialError(`calling ${ev.uri} failed: ${reason}${typeof code === 'number' && code ? ` (${code})` : ''}`, code, reason, id, ev.uri));
+    }
+  }
+
+  /**
+   * The server refused a message: a `dial` of ours (its `ref`) fails with the server's code.
+   * @param {SignalingError} err
+   */
+  _onClientError(err) {
+    if (this.closed) return;
+    const pending = err.ref ? this._pendingDials.get(err.ref) : undefined;
+    if (pending) {
+      this._pendingDials.delete(pending.ref);
+      /** @type {DialEvent} */
+      const ev = { id: null, uri: pending.uri, state: 'failed', code: err.code, reason: err.message };
+      this._emit('dial', ev);
+      pending.reject(new DialError(`calling ${pending.uri} failed: ${err.message}`, err.code, err.message, null, pending.uri));
+    }
+  }
+
+  /**
+   * Rejects the dials in progress (all, or those sent from an earlier session).
+   * @param {string} code
+   * @param {string} reason
+   * @param {string | null} [keepSelf] keep the ones sent as this peer id (or before any join)
+   */
+  _failDials(code, reason, keepSelf) {
+    for (const p of [...this._pendingDials.values()]) {
+      if (keepSelf !== undefined && (p.self === null || p.self === keepSelf)) continue;
+      this._pendingDials.delete(p.ref);
+      /** @type {DialEvent} */
+      const ev = { id: p.id, uri: p.uri, state: 'failed', code, reason };
+      if (p.id) this.dials.delete(p.id);
+      this._emit('dial', ev);
+      p.reject(new DialError(`calling ${p.uri} failed: ${reason}`, code, reason, p.id, p.uri));
+    }
+  }
+
+  /**
    * Send a message to every other member over the data channel `icebreaker`: in a mesh room on
    * the channel to each peer, in an SFU room to the SFU, which relays it. The others get a
    * `data` event `{peer, data}` (text as a string, binary as an ArrayBuffer). Messages sent
@@ -1438,7 +1679,7 @@ export class Call extends Emitter {
   sendData(data) {
     if (this.closed) throw new SignalingError('closed', 'the call is closed');
     if (this.sfu) this.sfu.data.send(data);
-    else for (const link of this.links.values()) link.data.send(data);
+    else for (const link of this.links.values()) if (!link.phone) link.data.send(data);
   }
 
   /**
@@ -1502,11 +1743,15 @@ export class Call extends Emitter {
     for (const peer of [...this.views.keys()]) this.unobserve(peer);
     for (const id of [...this.members.keys()]) this._removePeer(id, 'closed');
     this._closeSfu();
+    this._failDials('closed', 'the call was closed');
   }
 
   /** @param {JoinedInfo} info */
   _onJoined(info) {
-    // A (re)join: any old connection belongs to a previous peer id.
+    // A (re)join: any old connection belongs to a previous peer id; so do dials sent before.
+    this._failDials('rejoined', 'the session was lost (joined again)', info.peer);
+    this.dials.clear();
+    this._phoneCalls.clear();
     for (const id of [...this.members.keys()]) this._removePeer(id, 'rejoined');
     this._closeSfu();
     this._setTopology(info.topology === 'sfu' ? 'sfu' : 'mesh');
@@ -1564,7 +1809,8 @@ export class Call extends Emitter {
   _onPeerJoined(peer) {
     if (this.members.has(peer.id)) return;
     // Mesh: the newcomer offers; wait for it (no glare), offer ourselves if it stays silent.
-    this._addPeer(peer, false);
+    // A phone never offers: offer to it at once.
+    this._addPeer(peer, !!peer.phone);
   }
 
   /**
@@ -1599,6 +1845,7 @@ export class Call extends Emitter {
       link.close();
     }
     this.sfu?.removePeer(id);
+    this._phoneCalls.delete(id);
     if (!this.members.delete(id)) return;
     this._emit('peer-removed', { peer: id, reason });
     if (this.speaker === id) this._setSpeaker(null);
@@ -1905,6 +2152,14 @@ class PeerLink extends IceRecovery {
     super(call);
     this.id = info.id;
     this.info = info;
+    /**
+     * A phone the server dialed (PROTOCOL.md "Phones in a room"): it never offers, ignores
+     * candidates, has audio only and no data channels (it never says hello: signaling stays on
+     * the server). So: offer to it at once, audio only, no data channels, no candidates.
+     */
+    this.phone = !!info.phone || info.meta?.phone === true;
+    /** @type {RTCRtpTransceiver | null} phone: the audio transceiver */
+    this.audio = null;
     // The smaller id is polite (yields on collisions).
     this.polite = /** @type {string} */ (call.client.peerId) < info.id;
     this.makingOffer = false;
@@ -1954,7 +2209,8 @@ class PeerLink extends IceRecovery {
     this.pc = pc;
     pc.onnegotiationneeded = () => this.negotiate();
     pc.onicecandidate = ({ candidate }) => {
-      if (!candidate) return;
+      // A phone is ICE-lite and learns our addresses from our checks.
+      if (!candidate || this.phone) return;
       this.pendingCandidates.push(candidate.toJSON());
       this.candidateTimer ??= setTimeout(() => this.flushCandidates(), CANDIDATE_BATCH_MS);
     };
@@ -1990,6 +2246,10 @@ class PeerLink extends IceRecovery {
       this.offerTimer = null;
     }
     this.localAttached = true;
+    if (this.phone) {
+      this.attachPhone();
+      return;
+    }
     // Both ends create the channel as negotiated id 0: no glare, no DCEP round trip. The
     // answerer creates it after applying the offer, which already has the data section.
     if (!this.data.dc) this.data.attach(this.pc.createDataChannel(DATA_LABEL, { negotiated: true, id: 0 }));
@@ -2008,6 +2268,28 @@ class PeerLink extends IceRecovery {
       }
       this.pc.addTrack(track, stream);
     }
+  }
+
+  /**
+   * A phone's connection: one audio transceiver, sending our microphone when there is one
+   * (receive only otherwise: the offer still goes out). Adding it fires negotiationneeded: we
+   * offer whether polite or not, the phone never does.
+   */
+  attachPhone() {
+    const stream = this.call.localStream;
+    const track = stream?.getAudioTracks()[0] ?? null;
+    if (!this.audio) {
+      this.audio = this.pc.addTransceiver(track ?? 'audio', {
+        direction: track ? 'sendrecv' : 'recvonly',
+        streams: stream ? [stream] : [],
+      });
+      return;
+    }
+    const tr = this.audio;
+    if (tr.sender.track !== track) tr.sender.replaceTrack(track).catch((err) => this.call._emit('error', { peer: this.id, error: err }));
+    if (track && stream) tr.sender.setStreams(stream);
+    // A microphone that came late: start sending (renegotiates).
+    if (track && tr.direction === 'recvonly') tr.direction = 'sendrecv';
   }
 
   /**
@@ -2243,6 +2525,7 @@ class PeerLink extends IceRecovery {
     let level = null;
     /** @type {number | null} */
     let own = null;
+    let audioPackets = 0;
     report.forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') {
         framesDecoded += s.framesDecoded ?? 0;
@@ -2251,6 +2534,7 @@ class PeerLink extends IceRecovery {
           frameHeight = s.frameHeight ?? null;
         }
       } else if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        audioPackets += s.packetsReceived ?? 0;
         const l = audioLevel(this.lastEnergy, s);
         if (l !== null) level = Math.max(level ?? 0, l);
       } else if (s.type === 'media-source' && s.kind === 'audio') {
@@ -2285,6 +2569,7 @@ class PeerLink extends IceRecovery {
       frameWidth,
       frameHeight,
       audioLevel: level,
+      audioPacketsReceived: audioPackets,
       rtt,
     };
   }
@@ -2669,7 +2954,7 @@ class SfuLink extends IceRecovery {
     /** @type {Map<string, string>} receiver track id → mid */
     const midOfTrack = new Map();
     for (const t of this.pc.getTransceivers()) if (t.mid && t.receiver.track) midOfTrack.set(t.receiver.track.id, t.mid);
-    /** @type {Map<string, { rx: number, frames: number, w: number | null, h: number | null, level: number | null }>} */
+    /** @type {Map<string, { rx: number, frames: number, w: number | null, h: number | null, level: number | null, packets: number }>} */
     const per = new Map();
     /** @type {Map<string, number>} */
     const rtpNow = new Map();
@@ -2679,7 +2964,7 @@ class SfuLink extends IceRecovery {
       const peer = mid ? this.placed.get(mid)?.peer : undefined;
       if (!peer) return;
       let p = per.get(peer);
-      if (!p) per.set(peer, (p = { rx: 0, frames: 0, w: null, h: null, level: null }));
+      if (!p) per.set(peer, (p = { rx: 0, frames: 0, w: null, h: null, level: null, packets: 0 }));
       const bytes = (s.bytesReceived ?? 0) + (s.headerBytesReceived ?? 0);
       rtpNow.set(s.id, bytes);
       p.rx += Math.max(0, bytes - (this.lastRtp.get(s.id) ?? bytes));
@@ -2690,6 +2975,7 @@ class SfuLink extends IceRecovery {
           p.h = s.frameHeight ?? null;
         }
       } else if (s.kind === 'audio') {
+        p.packets += s.packetsReceived ?? 0;
         const l = audioLevel(this.lastEnergy, s);
         if (l !== null) p.level = Math.max(p.level ?? 0, l);
       }
@@ -2721,6 +3007,7 @@ class SfuLink extends IceRecovery {
         frameWidth: p?.w ?? null,
         frameHeight: p?.h ?? null,
         audioLevel: p?.level ?? null,
+        audioPacketsReceived: p?.packets ?? 0,
         rtt,
       });
     }

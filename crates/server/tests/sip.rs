@@ -1125,6 +1125,7 @@ async fn a_room_member_dials_a_phone_through_the_gateway() {
     assert_eq!(joined["peer"]["id"], phone.as_str());
     assert_eq!(joined["peer"]["name"], "phone");
     assert_eq!(joined["peer"]["meta"]["sip"], "sip:phone@example.org");
+    assert_eq!(joined["peer"]["meta"]["call"], id.as_str());
 
     // A browser connects to it like to any peer of the room.
     let (mut browser, offer, pending) = Browser::new().await;

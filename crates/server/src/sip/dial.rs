@@ -620,7 +620,7 @@ impl DialService {
             .join_phone(
                 &call.room,
                 &name,
-                &json!({"sip": call.uri, "phone": true}),
+                &json!({"sip": call.uri, "phone": true, "call": call.id}),
                 call.host.clone(),
             )
             .await;
