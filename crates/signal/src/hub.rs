@@ -647,6 +647,15 @@ impl<S: RoomStore> Hub<S> {
                         ErrorCode::Forbidden,
                         "the token does not grant `dial`",
                     ))
+                } else if self
+                    .store
+                    .room(&s.room)
+                    .is_some_and(|r| r.topology == Topology::Sfu)
+                {
+                    Err(ProtoError::new(
+                        ErrorCode::BadMessage,
+                        "phones join mesh rooms only (this room uses the SFU)",
+                    ))
                 } else if self.sip_in.len() >= MAX_SFU_QUEUE {
                     Err(ProtoError::new(
                         ErrorCode::ServerFull,

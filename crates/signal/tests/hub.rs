@@ -974,3 +974,65 @@ fn socketio_rooms_come_from_the_server_only() {
         .join(now, NOW_UNIX, with(tok("socket.io/foo")), ice)
         .is_ok());
 }
+
+#[test]
+fn sip_messages_need_sip_dial_the_dial_permission_and_a_mesh_room() {
+    let now = Instant::now();
+    let dial = r#"{"type":"sip","data":{"kind":"dial","uri":"tel:+15550100"}}"#;
+    // Off: refused.
+    let mut h = hub(HubConfig::default());
+    let a = join(&mut h, now, "r");
+    assert_eq!(send(&mut h, now, &a, dial), Err(ErrorCode::BadMessage));
+    assert_eq!(h.drain_sip().count(), 0);
+    // On: queued with room and peer.
+    let mut h = hub(HubConfig {
+        sip_dial: true,
+        sfu: true,
+        ..HubConfig::default()
+    });
+    let a = join(&mut h, now, "r");
+    assert!(send(&mut h, now, &a, dial).is_ok());
+    let queued: Vec<_> = h.drain_sip().collect();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        (queued[0].room.as_str(), queued[0].peer.as_str()),
+        ("r", a.peer.as_str())
+    );
+    assert!(queued[0].data.get().contains("tel:+15550100"));
+    assert_eq!(
+        send(&mut h, now, &a, r#"{"type":"sip","data":"dial"}"#),
+        Err(ErrorCode::BadMessage),
+        "data must be an object"
+    );
+    // SFU rooms: refused (the phone is a mesh peer).
+    let s = join_as(
+        &mut h,
+        now,
+        Join {
+            topology: Some(icebreaker_signal::TopologyRequest::Sfu),
+            ..Join::room("big")
+        },
+    );
+    assert_eq!(send(&mut h, now, &s, dial), Err(ErrorCode::BadMessage));
+    // With room tokens: only a token that grants `dial`.
+    let secret = b"s3cret".to_vec();
+    let mut h = hub(HubConfig {
+        sip_dial: true,
+        token_secret: Some(secret.clone()),
+        ..HubConfig::default()
+    });
+    let exp = NOW_UNIX + 60;
+    let with = |perms: Option<&[Perm]>| Join {
+        token: Some(token::sign(&secret, "t", None, exp, perms)),
+        ..Join::room("t")
+    };
+    let plain = join_as(&mut h, now, with(None));
+    assert_eq!(send(&mut h, now, &plain, dial), Err(ErrorCode::Forbidden));
+    let dialer = join_as(
+        &mut h,
+        now,
+        with(Some(&[Perm::Create, Perm::Signal, Perm::Dial])),
+    );
+    assert!(send(&mut h, now, &dialer, dial).is_ok());
+    assert_eq!(h.drain_sip().count(), 1);
+}
