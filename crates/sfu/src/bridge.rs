@@ -856,9 +856,20 @@ impl Gateway {
         offer: &str,
         remote: SocketAddr,
     ) -> Result<String, BridgeError> {
-        let leg = self.legs.get_mut(&id).ok_or(BridgeError::UnknownLeg)?;
         let offer =
             SdpOffer::from_sdp_string(offer).map_err(|e| BridgeError::Sdp(e.to_string()))?;
+        let sdp = self.reanswer(now, id, offer)?;
+        if let Some(leg) = self.legs.get_mut(&id) {
+            if remote != leg.latch.sdp {
+                leg.latch.reset(remote);
+            }
+        }
+        Ok(sdp)
+    }
+
+    /// An existing leg answers a new offer on its connection (its ICE credentials may change).
+    fn reanswer(&mut self, now: Instant, id: u64, offer: SdpOffer) -> Result<String, BridgeError> {
+        let leg = self.legs.get_mut(&id).ok_or(BridgeError::UnknownLeg)?;
         let answer = leg
             .rtc
             .sdp_api()
@@ -869,9 +880,6 @@ impl Gateway {
             self.by_ufrag.remove(&leg.ufrag);
             self.by_ufrag.insert(ufrag.clone(), id);
             leg.ufrag = ufrag;
-        }
-        if remote != leg.latch.sdp {
-            leg.latch.reset(remote);
         }
         let sdp = complete_candidates(&answer.to_sdp_string());
         self.drain(now, id);
@@ -1070,21 +1078,8 @@ impl Gateway {
         let (offer, audio_mids) = reject_video(offer);
         let offer =
             SdpOffer::from_sdp_string(&offer).map_err(|e| BridgeError::Sdp(e.to_string()))?;
-        if let Some(l) = self.legs.get_mut(&leg).filter(|l| l.group == Some(group)) {
-            let answer = l
-                .rtc
-                .sdp_api()
-                .accept_offer(offer)
-                .map_err(|e| BridgeError::Sdp(e.to_string()))?;
-            let ufrag = l.rtc.direct_api().local_ice_credentials().ufrag;
-            if ufrag != l.ufrag {
-                self.by_ufrag.remove(&l.ufrag);
-                self.by_ufrag.insert(ufrag.clone(), leg);
-                l.ufrag = ufrag;
-            }
-            let sdp = complete_candidates(&answer.to_sdp_string());
-            self.drain(now, leg);
-            return Ok(sdp);
+        if self.legs.get(&leg).is_some_and(|l| l.group == Some(group)) {
+            return self.reanswer(now, leg, offer);
         }
         self.check_leg_id(leg)?;
         let (mut rtc, ufrag) = new_rtc(now, &[codec], local);

@@ -331,22 +331,18 @@ impl DialService {
 
     /// ACK of a non-2xx final response: same transaction (branch), To of the response.
     fn ack_failure(&self, call: &Call, resp: &Message) -> String {
-        let to = resp.headers.get("To").unwrap_or("").to_owned();
-        format!(
-            "ACK {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
-            uri = call.uri,
-            via = self.via(&call.branch),
-            from = self.cfg.from,
-            tag = call.from_tag,
-            cid = call.call_id,
-            cseq = call.cseq,
-        )
+        self.in_invite_transaction(call, "ACK", resp.headers.get("To").unwrap_or(""))
     }
 
     /// CANCEL of the pending INVITE (same branch and CSeq number).
     fn cancel(&self, call: &Call) -> String {
+        self.in_invite_transaction(call, "CANCEL", &format!("<{}>", call.uri))
+    }
+
+    /// A request of the INVITE's transaction (its branch, CSeq number, Request-URI).
+    fn in_invite_transaction(&self, call: &Call, method: &str, to: &str) -> String {
         format!(
-            "CANCEL {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={tag}\r\nTo: <{uri}>\r\nCall-ID: {cid}\r\nCSeq: {cseq} CANCEL\r\nContent-Length: 0\r\n\r\n",
+            "{method} {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
             uri = call.uri,
             via = self.via(&call.branch),
             from = self.cfg.from,
