@@ -966,6 +966,9 @@ fuzz_target!(|data: &[u8]| {
         // meshes, `sfu` messages are refused like any misuse.
         sfu: false,
         mesh_max: 4,
+        // `sip` messages go to a queue the gateway drains (not modelled): on or off, they are
+        // queued or refused; the queue is drained like the SFU's.
+        sip_dial: c4 & 2 != 0,
     };
     let t0 = Instant::now();
     let mut m = Model {

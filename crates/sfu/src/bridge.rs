@@ -56,9 +56,11 @@ use serde::Serialize;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Direction, Frequency, MediaKind, Mid};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{Protocol, Transmit};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::demux::{receive_input, Demux, Routes};
 
 use crate::g711;
 
@@ -482,9 +484,9 @@ fn reject_video(offer: &str) -> (String, Vec<&str>) {
 
 struct Leg {
     rtc: Rtc,
-    ufrag: String,
+    /// Its ufrag and proven addresses on the shared port.
+    routes: Routes,
     local: Vec<(Protocol, SocketAddr)>,
-    addrs: Vec<(Protocol, SocketAddr)>,
     timeout: Instant,
     created: Instant,
     mid: Option<Mid>,
@@ -510,8 +512,7 @@ pub struct Gateway {
     config: BridgeConfig,
     legs: HashMap<u64, Leg>,
     groups: HashMap<u64, Group>,
-    by_ufrag: HashMap<String, u64>,
-    by_addr: HashMap<(Protocol, SocketAddr), u64>,
+    demux: Demux<u64>,
     transmits: VecDeque<BridgeTransmit>,
     events: VecDeque<BridgeEvent>,
     /// Leg ids, reused.
@@ -638,13 +639,6 @@ fn write_rtp(marker: bool, pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8])
     out
 }
 
-/// The local ufrag of a STUN request's USERNAME (`local:remote`).
-fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
-    let msg = icebreaker_stun::Message::parse(data).ok()?;
-    let user = msg.username().ok()??;
-    user.split(':').next()
-}
-
 fn tele_params() -> FormatParams {
     FormatParams {
         telephone_event_max: Some(16),
@@ -741,8 +735,7 @@ impl Gateway {
             config,
             legs: HashMap::new(),
             groups: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            demux: Demux::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::new(),
@@ -782,14 +775,14 @@ impl Gateway {
         remote: SocketAddr,
     ) {
         self.close(id);
-        self.by_ufrag.insert(ufrag.clone(), id);
+        let mut routes = Routes::default();
+        self.demux.set_ufrag(id, &mut routes, ufrag);
         self.legs.insert(
             id,
             Leg {
                 rtc,
-                ufrag,
+                routes,
                 local: local.to_vec(),
-                addrs: Vec::new(),
                 timeout: now,
                 created: now,
                 mid: None,
@@ -876,11 +869,7 @@ impl Gateway {
             .accept_offer(offer)
             .map_err(|e| BridgeError::Sdp(e.to_string()))?;
         let ufrag = leg.rtc.direct_api().local_ice_credentials().ufrag;
-        if ufrag != leg.ufrag {
-            self.by_ufrag.remove(&leg.ufrag);
-            self.by_ufrag.insert(ufrag.clone(), id);
-            leg.ufrag = ufrag;
-        }
+        self.demux.set_ufrag(id, &mut leg.routes, ufrag);
         let sdp = complete_candidates(&answer.to_sdp_string());
         self.drain(now, id);
         Ok(sdp)
@@ -988,12 +977,7 @@ impl Gateway {
     pub fn close(&mut self, id: u64) {
         if let Some(mut leg) = self.legs.remove(&id) {
             leg.rtc.disconnect();
-            self.by_ufrag.remove(&leg.ufrag);
-            for a in leg.addrs {
-                if self.by_addr.get(&a) == Some(&id) {
-                    self.by_addr.remove(&a);
-                }
-            }
+            self.demux.forget(id, &leg.routes);
             if let Some(g) = leg.group.and_then(|g| self.groups.get_mut(&g)) {
                 g.legs.retain(|l| *l != id);
                 if g.dtmf.is_some_and(|d| d.leg == id) {
@@ -1163,44 +1147,20 @@ impl Gateway {
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
-        let known = self.by_addr.get(&(proto, source)).copied();
-        let Some(id) =
-            known.or_else(|| stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied()))
-        else {
+        let Some((id, known)) = self.demux.route(proto, source, data) else {
             return false;
         };
         let Some(leg) = self.legs.get_mut(&id) else {
             return false;
         };
-        let destination = leg
-            .local
-            .iter()
-            .find(|(p, _)| *p == proto)
-            .map_or(destination, |(_, a)| *a);
-        let Ok(contents) = data.try_into() else {
+        let Some(input) = receive_input(now, proto, source, destination, &leg.local, data) else {
             return false;
         };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto,
-                source,
-                destination,
-                contents,
-            },
-        );
         if !leg.rtc.accepts(&input) {
             return false;
         }
-        if known.is_none() {
-            if leg.addrs.len() >= 8 {
-                let old = leg.addrs.remove(0);
-                if self.by_addr.get(&old) == Some(&id) {
-                    self.by_addr.remove(&old);
-                }
-            }
-            leg.addrs.push((proto, source));
-            self.by_addr.insert((proto, source), id);
+        if !known {
+            self.demux.learn(id, &mut leg.routes, proto, source, 8);
         }
         if let Err(e) = leg.rtc.handle_input(input) {
             tracing::debug!(leg = id, "bridge: input refused: {e}");
@@ -1552,6 +1512,7 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
     use str0m::media::MediaTime;
+    use str0m::net::Receive;
 
     const GW: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 3479);
     const BROWSER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);

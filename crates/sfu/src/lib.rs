@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod bridge;
+mod demux;
 pub mod g711;
 pub mod layers;
 pub mod speaker;
@@ -36,10 +37,10 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
-use str0m::net::Receive;
 pub use str0m::net::{Protocol, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::demux::{receive_input, Demux, Routes};
 use crate::layers::{LayerInfo, Want};
 use crate::speaker::{Loudness, SpeakerDetector};
 
@@ -364,7 +365,8 @@ struct Part {
     rtc: Rtc,
     /// The client's DTLS fingerprint line (a new one means a new `RTCPeerConnection`).
     fingerprint: Option<String>,
-    ufrag: String,
+    /// Its ufrag and proven addresses on the shared port.
+    routes: Routes,
     pending: Option<SdpPendingOffer>,
     /// When the pending offer was sent.
     pending_since: Option<Instant>,
@@ -373,7 +375,6 @@ struct Part {
     backlog: VecDeque<(bool, Vec<u8>)>,
     tracks_in: Vec<TrackId>,
     tracks_out: Vec<TrackOut>,
-    addrs: Vec<(Protocol, SocketAddr)>,
     /// Our candidate addresses for it (received datagrams are addressed to them).
     local: Vec<(Protocol, SocketAddr)>,
     last_remote: Option<(Protocol, SocketAddr)>,
@@ -445,8 +446,7 @@ pub struct Sfu {
     rooms: HashMap<String, Room>,
     tracks: HashMap<TrackId, TrackIn>,
     by_peer: HashMap<(String, String), PartId>,
-    by_addr: HashMap<(Protocol, SocketAddr), PartId>,
-    by_ufrag: HashMap<String, PartId>,
+    demux: Demux<PartId>,
     next: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
@@ -496,13 +496,6 @@ fn fingerprint_of(sdp: &str) -> Option<String> {
         .map(|f| f.trim().to_ascii_lowercase())
 }
 
-/// The local ufrag of a STUN request's USERNAME (`local:remote`).
-fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
-    let msg = icebreaker_stun::Message::parse(data).ok()?;
-    let user = msg.username().ok()??;
-    user.split(':').next()
-}
-
 /// Marks every media section's candidates complete (`a=end-of-candidates`, RFC 8840): an ICE-lite
 /// server has no other candidates to trickle, and clients that wait for the end of remote
 /// candidates before checking (aiortc) would otherwise never start.
@@ -530,8 +523,7 @@ impl Sfu {
             rooms: HashMap::new(),
             tracks: HashMap::new(),
             by_peer: HashMap::new(),
-            by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
+            demux: Demux::new(),
             next: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -642,11 +634,7 @@ impl Sfu {
         // Our own pending offer (if any) is rolled back: redo it after this answer.
         roll_back(part);
         let ufrag = part.rtc.direct_api().local_ice_credentials().ufrag;
-        if ufrag != part.ufrag {
-            self.by_ufrag.remove(&part.ufrag);
-            self.by_ufrag.insert(ufrag.clone(), id);
-            part.ufrag = ufrag;
-        }
+        self.demux.set_ufrag(id, &mut part.routes, ufrag);
         let ev = sdp_event(part, "answer", &answer.to_sdp_string());
         self.events.push_back(ev);
         self.mark(id);
@@ -687,7 +675,8 @@ impl Sfu {
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let id = PartId(self.next);
         self.next += 1;
-        self.by_ufrag.insert(ufrag.clone(), id);
+        let mut routes = Routes::default();
+        self.demux.set_ufrag(id, &mut routes, ufrag);
         self.by_peer.insert((room.to_owned(), peer.to_owned()), id);
         let r = self.rooms.entry(room.to_owned()).or_default();
         // Subscribe to what the others already publish.
@@ -707,14 +696,13 @@ impl Sfu {
                 peer: peer.to_owned(),
                 rtc,
                 fingerprint,
-                ufrag,
+                routes,
                 pending: None,
                 pending_since: None,
                 channel: None,
                 backlog: VecDeque::new(),
                 tracks_in: Vec::new(),
                 tracks_out,
-                addrs: Vec::new(),
                 local: local.to_vec(),
                 last_remote: None,
                 timeout: now,
@@ -812,12 +800,7 @@ impl Sfu {
             }
         }
         self.by_peer.remove(&(part.room.clone(), part.peer.clone()));
-        self.by_ufrag.remove(&part.ufrag);
-        for a in &part.addrs {
-            if self.by_addr.get(a) == Some(&id) {
-                self.by_addr.remove(a);
-            }
-        }
+        self.demux.forget(id, &part.routes);
         for t in &part.tracks_in {
             self.tracks.remove(t);
         }
@@ -861,47 +844,21 @@ impl Sfu {
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
-        let known = self.by_addr.get(&(proto, source)).copied();
         // A new source: only a STUN request naming a participant's ufrag may introduce it.
-        let Some(id) =
-            known.or_else(|| stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied()))
-        else {
+        let Some((id, known)) = self.demux.route(proto, source, data) else {
             return false;
         };
         let Some(p) = self.parts.get_mut(&id) else {
             return false;
         };
-        // The socket may be bound to 0.0.0.0 or sit behind a NAT: the datagram was addressed
-        // to our candidate for this participant.
-        let destination = p
-            .local
-            .iter()
-            .find(|(pr, _)| *pr == proto)
-            .map_or(destination, |(_, a)| *a);
-        let Ok(contents) = data.try_into() else {
+        let Some(input) = receive_input(now, proto, source, destination, &p.local, data) else {
             return false;
         };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto,
-                source,
-                destination,
-                contents,
-            },
-        );
         if !p.rtc.accepts(&input) {
             return false;
         }
-        if known.is_none() {
-            if p.addrs.len() >= 16 {
-                let old = p.addrs.remove(0);
-                if self.by_addr.get(&old) == Some(&id) {
-                    self.by_addr.remove(&old);
-                }
-            }
-            p.addrs.push((proto, source));
-            self.by_addr.insert((proto, source), id);
+        if !known {
+            self.demux.learn(id, &mut p.routes, proto, source, 16);
         }
         p.bytes_in += data.len() as u64;
         p.rate_in.add(data.len());
