@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use icebreaker::bench::sip::Browser;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -649,126 +650,6 @@ Content-Length: {}
     srv.shutdown().await;
 }
 
-/// A WebRTC peer standing in for a browser: str0m (full ICE, DTLS-SRTP), Opus, PCMU, PCMA
-/// and telephone-events as Chromium offers them, on its own UDP socket.
-struct Browser {
-    rtc: str0m::Rtc,
-    sock: tokio::net::UdpSocket,
-    local: SocketAddr,
-    mid: str0m::media::Mid,
-    /// Payload type to send (default: the remote's first).
-    pt: Option<u8>,
-}
-
-impl Browser {
-    async fn new() -> (Browser, String, str0m::change::SdpPendingOffer) {
-        use str0m::format::{Codec, FormatParams};
-        use str0m::media::{Direction, Frequency, MediaKind};
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let local = sock.local_addr().unwrap();
-        let mut cfg = str0m::Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_pcmu(true, false)
-            .enable_pcma(true, false);
-        let tele = FormatParams {
-            telephone_event_max: Some(16),
-            ..Default::default()
-        };
-        cfg.codec_config().add_config(
-            126.into(),
-            None,
-            Codec::Tele,
-            Frequency::EIGHT_KHZ,
-            None,
-            tele,
-        );
-        let mut rtc = cfg.build(std::time::Instant::now());
-        rtc.add_local_candidate(str0m::Candidate::host(local, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
-        (
-            Browser {
-                rtc,
-                sock,
-                local,
-                mid,
-                pt: None,
-            },
-            offer.to_sdp_string(),
-            pending,
-        )
-    }
-
-    /// Runs the connection for up to `limit`: once connected, sends `frames` 20-ms frames of
-    /// the answered codec; returns the frames heard (sipp echoes ours back).
-    async fn talk(&mut self, frames: u32, limit: Duration) -> (bool, u32) {
-        use str0m::media::{Frequency, MediaTime};
-        use str0m::{Event, Input, Output};
-        let start = std::time::Instant::now();
-        let mut buf = vec![0u8; 2000];
-        let (mut connected, mut heard, mut sent) = (false, 0u32, 0u32);
-        let mut next_frame = start;
-        while start.elapsed() < limit {
-            let timeout = loop {
-                match self.rtc.poll_output().unwrap() {
-                    Output::Timeout(t) => break t,
-                    Output::Transmit(t) => {
-                        let _ = self.sock.send_to(&t.contents, t.destination).await;
-                    }
-                    Output::Event(Event::Connected) => connected = true,
-                    Output::Event(Event::MediaData(_)) => heard += 1,
-                    Output::Event(_) => {}
-                }
-            };
-            let now = std::time::Instant::now();
-            if connected && sent < frames && now >= next_frame {
-                let pt = match self.pt {
-                    Some(pt) => pt.into(),
-                    None => self.rtc.media(self.mid).unwrap().remote_pts()[0],
-                };
-                let w = self.rtc.writer(self.mid).unwrap();
-                let ts = MediaTime::new(u64::from(sent) * 160, Frequency::EIGHT_KHZ);
-                w.write(pt, now, ts, vec![0xd5u8; 160]).unwrap();
-                sent += 1;
-                next_frame += Duration::from_millis(20);
-                continue;
-            }
-            if sent >= frames && heard + 5 >= frames {
-                break;
-            }
-            let wake = if connected && sent < frames {
-                timeout.min(next_frame)
-            } else {
-                timeout
-            };
-            let wait = wake
-                .saturating_duration_since(now)
-                .clamp(Duration::from_millis(1), Duration::from_millis(50));
-            match tokio::time::timeout(wait, self.sock.recv_from(&mut buf)).await {
-                Ok(Ok((n, source))) => {
-                    let input = Input::Receive(
-                        std::time::Instant::now(),
-                        str0m::net::Receive {
-                            proto: str0m::net::Protocol::Udp,
-                            source,
-                            destination: self.local,
-                            contents: buf[..n].try_into().unwrap(),
-                        },
-                    );
-                    self.rtc.handle_input(input).unwrap();
-                }
-                _ => self
-                    .rtc
-                    .handle_input(Input::Timeout(std::time::Instant::now()))
-                    .unwrap(),
-            }
-        }
-        (connected, heard)
-    }
-}
-
 /// The media bridge: a WebRTC caller (str0m in place of a browser) calls sipp through `/sip`;
 /// sipp gets a plain RTP offer, its answer comes back as a WebRTC answer (ICE-lite on the
 /// SFU's port, DTLS fingerprint), and the caller's audio travels to sipp as plain RTP and back
@@ -779,7 +660,7 @@ async fn webrtc_audio_is_bridged_to_plain_rtp_and_back() {
     let srv = gateway(far.addr).await;
     let sfu = srv.sfu_addr.expect("the SFU port is on");
     let mut ws = sip_ws(srv.http).await;
-    let (mut browser, offer, pending) = Browser::new().await;
+    let (mut browser, offer, pending) = Browser::new().await.unwrap();
     assert!(offer.contains("UDP/TLS/RTP/SAVPF"), "{offer}");
     let head = format!(
         "INVITE sip:phone@example.org SIP/2.0
@@ -842,7 +723,7 @@ Content-Length: {}
     send(&mut ws, &dialog.request("ACK", 1, "mack1")).await;
 
     // 2 s of audio; sipp echoes it (plain RTP both ways on its side).
-    let (connected, heard) = browser.talk(100, Duration::from_secs(10)).await;
+    let (connected, heard) = browser.talk(100, Duration::from_secs(10)).await.unwrap();
     assert!(connected, "ICE + DTLS with the gateway");
     assert!(
         heard >= 80,
@@ -942,7 +823,7 @@ async fn a_phone_calls_the_browser_through_the_bridge() {
     assert!(offer.contains("telephone-event/8000"), "{offer}");
 
     // The browser answers.
-    let (mut browser, _, _) = Browser::new().await;
+    let (mut browser, _, _) = Browser::new().await.unwrap();
     let answer = browser
         .rtc
         .sdp_api()
@@ -1000,7 +881,7 @@ async fn a_phone_calls_the_browser_through_the_bridge() {
             }
         })
     };
-    let (connected, heard) = browser.talk(100, Duration::from_secs(10)).await;
+    let (connected, heard) = browser.talk(100, Duration::from_secs(10)).await.unwrap();
     assert!(connected);
     let plain_ok = plain_ok.load(std::sync::atomic::Ordering::Relaxed);
     assert!(plain_ok >= 80, "the phone got {plain_ok} plain RTP packets");
@@ -1128,7 +1009,7 @@ async fn a_room_member_dials_a_phone_through_the_gateway() {
     assert_eq!(joined["peer"]["meta"]["call"], id.as_str());
 
     // A browser connects to it like to any peer of the room.
-    let (mut browser, offer, pending) = Browser::new().await;
+    let (mut browser, offer, pending) = Browser::new().await.unwrap();
     send_json(
         &mut a,
         json!({"type": "signal", "to": phone, "data": {"sdp": {"type": "offer", "sdp": offer}}}),
@@ -1151,7 +1032,7 @@ async fn a_room_member_dials_a_phone_through_the_gateway() {
             str0m::change::SdpAnswer::from_sdp_string(sdp).unwrap(),
         )
         .unwrap();
-    let (connected, heard) = browser.talk(100, Duration::from_secs(10)).await;
+    let (connected, heard) = browser.talk(100, Duration::from_secs(10)).await.unwrap();
     assert!(connected);
     assert!(
         heard >= 70,
@@ -1272,7 +1153,7 @@ async fn a_vanished_browser_is_hung_up_for() {
     let far = sipp_once("uas.xml");
     let srv = gateway(far.addr).await;
     let mut ws = sip_ws(srv.http).await;
-    let (mut browser, offer, pending) = Browser::new().await;
+    let (mut browser, offer, pending) = Browser::new().await.unwrap();
     let head = format!(
         "INVITE sip:phone@example.org SIP/2.0
 Via: SIP/2.0/WSS v.invalid;branch=z9hG4bKgone1
@@ -1321,7 +1202,7 @@ Content-Length: {}
         via_host: "v.invalid",
     };
     send(&mut ws, &dialog.request("ACK", 5, "gack1")).await;
-    let (connected, _) = browser.talk(10, Duration::from_secs(5)).await;
+    let (connected, _) = browser.talk(10, Duration::from_secs(5)).await.unwrap();
     assert!(connected);
     assert_eq!(srv.sip_media_calls(), 1);
     // The tab is closed.
@@ -1362,7 +1243,7 @@ async fn strangers_are_ignored_and_calls_per_connection_are_bounded() {
     assert!(got.is_err(), "no answer to a stranger");
 
     let mut ws = sip_ws(srv.http).await;
-    let (_, offer, _) = Browser::new().await;
+    let (_, offer, _) = Browser::new().await.unwrap();
     for i in 0..9 {
         let head = format!(
             "INVITE sip:phone@example.org SIP/2.0

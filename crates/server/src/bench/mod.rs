@@ -13,6 +13,7 @@ pub mod hist;
 pub mod setup;
 pub mod sfu;
 pub mod signal;
+pub mod sip;
 pub mod soak;
 pub mod stun;
 pub mod turn;
@@ -29,6 +30,7 @@ pub use sfu::{format_sfu, run_sfu, SfuBench, SfuReport};
 pub use signal::{
     format_signal, run_signal, SignalBench, SignalLoad, SignalProtocol, SignalReport,
 };
+pub use sip::{format_sip, run_sip, SipBench, SipReport};
 pub use soak::{format_soak, run_soak, SoakBench, SoakReport};
 pub use stun::{run_stun, StunBench, StunReport};
 pub use turn::{run_turn, Load, StepResult, TurnBench, TurnReport};
@@ -58,6 +60,50 @@ pub enum BenchCommand {
     /// publishing audio + video, all receiving; reports forwarded streams and packets per
     /// second per server core
     Sfu(SfuArgs),
+    /// SIP gateway media bridge: concurrent calls through /sip (a str0m WebRTC caller per call)
+    /// to a far end that answers and echoes RTP (sipp -rtp_echo); reports set-up time, loss,
+    /// round trip, bridge packets per second and calls per server core
+    Sip(SipArgs),
+}
+
+/// `icebreaker bench sip`.
+#[derive(Args, Debug)]
+pub struct SipArgs {
+    /// The server's HTTP listener (/sip and /metrics), http://HOST:PORT
+    #[arg(long, value_name = "URL")]
+    pub http: String,
+    /// Concurrent calls (1..=5000)
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub calls: usize,
+    /// Seconds of measurement after every call connected (1..=3600)
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub duration: u64,
+    /// The codec each caller offers: pcmu or pcma
+    #[arg(long, default_value = "pcmu", value_name = "CODEC")]
+    pub codec: String,
+    /// New calls per second while setting up
+    #[arg(long, default_value_t = 50.0, value_name = "CPS")]
+    pub rate: f64,
+    /// The request URI of the INVITEs
+    #[arg(long, default_value = "sip:echo@example.org", value_name = "URI")]
+    pub to: String,
+    /// PID of the server on this machine: its CPU time gives the per-core figures
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// PID of the far end (sipp) on this machine, for its CPU time
+    #[arg(long, value_name = "PID")]
+    pub far_pid: Option<u32>,
+    /// Seconds a call may take to be answered and connected, and all calls after the last
+    /// INVITE
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// --http is a Janus server's WebSocket API (janus.plugin.sip), the reference bridge, instead
+    /// of Icebreaker's /sip; --to must then name the far end (sip:echo@HOST:PORT)
+    #[arg(long)]
+    pub janus: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `icebreaker bench sfu`.
@@ -430,6 +476,48 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 print!("{}", format_sfu(&report));
             }
             Ok(if report.connected == report.members {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        BenchCommand::Sip(a) => {
+            if !(1..=3600).contains(&a.duration) {
+                bail!("--duration must be 1..=3600 seconds");
+            }
+            if !(1..=5000).contains(&a.calls) {
+                bail!("--calls must be 1..=5000");
+            }
+            if !(a.rate.is_finite() && a.rate > 0.0) {
+                bail!("--rate must be a positive number");
+            }
+            let codec = match a.codec.to_ascii_lowercase().as_str() {
+                "pcmu" => sip::G711::Pcmu,
+                "pcma" => sip::G711::Pcma,
+                other => bail!("--codec must be pcmu or pcma, not {other:?}"),
+            };
+            let (http, _) = signal::parse_server(&a.http)?;
+            let cfg = SipBench {
+                http,
+                calls: a.calls,
+                duration: Duration::from_secs(a.duration),
+                codec,
+                rate: a.rate,
+                target: a.to.clone(),
+                server_pid: a.server_pid,
+                far_pid: a.far_pid,
+                janus: a.janus,
+                connect_timeout: Duration::from_secs(a.connect_timeout.clamp(1, 600)),
+            };
+            let report = run_sip(&cfg)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", format_sip(&report));
+            }
+            Ok(if report.interrupted {
+                ExitCode::from(130)
+            } else if report.connected == report.calls {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
