@@ -34,6 +34,8 @@ const QUEUE: usize = 16_384;
 const TCP_IDLE: Duration = Duration::from_secs(30);
 /// Datagrams read per wake.
 const BATCH: usize = 64;
+/// RTP packets from the SIP side waiting for the task (~100 ms of 200 calls).
+const MEDIA_QUEUE: usize = 2048;
 
 /// A command for the SFU task.
 #[derive(Debug)]
@@ -169,6 +171,8 @@ pub struct BridgeCounters {
 #[derive(Debug)]
 pub struct SfuService {
     tx: mpsc::Sender<Cmd>,
+    /// RTP from the SIP side of the bridge (`BridgeCmd::Plain` only).
+    media: mpsc::Sender<BridgeCmd>,
     /// The UDP address as bound.
     pub udp: SocketAddr,
     /// The ICE-TCP address as bound.
@@ -200,7 +204,15 @@ impl SfuService {
 
     /// Sends a media-bridge command without waiting (media: dropped when the queue is full).
     pub fn try_bridge(&self, cmd: BridgeCmd) {
-        let _ = self.tx.try_send(Cmd::Bridge(cmd));
+        // Media has its own short queue: under overload it is dropped (as the network would)
+        // instead of delaying control commands and building up seconds of latency.
+        let r = match cmd {
+            BridgeCmd::Plain { .. } => self.media.try_send(cmd).is_err(),
+            cmd => self.tx.try_send(Cmd::Bridge(cmd)).is_err(),
+        };
+        if r {
+            tracing::trace!("sfu: bridge queue full, dropped");
+        }
     }
 
     pub async fn peer_stats(&self, room: &str) -> Vec<PeerStats> {
@@ -286,8 +298,10 @@ pub fn spawn(s: Start) -> anyhow::Result<(Arc<SfuService>, Vec<JoinHandle<()>>)>
     let udp_addr = s.udp.local_addr()?;
     let tcp_addr = s.tcp.local_addr()?;
     let (tx, rx) = mpsc::channel(QUEUE);
+    let (media, media_rx) = mpsc::channel(MEDIA_QUEUE);
     let svc = Arc::new(SfuService {
         tx,
+        media,
         udp: udp_addr,
         tcp: tcp_addr,
         snapshot: Mutex::new(Snapshot::default()),
@@ -310,7 +324,10 @@ pub fn spawn(s: Start) -> anyhow::Result<(Arc<SfuService>, Vec<JoinHandle<()>>)>
         watch: None,
         counters: BridgeCounters::default(),
     };
-    let main = tokio::spawn(task.run(rx, tcp_rx, s.shutdown));
+    // The first DTLS certificate of a process seeds the crypto provider's entropy pool (tens of
+    // milliseconds): done now rather than on the first call's answer.
+    tokio::task::spawn_blocking(|| drop(str0m::Rtc::builder().build(Instant::now())));
+    let main = tokio::spawn(task.run(rx, media_rx, tcp_rx, s.shutdown));
     Ok((svc, vec![main, acceptor]))
 }
 
@@ -344,6 +361,7 @@ impl Task {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Cmd>,
+        mut media_rx: mpsc::Receiver<BridgeCmd>,
         mut tcp_rx: mpsc::Receiver<TcpEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -379,6 +397,16 @@ impl Task {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
                     None => return,
+                },
+                m = media_rx.recv() => if let Some(m) = m {
+                    let now = Instant::now();
+                    self.bridge(now, m);
+                    for _ in 1..BATCH {
+                        match media_rx.try_recv() {
+                            Ok(m) => self.bridge(now, m),
+                            Err(_) => break,
+                        }
+                    }
                 },
                 ev = tcp_rx.recv() => if let Some(ev) = ev {
                     self.tcp_event(ev);

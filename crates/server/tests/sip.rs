@@ -1353,3 +1353,53 @@ async fn a_tcp_upstream_may_connect_to_the_gateway() {
     assert!(header(&answer, "Call-ID")[0] == "msg-1", "{answer}");
     srv.shutdown().await;
 }
+
+/// A browser offering PCMA alone, and a phone whose answer lists PCMU first (sipp's fixed
+/// answer: `0 8 101`): the gateway takes the first answered codec that was offered.
+#[tokio::test]
+async fn the_answer_codec_must_be_one_that_was_offered() {
+    use icebreaker::bench::sip::G711;
+    let far = sipp_far_end();
+    let srv = gateway(far.addr).await;
+    let mut ws = sip_ws(srv.http).await;
+    let (mut browser, offer, pending) =
+        Browser::offering("127.0.0.1".parse().unwrap(), Some(G711::Pcma))
+            .await
+            .unwrap();
+    let head = format!(
+        "INVITE sip:phone@example.org SIP/2.0
+Via: SIP/2.0/WSS a.invalid;branch=z9hG4bKpcma1
+Max-Forwards: 69
+To: <sip:phone@example.org>
+From: <sip:hal@example.org>;tag=haltag
+Call-ID: pcma-1
+CSeq: 1 INVITE
+Contact: <sip:hal@a.invalid;transport=ws;ob>
+Content-Type: application/sdp
+Content-Length: {}
+
+",
+        offer.len()
+    );
+    ws.send(Message::text(head.replace('\n', "\r\n") + &offer))
+        .await
+        .unwrap();
+    let ok = recv_status(&mut ws, 200).await;
+    let (_, body) = ok.split_once("\r\n\r\n").unwrap();
+    assert!(
+        body.contains("PCMA/8000") && !body.contains("PCMU"),
+        "{body}"
+    );
+    browser
+        .rtc
+        .sdp_api()
+        .accept_answer(
+            pending,
+            str0m::change::SdpAnswer::from_sdp_string(body).unwrap(),
+        )
+        .unwrap();
+    let (connected, heard) = browser.talk(60, Duration::from_secs(8)).await.unwrap();
+    assert!(connected);
+    assert!(heard >= 45, "heard {heard} of 60 PCMA frames back");
+    srv.shutdown().await;
+}

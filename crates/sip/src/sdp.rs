@@ -756,6 +756,13 @@ pub struct PlainAnswer {
 /// and its first known codec. A rejected audio section (port 0) is [`Error::NoAudio`]; no
 /// known codec is [`Error::NoCommonCodec`].
 pub fn read_plain_answer(sdp: &Sdp) -> Result<PlainAnswer, Error> {
+    read_plain_answer_among(sdp, &[CodecName::Pcmu, CodecName::Pcma, CodecName::Opus])
+}
+
+/// [`read_plain_answer`] where the codec used is the first of the answer's that is among
+/// `offered` (an answerer may list codecs that were not offered, RFC 3264 §6.1 notwithstanding:
+/// those are skipped).
+pub fn read_plain_answer_among(sdp: &Sdp, offered: &[CodecName]) -> Result<PlainAnswer, Error> {
     let audio = sdp
         .media
         .iter()
@@ -766,6 +773,10 @@ pub fn read_plain_answer(sdp: &Sdp) -> Result<PlainAnswer, Error> {
         .ok_or(Error::BadSdp("missing c="))?;
     let ip = conn.ip.ok_or(Error::BadSdp("c= is not an IP address"))?;
     let (codecs, events) = audio_codecs(audio)?;
+    let codecs: Vec<Codec> = codecs
+        .into_iter()
+        .filter(|c| offered.contains(&c.name))
+        .collect();
     let codec = codecs.first().cloned().ok_or(Error::NoCommonCodec)?;
     let clock = codec.name.clock();
     let ptime = audio.attribute("ptime").and_then(|p| p.trim().parse().ok());
@@ -836,5 +847,19 @@ mod tests {
         assert_eq!(back.codec.name, CodecName::Pcmu);
         assert_eq!(back.telephone_event.map(|e| e.pt), Some(101));
         assert_eq!(back.addr, "192.0.2.1:30000".parse().unwrap());
+    }
+
+    #[test]
+    fn an_answer_codec_that_was_not_offered_is_skipped() {
+        let a = Sdp::parse(b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n").unwrap();
+        let r = read_plain_answer_among(&a, &[CodecName::Pcma]).unwrap();
+        assert_eq!(r.codec.name, CodecName::Pcma);
+        assert_eq!(r.codec.pt, 8);
+        assert_eq!(r.telephone_event.map(|e| e.pt), Some(101));
+        assert_eq!(
+            read_plain_answer_among(&a, &[CodecName::Opus]),
+            Err(Error::NoCommonCodec)
+        );
+        assert_eq!(read_plain_answer(&a).unwrap().codec.name, CodecName::Pcmu);
     }
 }

@@ -571,11 +571,10 @@ impl DialService {
             self.bye(call, rx).await;
             return Ok(why.to_string());
         }
-        let plain = match Sdp::parse(&answer.body)
-            .ok()
-            .and_then(|s| sdp::read_plain_answer(&s).ok())
-        {
-            Some(a) if matches!(a.codec.name, CodecName::Pcmu | CodecName::Pcma) => a,
+        let plain = match Sdp::parse(&answer.body).ok().and_then(|s| {
+            sdp::read_plain_answer_among(&s, &[CodecName::Pcmu, CodecName::Pcma]).ok()
+        }) {
+            Some(a) => a,
             _ => {
                 self.bye(call, rx).await;
                 return Err((488, "the phone answered no usable audio".into()));

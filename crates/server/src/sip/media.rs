@@ -63,6 +63,8 @@ struct Call {
     /// Browser calls: the browser's latest offer, and the one the leg has answered.
     offer: Option<String>,
     answered_offer: Option<String>,
+    /// Browser calls: the codecs offered to the SIP side (its answer must pick one of them).
+    offered: Vec<CodecName>,
     /// Phone calls: its codecs and telephone-events.
     phone_codecs: Vec<sdp::Codec>,
     phone_events: Vec<sdp::TelephoneEvent>,
@@ -425,6 +427,7 @@ impl MediaBridge {
             version: 1,
             offer: None,
             answered_offer: None,
+            offered: Vec::new(),
             phone_codecs: Vec::new(),
             phone_events: Vec::new(),
             established: false,
@@ -495,6 +498,8 @@ impl MediaBridge {
         match plain {
             Ok(p) => {
                 out.msg.body = p.sdp.to_bytes();
+                let names = p.codecs.iter().map(|c| c.name).collect();
+                self.with_call(call_id, |c| c.offered = names);
                 Ok(())
             }
             Err(e) => {
@@ -509,7 +514,7 @@ impl MediaBridge {
 
     /// The SIP side answered the browser's offer (18x/2xx with SDP).
     async fn phone_answered(&self, out: &mut Out, call_id: &str) {
-        let (leg, offer, answered, established, socket, host) = {
+        let (leg, offer, answered, established, socket, host, offered) = {
             let calls = self.calls.lock();
             let Some(c) = calls.get(call_id) else { return };
             if let Some((seen, sent)) = &c.cache {
@@ -525,12 +530,13 @@ impl MediaBridge {
                 c.established,
                 c.socket.clone(),
                 c.host.clone(),
+                c.offered.clone(),
             )
         };
         let Some(offer) = offer else { return };
         let answer = match Sdp::parse(&out.msg.body)
             .map_err(|e| format!("{e:?}"))
-            .and_then(|s| sdp::read_plain_answer(&s).map_err(|e| format!("{e:?}")))
+            .and_then(|s| sdp::read_plain_answer_among(&s, &offered).map_err(|e| format!("{e:?}")))
         {
             Ok(a) => a,
             Err(e) => {
