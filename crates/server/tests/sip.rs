@@ -58,22 +58,21 @@ fn sipp_far_end() -> Sipp {
     sipp_far_end_on("u1")
 }
 
-/// sipp on `transport` (`u1`: UDP, `t1`: TCP, one connection).
+/// sipp on `transport` (`u1`: UDP, `t1`: TCP, one connection), as many calls as come.
 fn sipp_far_end_on(transport: &str) -> Sipp {
+    sipp("uas.xml", transport, &["-timeout", "120s"])
+}
+
+/// sipp running `tests/sip/<scenario>` on 127.0.0.1 with an RTP echo, `extra` arguments added.
+fn sipp(scenario: &str, transport: &str, extra: &[&str]) -> Sipp {
     let port = free_port();
     let media = free_udp_port();
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/sip/uas.xml");
+    let path = format!("{}/../../tests/sip/{scenario}", env!("CARGO_MANIFEST_DIR"));
     let child = Command::new("sipp")
-        .args(["-sf", scenario, "-i", "127.0.0.1", "-t", transport, "-p"])
+        .args(["-sf", &path, "-i", "127.0.0.1", "-t", transport, "-p"])
         .arg(port.to_string())
-        .args([
-            "-mp",
-            &media.to_string(),
-            "-rtp_echo",
-            "-nostdin",
-            "-timeout",
-            "120s",
-        ])
+        .args(["-mp", &media.to_string(), "-rtp_echo", "-nostdin"])
+        .args(extra)
         .args(["-trace_err", "-error_file", "/dev/null"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -302,6 +301,103 @@ Content-Length: 0
     }
 }
 
+impl Sipp {
+    /// Waits (5 s at most) for sipp to end its scenario; its exit status.
+    async fn exit(mut self) -> Option<std::process::ExitStatus> {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..50 {
+                if let Ok(Some(s)) = self.child.try_wait() {
+                    return Some(s);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            None
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// What a client keeps from the 2xx to its INVITE: the remote tag, target and route set.
+struct Answered {
+    to: String,
+    contact: String,
+    /// `Route` headers: the Record-Routes reversed (ours: client-facing, then upstream-facing).
+    routes: String,
+}
+
+impl Answered {
+    fn of(ok: &str) -> Answered {
+        let rr: Vec<&str> = header(ok, "Record-Route")
+            .into_iter()
+            .flat_map(|v| v.split(", "))
+            .collect();
+        Answered {
+            to: header(ok, "To")[0].to_owned(),
+            contact: header(ok, "Contact")[0]
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_owned(),
+            routes: format!("Route: {}\nRoute: {}", rr[1], rr[0]),
+        }
+    }
+
+    fn dialog<'a>(&'a self, from: &'a str, call_id: &'a str, via_host: &'a str) -> Dialog<'a> {
+        Dialog {
+            target: &self.contact,
+            routes: self.routes.clone(),
+            from,
+            to: &self.to,
+            call_id,
+            via_host,
+        }
+    }
+}
+
+/// Who sends a test INVITE: `<sip:USER@example.org>;tag=TAG` from a WebSocket client whose
+/// Via host is `via_host`.
+struct Caller<'a> {
+    user: &'a str,
+    tag: &'a str,
+    via_host: &'a str,
+}
+
+/// An INVITE to `sip:phone@example.org` with a WebRTC offer (sent with its own CRLFs).
+async fn invite_webrtc(
+    ws: &mut Ws,
+    c: &Caller<'_>,
+    call_id: &str,
+    cseq: u32,
+    branch: &str,
+    offer: &str,
+) {
+    let Caller {
+        user,
+        tag,
+        via_host,
+    } = c;
+    let head = format!(
+        "INVITE sip:phone@example.org SIP/2.0
+Via: SIP/2.0/WSS {via_host};branch=z9hG4bK{branch}
+Max-Forwards: 69
+To: <sip:phone@example.org>
+From: <sip:{user}@example.org>;tag={tag}
+Call-ID: {call_id}
+CSeq: {cseq} INVITE
+Contact: <sip:{user}@{via_host};transport=ws;ob>
+Content-Type: application/sdp
+Content-Length: {}
+
+",
+        offer.len()
+    );
+    ws.send(Message::text(head.replace('\n', "\r\n") + offer))
+        .await
+        .unwrap();
+}
+
 fn register(user: &str, call_id: &str) -> String {
     format!(
         "REGISTER sip:example.org SIP/2.0
@@ -527,33 +623,7 @@ async fn sip_needs_the_subprotocol_and_a_configured_upstream() {
 
 #[tokio::test]
 async fn the_far_end_hangs_up_through_the_record_route() {
-    let port = free_udp_port();
-    let media = free_udp_port();
-    let scenario = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/sip/uas-hangs-up.xml"
-    );
-    let child = Command::new("sipp")
-        .args(["-sf", scenario, "-i", "127.0.0.1", "-p"])
-        .arg(port.to_string())
-        .args([
-            "-mp",
-            &media.to_string(),
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-m",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp runs");
-    std::thread::sleep(Duration::from_millis(300));
-    let far = Sipp {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    };
+    let far = sipp_once("uas-hangs-up.xml");
     let srv = gateway(far.addr).await;
     let mut ws = sip_ws(srv.http).await;
     let sdp =
@@ -578,25 +648,8 @@ Content-Length: {}
     )
     .await;
     let ok = recv_status(&mut ws, 200).await;
-    let to = header(&ok, "To")[0].to_owned();
-    let rr: Vec<&str> = header(&ok, "Record-Route")
-        .into_iter()
-        .flat_map(|v| v.split(", "))
-        .collect();
-    let contact = header(&ok, "Contact")[0]
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap()
-        .to_owned();
-    let dialog = Dialog {
-        target: &contact,
-        routes: format!("Route: {}\nRoute: {}", rr[1], rr[0]),
-        from: "<sip:bob@example.org>;tag=bobtag",
-        to: &to,
-        call_id: "call-2",
-        via_host: "c.invalid",
-    };
+    let answered = Answered::of(&ok);
+    let dialog = answered.dialog("<sip:bob@example.org>;tag=bobtag", "call-2", "c.invalid");
     send(&mut ws, &dialog.request("ACK", 1, "ack2")).await;
     // The phone's BYE reaches this WebSocket: our Routes gone, our Via on top of the phone's.
     let bye = recv(&mut ws).await;
@@ -631,18 +684,7 @@ Content-Length: {}
         &format!("SIP/2.0 200 OK\n{ok_bye}\nContent-Length: 0\n\n"),
     )
     .await;
-    let mut far = far;
-    let status = tokio::task::spawn_blocking(move || {
-        for _ in 0..50 {
-            if let Ok(Some(s)) = far.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    })
-    .await
-    .unwrap();
+    let status = far.exit().await;
     assert!(
         status.is_some_and(|s| s.success()),
         "sipp did not end its scenario successfully: {status:?}"
@@ -662,24 +704,19 @@ async fn webrtc_audio_is_bridged_to_plain_rtp_and_back() {
     let mut ws = sip_ws(srv.http).await;
     let (mut browser, offer, pending) = Browser::new().await.unwrap();
     assert!(offer.contains("UDP/TLS/RTP/SAVPF"), "{offer}");
-    let head = format!(
-        "INVITE sip:phone@example.org SIP/2.0
-Via: SIP/2.0/WSS m.invalid;branch=z9hG4bKmedia1
-Max-Forwards: 69
-To: <sip:phone@example.org>
-From: <sip:carol@example.org>;tag=caroltag
-Call-ID: media-1
-CSeq: 1 INVITE
-Contact: <sip:carol@m.invalid;transport=ws;ob>
-Content-Type: application/sdp
-Content-Length: {}
-
-",
-        offer.len()
-    );
-    ws.send(Message::text(head.replace('\n', "\r\n") + &offer))
-        .await
-        .unwrap();
+    invite_webrtc(
+        &mut ws,
+        &Caller {
+            user: "carol",
+            tag: "caroltag",
+            via_host: "m.invalid",
+        },
+        "media-1",
+        1,
+        "media1",
+        &offer,
+    )
+    .await;
     let ok = recv_status(&mut ws, 200).await;
     let (_, body) = ok.split_once("\r\n\r\n").unwrap();
     // What sipp answered (PCMU, plain RTP) reaches us as a WebRTC answer.
@@ -701,25 +738,12 @@ Content-Length: {}
             str0m::change::SdpAnswer::from_sdp_string(body).unwrap(),
         )
         .unwrap();
-    let to = header(&ok, "To")[0].to_owned();
-    let rr: Vec<&str> = header(&ok, "Record-Route")
-        .into_iter()
-        .flat_map(|v| v.split(", "))
-        .collect();
-    let contact = header(&ok, "Contact")[0]
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap()
-        .to_owned();
-    let dialog = Dialog {
-        target: &contact,
-        routes: format!("Route: {}\nRoute: {}", rr[1], rr[0]),
-        from: "<sip:carol@example.org>;tag=caroltag",
-        to: &to,
-        call_id: "media-1",
-        via_host: "m.invalid",
-    };
+    let answered = Answered::of(&ok);
+    let dialog = answered.dialog(
+        "<sip:carol@example.org>;tag=caroltag",
+        "media-1",
+        "m.invalid",
+    );
     send(&mut ws, &dialog.request("ACK", 1, "mack1")).await;
 
     // 2 s of audio; sipp echoes it (plain RTP both ways on its side).
@@ -908,31 +932,7 @@ async fn a_phone_calls_the_browser_through_the_bridge() {
 
 /// sipp running `scenario` for one call (`-m 1`), echoing RTP.
 fn sipp_once(scenario: &str) -> Sipp {
-    let port = free_port();
-    let media = free_udp_port();
-    let path = format!("{}/../../tests/sip/{scenario}", env!("CARGO_MANIFEST_DIR"));
-    let child = Command::new("sipp")
-        .args(["-sf", &path, "-i", "127.0.0.1", "-t", "u1", "-p"])
-        .arg(port.to_string())
-        .args([
-            "-mp",
-            &media.to_string(),
-            "-rtp_echo",
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-m",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp runs");
-    std::thread::sleep(Duration::from_millis(300));
-    Sipp {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    }
+    sipp(scenario, "u1", &["-timeout", "60s", "-m", "1"])
 }
 
 async fn dial_gateway(far: SocketAddr) -> icebreaker::serve::Running {
@@ -1055,18 +1055,7 @@ async fn a_room_member_dials_a_phone_through_the_gateway() {
         None => common::signal::recv_type(&mut a, "peer-left").await,
     };
     assert_eq!(left["peer"], phone.as_str());
-    let mut far = far;
-    let status = tokio::task::spawn_blocking(move || {
-        for _ in 0..50 {
-            if let Ok(Some(s)) = far.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    })
-    .await
-    .unwrap();
+    let status = far.exit().await;
     assert!(status.is_some_and(|s| s.success()), "sipp: {status:?}");
     srv.shutdown().await;
 }
@@ -1154,24 +1143,19 @@ async fn a_vanished_browser_is_hung_up_for() {
     let srv = gateway(far.addr).await;
     let mut ws = sip_ws(srv.http).await;
     let (mut browser, offer, pending) = Browser::new().await.unwrap();
-    let head = format!(
-        "INVITE sip:phone@example.org SIP/2.0
-Via: SIP/2.0/WSS v.invalid;branch=z9hG4bKgone1
-Max-Forwards: 69
-To: <sip:phone@example.org>
-From: <sip:erin@example.org>;tag=erintag
-Call-ID: gone-1
-CSeq: 5 INVITE
-Contact: <sip:erin@v.invalid;transport=ws;ob>
-Content-Type: application/sdp
-Content-Length: {}
-
-",
-        offer.len()
-    );
-    ws.send(Message::text(head.replace('\n', "\r\n") + &offer))
-        .await
-        .unwrap();
+    invite_webrtc(
+        &mut ws,
+        &Caller {
+            user: "erin",
+            tag: "erintag",
+            via_host: "v.invalid",
+        },
+        "gone-1",
+        5,
+        "gone1",
+        &offer,
+    )
+    .await;
     let ok = recv_status(&mut ws, 200).await;
     let (_, body) = ok.split_once("\r\n\r\n").unwrap();
     browser
@@ -1182,43 +1166,15 @@ Content-Length: {}
             str0m::change::SdpAnswer::from_sdp_string(body).unwrap(),
         )
         .unwrap();
-    let to = header(&ok, "To")[0].to_owned();
-    let rr: Vec<&str> = header(&ok, "Record-Route")
-        .into_iter()
-        .flat_map(|v| v.split(", "))
-        .collect();
-    let contact = header(&ok, "Contact")[0]
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap()
-        .to_owned();
-    let dialog = Dialog {
-        target: &contact,
-        routes: format!("Route: {}\nRoute: {}", rr[1], rr[0]),
-        from: "<sip:erin@example.org>;tag=erintag",
-        to: &to,
-        call_id: "gone-1",
-        via_host: "v.invalid",
-    };
+    let answered = Answered::of(&ok);
+    let dialog = answered.dialog("<sip:erin@example.org>;tag=erintag", "gone-1", "v.invalid");
     send(&mut ws, &dialog.request("ACK", 5, "gack1")).await;
     let (connected, _) = browser.talk(10, Duration::from_secs(5)).await.unwrap();
     assert!(connected);
     assert_eq!(srv.sip_media_calls(), 1);
     // The tab is closed.
     drop(ws);
-    let mut far = far;
-    let status = tokio::task::spawn_blocking(move || {
-        for _ in 0..50 {
-            if let Ok(Some(s)) = far.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    })
-    .await
-    .unwrap();
+    let status = far.exit().await;
     assert!(
         status.is_some_and(|s| s.success()),
         "sipp got the BYE and ended its scenario: {status:?}"
@@ -1366,24 +1322,19 @@ async fn the_answer_codec_must_be_one_that_was_offered() {
         Browser::offering("127.0.0.1".parse().unwrap(), Some(G711::Pcma))
             .await
             .unwrap();
-    let head = format!(
-        "INVITE sip:phone@example.org SIP/2.0
-Via: SIP/2.0/WSS a.invalid;branch=z9hG4bKpcma1
-Max-Forwards: 69
-To: <sip:phone@example.org>
-From: <sip:hal@example.org>;tag=haltag
-Call-ID: pcma-1
-CSeq: 1 INVITE
-Contact: <sip:hal@a.invalid;transport=ws;ob>
-Content-Type: application/sdp
-Content-Length: {}
-
-",
-        offer.len()
-    );
-    ws.send(Message::text(head.replace('\n', "\r\n") + &offer))
-        .await
-        .unwrap();
+    invite_webrtc(
+        &mut ws,
+        &Caller {
+            user: "hal",
+            tag: "haltag",
+            via_host: "a.invalid",
+        },
+        "pcma-1",
+        1,
+        "pcma1",
+        &offer,
+    )
+    .await;
     let ok = recv_status(&mut ws, 200).await;
     let (_, body) = ok.split_once("\r\n\r\n").unwrap();
     assert!(
