@@ -202,6 +202,17 @@ impl SfuService {
         }
     }
 
+    /// Sends a media-bridge command that answers (`reply`), and waits for its answer.
+    pub async fn ask<T>(
+        &self,
+        cmd: impl FnOnce(oneshot::Sender<Result<T, String>>) -> BridgeCmd,
+    ) -> Result<T, String> {
+        let (reply, rx) = oneshot::channel();
+        self.bridge(cmd(reply)).await;
+        rx.await
+            .unwrap_or_else(|_| Err("the media bridge is gone".into()))
+    }
+
     /// Sends a media-bridge command without waiting (media: dropped when the queue is full).
     pub fn try_bridge(&self, cmd: BridgeCmd) {
         // Media has its own short queue: under overload it is dropped (as the network would)

@@ -507,6 +507,34 @@ struct Leg {
 /// A leg whose browser stays unreachable this long ends.
 const ICE_GRACE: Duration = Duration::from_secs(15);
 
+impl Leg {
+    /// Sends one RTP packet of the SIP side to the browser as payload type `pt`, its sequence
+    /// number and timestamp continued across the SIP side's sources (`step`: one frame).
+    fn send_plain(
+        &mut self,
+        now: Instant,
+        mid: Mid,
+        pt: u8,
+        rtp: &PlainRtp<'_>,
+        step: u32,
+        tele: bool,
+    ) {
+        let (seq, ts) = self.rebase.map(rtp.ssrc, rtp.seq, rtp.ts, step);
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        tx.write_rtp(
+            RtpWrite::new(pt.into(), SeqNo::from(seq), ts, now, rtp.payload).marker(rtp.marker),
+        );
+        self.stats.to_webrtc_packets += 1;
+        if tele {
+            self.stats.telephone_events += 1;
+        }
+    }
+}
+
 /// Every bridged call's media. See the module docs.
 pub struct Gateway {
     config: BridgeConfig,
@@ -1202,20 +1230,14 @@ impl Gateway {
         if !leg.stats.connected {
             return;
         }
-        let step = chosen.codec.clock() / 50;
-        let (seq, ts) = leg.rebase.map(rtp.ssrc, rtp.seq, rtp.ts, step);
-        let mut api = leg.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-            leg.stats.dropped += 1;
-            return;
-        };
-        tx.write_rtp(
-            RtpWrite::new(pt.into(), SeqNo::from(seq), ts, now, rtp.payload).marker(rtp.marker),
+        leg.send_plain(
+            now,
+            mid,
+            pt,
+            &rtp,
+            chosen.codec.clock() / 50,
+            tele.is_some(),
         );
-        leg.stats.to_webrtc_packets += 1;
-        if tele.is_some() {
-            leg.stats.telephone_events += 1;
-        }
         self.drain(now, id);
     }
 
@@ -1263,19 +1285,7 @@ impl Gateway {
             } else {
                 chosen.webrtc_pt
             };
-            let (seq, ts) = leg.rebase.map(rtp.ssrc, rtp.seq, rtp.ts, step);
-            let mut api = leg.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-                leg.stats.dropped += 1;
-                continue;
-            };
-            tx.write_rtp(
-                RtpWrite::new(pt.into(), SeqNo::from(seq), ts, now, rtp.payload).marker(rtp.marker),
-            );
-            leg.stats.to_webrtc_packets += 1;
-            if tele {
-                leg.stats.telephone_events += 1;
-            }
+            leg.send_plain(now, mid, pt, &rtp, step, tele);
         }
         for &lid in &ids {
             self.drain(now, lid);

@@ -30,13 +30,17 @@ use icebreaker_sip::{Message, Method};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::SipService;
 use crate::sfu::{BridgeCmd, SfuService};
 use crate::signal::phone::{Heard, PhoneMember, SipInput};
 use crate::signal::SignalService;
+
+/// What every Call-ID of the server's own calls contains (the upstream reader looks for it
+/// before parsing a message a second time).
+pub const CALL_ID_MARK: &[u8] = b"@icebreaker";
 
 /// Calls the server has dialed at most at once.
 const MAX_DIALS: usize = 100;
@@ -596,16 +600,16 @@ impl DialService {
                 .map(|e| (e.pt, e.clock))
                 .collect(),
         };
-        let (reply, rx_open) = oneshot::channel();
-        self.sfu
-            .bridge(BridgeCmd::OpenGroup {
+        let rx_open = self
+            .sfu
+            .ask(|reply| BridgeCmd::OpenGroup {
                 group,
                 plain: media,
                 socket,
                 reply,
             })
             .await;
-        if !matches!(rx_open.await, Ok(Ok(()))) {
+        if rx_open.is_err() {
             self.bye(call, rx).await;
             return Err((500, "the media bridge refused the call".into()));
         }
@@ -698,16 +702,15 @@ impl DialService {
                                     continue;
                                 }
                                 let leg = *legs.entry(from.clone()).or_insert_with(crate::sfu::next_bridge_id);
-                                let (reply, rx_ans) = oneshot::channel();
-                                self.sfu.bridge(BridgeCmd::GroupAnswer {
+                                let answer = self.sfu.ask(|reply| BridgeCmd::GroupAnswer {
                                     group,
                                     leg,
                                     offer: sdp.to_owned(),
                                     host: call.host.clone(),
                                     reply,
                                 }).await;
-                                match rx_ans.await {
-                                    Ok(Ok(answer)) => {
+                                match answer {
+                                    Ok(answer) => {
                                         member.signal(&from, &json!({"sdp": {"type": "answer", "sdp": answer}})).await;
                                     }
                                     r => tracing::debug!(peer = %from, "SIP dial: offer refused: {r:?}"),

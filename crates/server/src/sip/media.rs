@@ -26,7 +26,7 @@ use icebreaker_sip::sdp::{self, CodecName, Sdp};
 use icebreaker_sip::{Message, Method};
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::proxy::{Dest, FlowId, Out};
@@ -569,26 +569,26 @@ impl MediaBridge {
                 .get(call_id)
                 .and_then(|c| c.cache.as_ref().map(|(_, sent)| sent.clone()))
         } else if established {
-            let (reply, rx) = oneshot::channel();
-            self.sfu
-                .bridge(BridgeCmd::Renegotiate {
+            let rx = self
+                .sfu
+                .ask(|reply| BridgeCmd::Renegotiate {
                     leg,
                     offer: offer.clone(),
                     remote: answer.addr,
                     reply,
                 })
                 .await;
-            match rx.await {
-                Ok(Ok(sdp)) => Some(sdp.into_bytes()),
+            match rx {
+                Ok(sdp) => Some(sdp.into_bytes()),
                 r => {
                     tracing::warn!(call = %call_id, "SIP media: re-offer refused: {r:?}");
                     None
                 }
             }
         } else {
-            let (reply, rx) = oneshot::channel();
-            self.sfu
-                .bridge(BridgeCmd::Answer {
+            let rx = self
+                .sfu
+                .ask(|reply| BridgeCmd::Answer {
                     leg,
                     offer: offer.clone(),
                     plain,
@@ -597,8 +597,8 @@ impl MediaBridge {
                     reply,
                 })
                 .await;
-            match rx.await {
-                Ok(Ok((sdp, chosen))) => {
+            match rx {
+                Ok((sdp, chosen)) => {
                     log_chosen(call_id, &chosen);
                     Some(sdp.into_bytes())
                 }
@@ -671,9 +671,9 @@ impl MediaBridge {
                 .collect(),
             telephone_events: events.iter().map(|e| (e.pt, e.clock)).collect(),
         };
-        let (reply, rx) = oneshot::channel();
-        self.sfu
-            .bridge(BridgeCmd::Offer {
+        let rx = self
+            .sfu
+            .ask(|reply| BridgeCmd::Offer {
                 leg,
                 plain,
                 socket,
@@ -681,8 +681,8 @@ impl MediaBridge {
                 reply,
             })
             .await;
-        match rx.await {
-            Ok(Ok(offer)) => {
+        match rx {
+            Ok(offer) => {
                 if let Some(c) = self.calls.lock().get_mut(call_id) {
                     c.phone_codecs = codecs;
                     c.phone_events = events;
@@ -709,16 +709,16 @@ impl MediaBridge {
             }
             c.leg
         };
-        let (reply, rx) = oneshot::channel();
-        self.sfu
-            .bridge(BridgeCmd::AcceptAnswer {
+        let rx = self
+            .sfu
+            .ask(|reply| BridgeCmd::AcceptAnswer {
                 leg,
                 answer: String::from_utf8_lossy(&out.msg.body).into_owned(),
                 reply,
             })
             .await;
-        let chosen = match rx.await {
-            Ok(Ok(c)) => c,
+        let chosen = match rx {
+            Ok(c) => c,
             r => {
                 tracing::warn!(call = %call_id, "SIP media: the browser's answer refused: {r:?}");
                 return;

@@ -368,6 +368,13 @@ impl SipService {
         let Some(d) = self.dial.get() else {
             return false;
         };
+        // Proxied traffic (most of it) is not parsed twice: our calls' Call-IDs carry a marker.
+        if !raw
+            .windows(dial::CALL_ID_MARK.len())
+            .any(|w| w == dial::CALL_ID_MARK)
+        {
+            return false;
+        }
         match icebreaker_sip::Message::parse(raw) {
             Ok(m) => d.intercept(&m),
             Err(_) => false,
